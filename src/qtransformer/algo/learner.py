@@ -1,0 +1,110 @@
+"""The learner: owns the online and target networks and the optimizer; `update(batch)` is one step."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+import torch
+
+from ..config import AlgoConfig
+from ..nets import QTransformerNet
+from .losses import data_bin_values, qtransformer_loss
+from .targets import per_dimension_targets
+
+
+def _param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (decay if p.dim() >= 2 and "embedding" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class QTransformerLearner:
+    """Batch keys (all tensors on the learner's device):
+
+    obs (B, obs_dim), bins (B, d) int64, reward (B,), discount (B,), bootstrap (B,),
+    next_obs (B, obs_dim) the bootstrap state s_{t+m}, mc_return (B,), task (B,) int64 (optional).
+    """
+
+    def __init__(self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.online = net.to(self.device)
+        self.target = copy.deepcopy(self.online)
+        self.target.requires_grad_(False)
+        self.target.eval()  # always: no dropout noise in the targets
+        self.optimizer = torch.optim.AdamW(_param_groups(self.online, cfg.weight_decay), lr=cfg.lr)
+        self.amp_bf16 = amp_bf16
+        self.num_updates = 0
+
+    def _autocast(self):
+        if not self.amp_bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def learning_rate(self) -> float:
+        if self.cfg.warmup_steps <= 0:
+            return self.cfg.lr
+        return self.cfg.lr * min(1.0, (self.num_updates + 1) / self.cfg.warmup_steps)
+
+    @torch.no_grad()
+    def compute_targets(self, batch: dict) -> torch.Tensor:
+        """Targets (B, d) from the target network (one teacher-forced pass at s, one prefix pass at s')."""
+        with self._autocast():
+            target_values = self.target(batch["obs"], batch["bins"], batch.get("task"))  # (B, d, K)
+            next_values = self.target.first_dim_values(batch["next_obs"], batch.get("task"))  # (B, K)
+        return per_dimension_targets(
+            target_values.float(),
+            next_values.float(),
+            batch["reward"],
+            batch["discount"],
+            batch["bootstrap"],
+            batch["mc_return"] if self.cfg.mc_bound else None,
+            skip_dim_max=self.cfg.n_step > 1 and self.cfg.n_step_mode == "all_dims",
+        )
+
+    def update(self, batch: dict) -> dict[str, float]:
+        self.online.train()
+        targets = self.compute_targets(batch)  # (B, d)
+        with self._autocast():
+            values = self.online(batch["obs"], batch["bins"], batch.get("task"))  # (B, d, K)
+        losses = qtransformer_loss(values.float(), batch["bins"], targets, self.cfg.alpha)
+
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        params = [p for p in self.online.parameters() if p.grad is not None]
+        if self.cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        self.optimizer.step()
+        self.polyak_update()
+        self.num_updates += 1
+
+        with torch.no_grad():
+            q_data = data_bin_values(values.float(), batch["bins"])  # (B, d)
+            K = values.shape[-1]
+            q_all_mean = values.float().mean(-1)  # (B, d)
+            q_unseen = (q_all_mean * K - q_data) / (K - 1)
+        return {
+            "loss": losses["loss"].item(),
+            "td_loss": losses["td_loss"].item(),
+            "conservative_loss": losses["conservative_loss"].item(),
+            "q_data": q_data.mean().item(),
+            "q_unseen": q_unseen.mean().item(),
+            "target": targets.mean().item(),
+            "grad_norm": float(grad_norm),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    @torch.no_grad()
+    def polyak_update(self) -> None:
+        tau = self.cfg.tau
+        online = list(self.online.parameters())
+        target = list(self.target.parameters())
+        torch._foreach_lerp_(target, online, tau)  # target <- target + tau * (online - target)
+        for tb, ob in zip(self.target.buffers(), self.online.buffers()):
+            tb.copy_(ob)

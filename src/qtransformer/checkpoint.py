@@ -1,0 +1,197 @@
+"""Checkpoints: safetensors + JSON, written atomically.
+
+    run/checkpoints/step_00006000/
+        model/            rebuilds the policy alone
+            config.json       network shape, action bins, task names, environment id
+            model.safetensors weights, with the observation normaliser (encoder.obs_mean / obs_std)
+        training_state/   what an exact resume needs besides the model
+            target.safetensors, optimizer.safetensors, rng.safetensors, state.json
+    run/checkpoints/last  the name of the newest complete checkpoint
+
+Each checkpoint is written into a temporary folder and renamed into place, and `last` is replaced
+atomically after it, so a crash at any moment leaves the previous checkpoint intact and pointed to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .actions import ActionDiscretizer
+from .config import model_from_dict, to_dict
+from .nets import QTransformerNet
+
+MODEL_FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path or file is wrong; the message names it and what to do."""
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# -- model/ ------------------------------------------------------------------------------------------
+def model_config(net: QTransformerNet, discretizer: ActionDiscretizer, model_cfg, extra: Optional[dict] = None) -> dict:
+    return {
+        "format_version": MODEL_FORMAT_VERSION,
+        "obs_dim": net.obs_dim,
+        "action_dim": net.action_dim,
+        "num_tasks": net.num_tasks,
+        "model": to_dict(model_cfg),
+        "actions": discretizer.to_dict(),
+        **(extra or {}),
+    }
+
+
+def save_model(directory: Path, net: QTransformerNet, config: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_json(directory / "config.json", config)
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"))
+
+
+def resolve_model_dir(path: Union[str, Path]) -> Path:
+    """Accept a run folder, a checkpoint folder, or a model/ folder."""
+    path = Path(path)
+    if (path / "checkpoints" / "last").exists():
+        path = path / "checkpoints" / (path / "checkpoints" / "last").read_text().strip()
+    if (path / "model" / "config.json").exists():
+        path = path / "model"
+    if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
+        raise CheckpointError(
+            f"{path}: no model here; pass a run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder"
+        )
+    return path
+
+
+def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransformerNet, ActionDiscretizer, dict]:
+    model_dir = resolve_model_dir(path)
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{model_dir / 'config.json'}: not valid JSON ({exc})") from exc
+    if cfg.get("format_version") != MODEL_FORMAT_VERSION:
+        raise CheckpointError(f"{model_dir / 'config.json'}: field 'format_version' is {cfg.get('format_version')!r}; this version reads {MODEL_FORMAT_VERSION}")
+    discretizer = ActionDiscretizer.from_dict(cfg["actions"])
+    net = QTransformerNet(cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))
+    state = load_file(str(model_dir / "model.safetensors"), device="cpu")
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{model_dir / 'model.safetensors'}: weights do not fit config.json (missing {missing}, unexpected {unexpected})")
+    return net.to(device).eval(), discretizer, cfg
+
+
+# -- training_state/ ---------------------------------------------------------------------------------
+def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"state.{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(info["scalars"].items()):
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    learner,
+    sampler,
+    model_cfg_dict: dict,
+    train_cfg,
+    keep: int = 2,
+) -> Path:
+    """Write run_dir/checkpoints/step_<step> atomically and point `last` at it."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=ckpt_root))
+    try:
+        save_model(tmp / "model", learner.online, model_cfg_dict)
+        ts = tmp / "training_state"
+        ts.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, str(ts / "target.safetensors"))
+        opt_tensors, opt_info = _optimizer_to_flat(learner.optimizer)
+        save_file(opt_tensors, str(ts / "optimizer.safetensors"))
+        rng = {"torch": torch.get_rng_state(), "sampler": sampler.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, str(ts / "rng.safetensors"))
+        _write_json(ts / "state.json", {"step": step, "num_updates": learner.num_updates, "optimizer": opt_info, "train_config": to_dict(train_cfg)})
+        _fsync_tree(tmp)
+        final = ckpt_root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    _atomic_write_text(ckpt_root / "last", name + "\n")
+    if keep > 0:
+        old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]
+        for p in old:
+            shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def last_checkpoint(run_dir: Path) -> Optional[Path]:
+    pointer = Path(run_dir) / "checkpoints" / "last"
+    if not pointer.exists():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    if not (path / "training_state" / "state.json").exists():
+        raise CheckpointError(f"{pointer}: points at {path.name}, which is incomplete; delete the pointer to start over")
+    return path
+
+
+def load_training_state(ckpt: Path, learner, sampler) -> dict:
+    """Restore online, target, optimizer and RNG state in place; return state.json."""
+    ckpt = Path(ckpt)
+    ts = ckpt / "training_state"
+    state = json.loads((ts / "state.json").read_text())
+    learner.online.load_state_dict(load_file(str(ckpt / "model" / "model.safetensors"), device="cpu"))
+    learner.target.load_state_dict(load_file(str(ts / "target.safetensors"), device="cpu"))
+    opt_tensors = load_file(str(ts / "optimizer.safetensors"), device="cpu")  # the optimizer moves them
+    learner.optimizer.load_state_dict(_optimizer_from_flat(opt_tensors, state["optimizer"]))
+    learner.num_updates = state["num_updates"]
+    rng = load_file(str(ts / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    sampler.generator.set_state(rng["sampler"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return state

@@ -1,0 +1,197 @@
+"""The `qtransformer` command: make-dataset, train, eval, info, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+from .config import ConfigError, TrainConfig, apply_overrides, load_config_file, preset
+
+COMMANDS = {
+    "make-dataset": "Make the built-in dataset: scripted demonstrations plus noisy autonomous episodes.",
+    "train": "Train Q-Transformer on a dataset (presets, config files, resume).",
+    "eval": "Evaluate a checkpoint's greedy policy: success rate over fixed seeds, written as JSON.",
+    "info": "Summarise a dataset or a checkpoint.",
+    "demo": "The end-to-end demo: make the built-in dataset, train, evaluate, print a table.",
+}
+
+
+@dataclass
+class MakeDatasetArgs:
+    """Make the built-in PointReach3D dataset: scripted demonstrations plus noisy autonomous episodes."""
+
+    out: Path
+    """Output dataset folder."""
+    demos: int = 30
+    """Demonstrations (scripted expert with small noise; they almost always succeed)."""
+    autonomous: int = 300
+    """Autonomous episodes (a biased, noisy policy; most fail)."""
+    seed: int = 0
+    """Seed for the environment and the scripted policies."""
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a checkpoint's greedy policy over fixed seeds."""
+
+    checkpoint: Path
+    """A run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder."""
+    env: Optional[str] = None
+    """Environment id; by default the one recorded with the model."""
+    episodes: int = 100
+    """Number of episodes (seeds 10000000 + seed + i)."""
+    seed: int = 0
+    """Offset of the evaluation seeds."""
+    out: Optional[Path] = None
+    """Write the results (success_rate, episodes, per-episode outcomes) to this JSON file."""
+    device: str = "cpu"
+    """Device for the policy."""
+
+
+@dataclass
+class InfoArgs:
+    """Summarise a dataset folder or a checkpoint."""
+
+    path: tyro.conf.Positional[Path]
+    """A dataset folder, a run folder, a checkpoint folder or a model/ folder."""
+
+
+@dataclass
+class DemoArgs:
+    """Make the built-in dataset, train on it, evaluate, and print the learned policy beside the data."""
+
+    out: Path = Path("runs/demo")
+    """Folder for the dataset, the run and results.json."""
+    preset: str = "default"
+    """Training preset (smoke for a seconds-long check, default for the real demo)."""
+    demos: int = 30
+    """Demonstrations in the dataset."""
+    autonomous: int = 300
+    """Autonomous episodes in the dataset."""
+    eval_episodes: int = 200
+    """Evaluation episodes for each row of the table."""
+    seed: int = 0
+    """Seed for data and training."""
+
+
+def parse_train_args(argv: list[str]) -> TrainConfig:
+    """Preset, then config file, then flags: each later source overrides the earlier ones."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="default")
+    pre.add_argument("--config", type=Path, default=None)
+    known, _ = pre.parse_known_args(argv)
+    base = preset(known.preset)
+    if known.config is not None:
+        base = apply_overrides(base, load_config_file(known.config), str(known.config))
+    return tyro.cli(TrainConfig, args=argv, default=base, prog="qtransformer train")
+
+
+def cmd_make_dataset(argv: list[str]) -> None:
+    if argv and argv[0] == "builtin":
+        argv = argv[1:]
+    args = tyro.cli(MakeDatasetArgs, args=argv, prog="qtransformer make-dataset builtin")
+    from .envs.builtin_dataset import make_builtin_dataset
+
+    ds = make_builtin_dataset(args.demos, args.autonomous, seed=args.seed)
+    ds.save(args.out)
+    print(f"wrote {args.out}: {ds.num_episodes} episodes, {ds.num_steps} steps")
+    print(dataset_table(ds))
+
+
+def dataset_table(ds) -> str:
+    lines = ["| source | episodes | success rate |", "|---|---|---|"]
+    for source, (n, rate) in ds.success_by_source().items():
+        lines.append(f"| {source} | {n} | {rate:.3f} |")
+    return "\n".join(lines)
+
+
+def cmd_train(argv: list[str]) -> None:
+    from .train import train
+
+    cfg = parse_train_args(argv)
+    final = train(cfg)
+    print(f"final checkpoint: {final}")
+
+
+def cmd_eval(argv: list[str]) -> None:
+    args = tyro.cli(EvalArgs, args=argv, prog="qtransformer eval")
+    from .evaluate import evaluate_policy
+    from .policy import QTPolicy
+
+    policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device)
+    result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True)
+    result["checkpoint"] = str(args.checkpoint)
+    print(f"{result['env_id']}: success rate {result['success_rate']:.3f} over {result['episodes']} episodes")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.out}")
+
+
+def cmd_info(argv: list[str]) -> None:
+    args = tyro.cli(InfoArgs, args=argv, prog="qtransformer info")
+    path = args.path
+    if (path / "meta.json").exists():
+        from .data import EpisodeDataset
+
+        ds = EpisodeDataset.load(path)
+        print(f"dataset {path}: {ds.num_episodes} episodes, {ds.num_steps} steps, env {ds.env_id}")
+        print(f"observations ({ds.obs_dim},), actions ({ds.action_dim},) in [{ds.action_low.tolist()}, {ds.action_high.tolist()}]")
+        print(f"tasks: {', '.join(ds.task_names)}")
+        print(dataset_table(ds))
+        return
+    from .checkpoint import load_model, resolve_model_dir
+
+    model_dir = resolve_model_dir(path)
+    net, disc, meta = load_model(model_dir)
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"model {model_dir}: {n_params:,} parameters, env {meta.get('env_id')}")
+    print(f"observations ({net.obs_dim},), actions ({net.action_dim},) x {disc.num_bins} bins, tasks: {meta.get('task_names')}")
+    print(json.dumps(meta["model"]))
+
+
+def cmd_demo(argv: list[str]) -> None:
+    args = tyro.cli(DemoArgs, args=argv, prog="qtransformer demo")
+    from .demo import run_demo
+
+    run_demo(args)
+
+
+def print_help() -> None:
+    print("usage: qtransformer COMMAND [flags]   (qtransformer COMMAND --help for its flags)\n")
+    print("Q-Transformer: offline RL with an autoregressive per-dimension Q-function on a Transformer.\n")
+    print("commands:")
+    for name, text in COMMANDS.items():
+        print(f"  {name:<14}{text}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print_help()
+        return 0
+    command, rest = argv[0], argv[1:]
+    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo}
+    if command not in handlers:
+        print(f"qtransformer: unknown command '{command}'\n", file=sys.stderr)
+        print_help()
+        return 2
+    from .checkpoint import CheckpointError
+    from .data import DatasetError
+
+    try:
+        handlers[command](rest)
+    except (ConfigError, DatasetError, CheckpointError) as exc:
+        print(f"qtransformer {command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

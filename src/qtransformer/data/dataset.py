@@ -1,0 +1,241 @@
+"""Episode datasets: flat step arrays cut into episodes, saved as `episodes.npz` + `meta.json`.
+
+See docs/dataset_format.md. Per step: observation, next observation, action, reward, `terminal` (the
+episode really ended: no bootstrap) and `timeout` (cut by a time limit: bootstrap). A step with both
+set is a terminal. Per episode: source (demonstration, autonomous or a user label), task id, success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+FORMAT_VERSION = 1
+STEP_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")
+
+
+class DatasetError(ValueError):
+    """The dataset is malformed; the message names the file, the episode and the field, and the fix."""
+
+
+@dataclass
+class EpisodeDataset:
+    observations: np.ndarray  # (N, obs_dim) float32
+    next_observations: np.ndarray  # (N, obs_dim) float32
+    actions: np.ndarray  # (N, d) float32
+    rewards: np.ndarray  # (N,) float32
+    terminals: np.ndarray  # (N,) bool
+    timeouts: np.ndarray  # (N,) bool
+    episode_starts: np.ndarray  # (E+1,) int64
+    episode_task: np.ndarray  # (E,) int64
+    episode_source: list[str]
+    action_low: np.ndarray  # (d,)
+    action_high: np.ndarray  # (d,)
+    task_names: list[str] = field(default_factory=lambda: ["default"])
+    env_id: Optional[str] = None
+    source_path: str = "<memory>"
+
+    # -- shape facts --------------------------------------------------------------------------
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_starts) - 1
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    def episode_success(self) -> np.ndarray:
+        """(E,) bool: an episode succeeded when it earned a positive reward."""
+        return np.maximum.reduceat(self.rewards, self.episode_starts[:-1]) > 0 if self.num_steps else np.zeros(0, bool)
+
+    def step_task(self) -> np.ndarray:
+        return np.repeat(self.episode_task, np.diff(self.episode_starts)).astype(np.int64)
+
+    def success_by_source(self) -> dict[str, tuple[int, float]]:
+        """{source: (episodes, success rate)}."""
+        success = self.episode_success()
+        sources = np.asarray(self.episode_source)
+        out = {}
+        for s in sorted(set(self.episode_source)):
+            sel = sources == s
+            out[s] = (int(sel.sum()), float(success[sel].mean()))
+        return out
+
+    # -- building -----------------------------------------------------------------------------
+    @classmethod
+    def from_episodes(cls, episodes: list[dict], action_low, action_high, **kwargs) -> "EpisodeDataset":
+        """Episodes as dicts of per-step arrays (keys STEP_FIELDS) plus 'source' and optional 'task'."""
+        if not episodes:
+            raise DatasetError("no episodes given: a dataset needs at least one episode")
+        lengths = [len(ep["rewards"]) for ep in episodes]
+        arrays = {k: np.concatenate([np.asarray(ep[k]) for ep in episodes]) for k in STEP_FIELDS}
+        ds = cls(
+            observations=arrays["observations"].astype(np.float32),
+            next_observations=arrays["next_observations"].astype(np.float32),
+            actions=arrays["actions"].astype(np.float32),
+            rewards=arrays["rewards"].astype(np.float32),
+            terminals=arrays["terminals"].astype(bool),
+            timeouts=arrays["timeouts"].astype(bool),
+            episode_starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            episode_task=np.asarray([ep.get("task", 0) for ep in episodes], dtype=np.int64),
+            episode_source=[str(ep["source"]) for ep in episodes],
+            action_low=np.asarray(action_low, dtype=np.float32),
+            action_high=np.asarray(action_high, dtype=np.float32),
+            **kwargs,
+        )
+        ds.validate()
+        return ds
+
+    # -- checks -------------------------------------------------------------------------------
+    def validate(self) -> None:
+        where = self.source_path
+        N, E = self.num_steps, self.num_episodes
+
+        def fail(msg: str) -> None:
+            raise DatasetError(f"{where}: {msg}")
+
+        if E < 1:
+            fail("field 'episode_starts': the dataset holds no episode; make or import some episodes")
+        for name in STEP_FIELDS:
+            arr = getattr(self, name)
+            if arr.shape[0] != N:
+                fail(f"field '{name}' has {arr.shape[0]} steps but 'rewards' has {N}; every step field needs one row per step")
+        if self.observations.ndim != 2 or self.next_observations.shape != self.observations.shape:
+            fail("fields 'observations' and 'next_observations' must both be (steps, obs_dim) arrays")
+        if self.actions.ndim != 2:
+            fail(f"field 'actions' must be (steps, action_dim), got shape {self.actions.shape}")
+        starts = self.episode_starts
+        if starts[0] != 0 or starts[-1] != N or np.any(np.diff(starts) <= 0):
+            lengths = np.diff(starts)
+            bad = int(np.argmax(lengths <= 0)) if np.any(lengths <= 0) else -1
+            detail = f"episode {bad} is empty" if bad >= 0 else f"offsets must run from 0 to {N}"
+            fail(f"field 'episode_starts': {detail}; drop empty episodes")
+        if len(self.episode_source) != E or self.episode_task.shape[0] != E:
+            fail(f"per-episode fields 'episode_source'/'episode_task' need {E} entries")
+        if np.any((self.episode_task < 0) | (self.episode_task >= self.num_tasks)):
+            e = int(np.argmax((self.episode_task < 0) | (self.episode_task >= self.num_tasks)))
+            fail(f"episode {e}, field 'episode_task': task id {self.episode_task[e]} is not among the {self.num_tasks} task_names")
+        step_episode = np.repeat(np.arange(E), np.diff(starts))
+        for name in ("observations", "next_observations", "actions", "rewards"):
+            arr = getattr(self, name)
+            finite = np.isfinite(arr.reshape(N, -1)).all(axis=1)
+            if not finite.all():
+                t = int(np.argmin(finite))
+                fail(f"episode {step_episode[t]}, step {t - starts[step_episode[t]]}, field '{name}': NaN or inf; clean or drop that episode")
+        if self.action_low.shape != (self.action_dim,) or self.action_high.shape != (self.action_dim,):
+            fail(f"'action_low'/'action_high' must have {self.action_dim} entries, one per action dimension")
+        tol = 1e-5 * np.maximum(1.0, self.action_high - self.action_low)
+        outside = ((self.actions < self.action_low - tol) | (self.actions > self.action_high + tol)).any(axis=1)
+        if outside.any():
+            t = int(np.argmax(outside))
+            fail(
+                f"episode {step_episode[t]}, step {t - starts[step_episode[t]]}, field 'actions': {self.actions[t].tolist()} "
+                f"lies outside the declared bounds [{self.action_low.tolist()}, {self.action_high.tolist()}]; "
+                "widen the bounds or clip the actions"
+            )
+        last = starts[1:] - 1
+        ends = self.terminals[last] | self.timeouts[last]
+        if not ends.all():
+            e = int(np.argmin(ends))
+            fail(f"episode {e}, field 'terminals'/'timeouts': its last step is neither; mark it a timeout if the episode was cut short")
+        inner = np.ones(N, bool)
+        inner[last] = False
+        if (self.terminals & inner).any() or (self.timeouts & inner).any():
+            t = int(np.argmax((self.terminals | self.timeouts) & inner))
+            fail(f"episode {step_episode[t]}, step {t - starts[step_episode[t]]}, field 'terminals'/'timeouts': set before the episode's last step; split the episode there")
+
+    # -- disk ---------------------------------------------------------------------------------
+    def save(self, path: Path) -> Path:
+        """Write atomically: into a temporary folder beside `path`, then renamed into place."""
+        self.validate()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            np.savez(
+                tmp / "episodes.npz",
+                **{k: getattr(self, k) for k in STEP_FIELDS},
+                episode_starts=self.episode_starts,
+                episode_task=self.episode_task,
+            )
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "env_id": self.env_id,
+                "action_low": self.action_low.tolist(),
+                "action_high": self.action_high.tolist(),
+                "task_names": self.task_names,
+                "episode_source": self.episode_source,
+                "num_episodes": self.num_episodes,
+                "num_steps": self.num_steps,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "EpisodeDataset":
+        path = Path(path)
+        meta_path, arrays_path = path / "meta.json", path / "episodes.npz"
+        if not path.is_dir():
+            raise DatasetError(f"{path}: no dataset folder here; make one with `qtransformer make-dataset builtin --out {path}`")
+        for p in (meta_path, arrays_path):
+            if not p.exists():
+                raise DatasetError(f"{p}: missing; a dataset folder holds meta.json and episodes.npz")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from exc
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise DatasetError(f"{meta_path}: field 'format_version' is {meta.get('format_version')!r}, this version reads {FORMAT_VERSION}")
+        try:
+            with np.load(arrays_path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in (*STEP_FIELDS, "episode_starts", "episode_task")}
+        except KeyError as exc:
+            raise DatasetError(f"{arrays_path}: missing array {exc}; expected {', '.join(STEP_FIELDS)}, episode_starts, episode_task") from exc
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupted archives
+            raise DatasetError(f"{arrays_path}: cannot read ({exc}); the file is truncated or corrupted") from exc
+        for key in ("action_low", "action_high", "episode_source"):
+            if key not in meta:
+                raise DatasetError(f"{meta_path}: missing field '{key}'")
+        ds = cls(
+            **arrays,
+            episode_source=list(meta["episode_source"]),
+            action_low=np.asarray(meta["action_low"], dtype=np.float32),
+            action_high=np.asarray(meta["action_high"], dtype=np.float32),
+            task_names=list(meta.get("task_names", ["default"])),
+            env_id=meta.get("env_id"),
+            source_path=str(path),
+        )
+        ds.validate()
+        return ds

@@ -1,0 +1,56 @@
+"""Returns-to-go and n-step quantities over a flat array of steps cut into episodes.
+
+Episodes are given by `starts` (E+1,), offsets into the flat arrays: episode e is steps
+starts[e] .. starts[e+1]-1. Nothing crosses an episode boundary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def episode_ends(starts: np.ndarray) -> np.ndarray:
+    """(N,) for every step, the index one past the last step of its episode."""
+    lengths = np.diff(starts)
+    return np.repeat(starts[1:], lengths)
+
+
+def returns_to_go(rewards: np.ndarray, starts: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = sum_{k >= 0} gamma^k r_{t+k} up to the episode's end. (N,) float32."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    out = np.zeros_like(rewards)
+    for e in range(len(starts) - 1):
+        acc = 0.0
+        for t in range(starts[e + 1] - 1, starts[e] - 1, -1):
+            acc = rewards[t] + gamma * acc
+            out[t] = acc
+    return out.astype(np.float32)
+
+
+def n_step_returns(
+    rewards: np.ndarray, terminals: np.ndarray, starts: np.ndarray, gamma: float, n: int
+) -> dict[str, np.ndarray]:
+    """n-step quantities for every step t, with m = min(n, steps left in the episode):
+
+    reward    = sum_{k < m} gamma^k r_{t+k}
+    discount  = gamma^m
+    next_index = t + m - 1: the step whose next observation is s_{t+m}, the bootstrap state
+    bootstrap = 0 if the step at next_index is a terminal (no value after it), else 1 (timeouts included)
+    """
+    if n < 1:
+        raise ValueError(f"n_step must be >= 1, got {n}")
+    rewards = np.asarray(rewards, dtype=np.float64)
+    N = rewards.shape[0]
+    t = np.arange(N)
+    m = np.minimum(n, episode_ends(starts) - t)  # (N,) >= 1
+    total = np.zeros(N)
+    for k in range(n):
+        inside = k < m
+        total[inside] += gamma**k * rewards[t[inside] + k]
+    next_index = t + m - 1
+    return {
+        "reward": total.astype(np.float32),
+        "discount": (gamma ** m.astype(np.float64)).astype(np.float32),
+        "next_index": next_index.astype(np.int64),
+        "bootstrap": (~np.asarray(terminals, dtype=bool)[next_index]).astype(np.float32),
+    }

@@ -1,0 +1,72 @@
+"""PointReach3D: the built-in task. Needs nothing beyond gymnasium and numpy.
+
+A point moves in the cube [-1, 1]^3 by bounded steps (each coordinate by at most `max_move` per step,
+actions in [-1, 1]^3). Observation: (position, goal), 6 floats. Reward 1 and the episode ends
+(terminated) when the point is within `goal_radius` of the goal; else reward 0, and the episode is cut
+(truncated, a timeout) after `max_steps` steps. Success therefore needs several well-aimed steps in
+all three action dimensions.
+
+Two scripted behaviours make a dataset like the paper's: `expert_action` (a demonstrator: heads for
+the goal, with a little noise) and `AutonomousPolicy` (an earlier, poor policy: the expert's intent
+corrupted by a per-episode bias and large per-step noise, which mostly fails).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+
+
+class PointReach3DEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, max_steps: int = 30, max_move: float = 0.15, goal_radius: float = 0.15):
+        self.max_steps, self.max_move, self.goal_radius = max_steps, max_move, goal_radius
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(6,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+        self._pos = np.zeros(3)
+        self._goal = np.zeros(3)
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self._pos, self._goal]).astype(np.float32)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        while True:  # start and goal at least 0.8 apart, so no episode is solved in one step
+            self._pos = self.np_random.uniform(-0.9, 0.9, size=3)
+            self._goal = self.np_random.uniform(-0.9, 0.9, size=3)
+            if np.linalg.norm(self._pos - self._goal) > 0.8:
+                break
+        self._t = 0
+        return self._obs(), {"success": False}
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(3), -1.0, 1.0)
+        self._pos = np.clip(self._pos + self.max_move * a, -1.0, 1.0)
+        self._t += 1
+        success = bool(np.linalg.norm(self._pos - self._goal) < self.goal_radius)
+        truncated = (not success) and self._t >= self.max_steps
+        return self._obs(), float(success), success, truncated, {"success": success}
+
+
+def expert_action(obs: np.ndarray, rng: np.random.Generator, noise: float = 0.1, max_move: float = 0.15) -> np.ndarray:
+    """Demonstrator: step straight at the goal (saturating at the action bound), plus Gaussian noise."""
+    pos, goal = obs[..., :3], obs[..., 3:6]
+    a = np.clip((goal - pos) / max_move, -1.0, 1.0)
+    return np.clip(a + noise * rng.standard_normal(a.shape), -1.0, 1.0).astype(np.float32)
+
+
+class AutonomousPolicy:
+    """A poor earlier policy: the expert's intent plus a per-episode bias and large per-step noise."""
+
+    def __init__(self, rng: np.random.Generator, bias_scale: float = 1.5, noise: float = 1.0):
+        self.rng = rng
+        self.bias = bias_scale * rng.standard_normal(3)
+        self.noise = noise
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        a = expert_action(obs, self.rng, noise=0.0) + self.bias + self.noise * self.rng.standard_normal(3)
+        return np.clip(a, -1.0, 1.0).astype(np.float32)

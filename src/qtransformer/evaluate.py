@@ -1,0 +1,93 @@
+"""Roll a policy out in an environment over fixed seeds and report its success rate."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from .envs import make_env
+
+# Evaluation seeds start here, far from the seeds the built-in dataset generator uses.
+EVAL_SEED_OFFSET = 10_000_000
+
+
+def success_of(info: dict, reward: float) -> bool:
+    """Success from info['success'] or info['is_success'] when present, else reward > 0."""
+    for key in ("success", "is_success"):
+        if key in info:
+            return bool(info[key])
+    return reward > 0
+
+
+def evaluate(
+    act: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    episodes: int,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Run `episodes` episodes side by side; `act` maps a batch of observations (B, obs_dim) to (B, d).
+
+    Episode i resets with seed EVAL_SEED_OFFSET + seed + i, so results are repeatable.
+    """
+    envs = [make_env(env_id) for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=EVAL_SEED_OFFSET + seed + i)[0] for i, env in enumerate(envs)])
+    active = np.ones(episodes, dtype=bool)
+    success = np.zeros(episodes, dtype=bool)
+    returns = np.zeros(episodes)
+    lengths = np.zeros(episodes, dtype=np.int64)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=episodes, desc="eval episodes", leave=False)
+    while active.any():
+        idx = np.nonzero(active)[0]
+        actions = np.asarray(act(obs[idx]))  # (n_active, d)
+        for j, i in enumerate(idx):
+            o, r, terminated, truncated, info = envs[i].step(actions[j])
+            obs[i] = o
+            returns[i] += r
+            lengths[i] += 1
+            if success_of(info, r):
+                success[i] = True
+            if terminated or truncated:
+                active[i] = False
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    for env in envs:
+        env.close()
+    return {
+        "env_id": env_id,
+        "episodes": episodes,
+        "seed": seed,
+        "success_rate": float(success.mean()),
+        "mean_return": float(returns.mean()),
+        "mean_length": float(lengths.mean()),
+        "per_episode": [
+            {"seed": EVAL_SEED_OFFSET + seed + i, "success": bool(s), "return": float(r), "length": int(n)}
+            for i, (s, r, n) in enumerate(zip(success, returns, lengths))
+        ],
+    }
+
+
+def random_policy(env_id: str, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    env = make_env(env_id)
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return rng.uniform(low, high, size=(obs.shape[0], low.shape[0])).astype(np.float32)
+
+    return act
+
+
+def evaluate_policy(policy, env_id: Optional[str], episodes: int, seed: int = 0, progress: bool = False) -> dict:
+    """Evaluate a QTPolicy greedily in `env_id` (default: the environment recorded with the model)."""
+    env_id = env_id or policy.env_id
+    if not env_id:
+        raise ValueError("this checkpoint records no environment; pass --env")
+    return evaluate(policy.act, env_id, episodes, seed=seed, progress=progress)

@@ -1,0 +1,109 @@
+"""The Q network: observation (and task) tokens, then one token per action dimension.
+
+Token layout for one sample, with d action dimensions and P prefix tokens (1 observation token, plus a
+task token when the dataset has several tasks):
+
+    position:  0 .. P-1        P            P+1            ...   P+d-1
+    token:     obs [, task]    start        bin(a^1)       ...   bin(a^{d-1})
+    output:    (unused)        Q(s, ·)      Q(s, a^1, ·)   ...   Q(s, a^1..a^{d-1}, ·)
+
+The causal mask makes the output at action position i (0-based) depend only on the observation and on
+the bins of dimensions < i. A sigmoid head maps each output to K values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ..config import ModelConfig
+from .transformer import CausalTransformer, KVCache
+
+
+class StateEncoder(nn.Module):
+    """Normalise a state vector with statistics fitted on the dataset, then an MLP to one token."""
+
+    def __init__(self, obs_dim: int, d_model: int, hidden: int):
+        super().__init__()
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.mlp = nn.Sequential(nn.Linear(obs_dim, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+
+    def set_normalizer(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = (obs - self.obs_mean) / self.obs_std  # (B, obs_dim)
+        return self.mlp(x).unsqueeze(1)  # (B, 1, C)
+
+
+class QTransformerNet(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int, num_bins: int, num_tasks: int, cfg: ModelConfig):
+        super().__init__()
+        self.obs_dim, self.action_dim, self.num_bins, self.num_tasks = obs_dim, action_dim, num_bins, num_tasks
+        C = cfg.d_model
+        self.encoder = StateEncoder(obs_dim, C, cfg.encoder_hidden)
+        self.task_embedding = nn.Embedding(num_tasks, C) if num_tasks > 1 else None
+        self.num_prefix = 1 + (self.task_embedding is not None)
+        self.start_token = nn.Parameter(torch.zeros(C))
+        # Bin b of dimension j (0-based, j < d-1) is token id j*K + b: each dimension has its own table.
+        self.bin_embedding = nn.Embedding(max(action_dim - 1, 1) * num_bins, C)
+        self.pos_embedding = nn.Parameter(torch.zeros(self.num_prefix + action_dim, C))
+        self.transformer = CausalTransformer(C, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout)
+        self.head = nn.Linear(C, num_bins)
+        nn.init.normal_(self.start_token, std=0.02)
+        nn.init.normal_(self.pos_embedding, std=0.02)
+        nn.init.normal_(self.bin_embedding.weight, std=0.02)
+
+    # -- token construction --------------------------------------------------------------------
+    def _prefix(self, obs: torch.Tensor, task: Optional[torch.Tensor]) -> torch.Tensor:
+        """Prefix tokens plus the start token: (B, P+1, C)."""
+        tokens = [self.encoder(obs)]  # (B, 1, C)
+        if self.task_embedding is not None:
+            if task is None:
+                raise ValueError("this model was trained on several tasks: pass task ids")
+            tokens.append(self.task_embedding(task.long()).unsqueeze(1))  # (B, 1, C)
+        tokens.append(self.start_token.expand(obs.shape[0], 1, -1))  # (B, 1, C)
+        x = torch.cat(tokens, dim=1)  # (B, P+1, C)
+        return x + self.pos_embedding[: self.num_prefix + 1]
+
+    def _bin_tokens(self, bins: torch.Tensor, first_dim: int) -> torch.Tensor:
+        """bins (B, m) of dimensions first_dim..first_dim+m-1 -> tokens (B, m, C) at their positions."""
+        m = bins.shape[1]
+        dims = torch.arange(first_dim, first_dim + m, device=bins.device)  # (m,)
+        x = self.bin_embedding(dims * self.num_bins + bins.long())  # (B, m, C)
+        pos = self.num_prefix + 1 + dims  # the bin of dim j feeds the token of dim j+1
+        return x + self.pos_embedding[pos]
+
+    def _values(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(h).float())  # (B, T, K) in [0, 1]
+
+    # -- passes ---------------------------------------------------------------------------------
+    def forward(self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Teacher-forced pass. obs (B, obs_dim), bins (B, d) -> values (B, d, K).
+
+        values[:, i, k] = Q(s, a^1..a^i given by `bins`, a^{i+1} = k) in 0-based dims; bins[:, d-1] is unused.
+        """
+        x = self._prefix(obs, task)  # (B, P+1, C)
+        if self.action_dim > 1:
+            x = torch.cat([x, self._bin_tokens(bins[:, : self.action_dim - 1], 0)], dim=1)  # (B, P+d, C)
+        h, _ = self.transformer(x)
+        return self._values(h[:, self.num_prefix :])  # (B, d, K)
+
+    def first_dim_values(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Values of the first action dimension only: (B, K). Needs just the prefix tokens."""
+        return self.start(obs, task)[0]
+
+    def start(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, KVCache]:
+        """Begin autoregressive decoding: first dimension's values (B, K) and the KV cache."""
+        h, cache = self.transformer(self._prefix(obs, task))
+        return self._values(h[:, -1]), cache
+
+    def step(self, prev_bin: torch.Tensor, dim: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """Feed the bin chosen for dimension dim-1 (B,), get dimension dim's values (B, K) and the cache."""
+        x = self._bin_tokens(prev_bin.view(-1, 1), dim - 1)  # (B, 1, C)
+        h, cache = self.transformer(x, cache)
+        return self._values(h[:, -1]), cache

@@ -1,0 +1,116 @@
+"""The deployable policy: greedy autoregressive decoding (KV-cached), exploration, value queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .actions import ActionDiscretizer
+from .nets import QTransformerNet
+
+
+def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """values (B, K) -> bins (B,): argmax, or a softmax sample at `temperature`, then epsilon-uniform."""
+    if temperature > 0:
+        probs = torch.softmax(values.float() / temperature, dim=-1)
+        bins = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(values.device)
+    else:
+        bins = values.argmax(dim=-1)
+    if epsilon > 0:
+        B, K = values.shape
+        explore = torch.rand(B, generator=generator) < epsilon
+        random_bins = torch.randint(K, (B,), generator=generator)
+        bins = torch.where(explore.to(values.device), random_bins.to(values.device), bins)
+    return bins
+
+
+@torch.no_grad()
+def decode(
+    net: QTransformerNet,
+    obs: torch.Tensor,
+    task: Optional[torch.Tensor] = None,
+    use_cache: bool = True,
+    epsilon: float = 0.0,
+    temperature: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Autoregressive decoding over action dimensions. obs (B, obs_dim) -> bins (B, d), values (B, d).
+
+    values[:, i] is the value of the bin chosen at dimension i. With the cache, one pass over the prefix
+    then d-1 one-token steps; without it, d full passes over the growing sequence (same result).
+    """
+    B, d = obs.shape[0], net.action_dim
+    bins = torch.zeros(B, d, dtype=torch.long, device=obs.device)
+    chosen_values = torch.zeros(B, d, device=obs.device)
+    if use_cache:
+        values, cache = net.start(obs, task)  # (B, K)
+    for i in range(d):
+        if not use_cache:
+            values = net(obs, bins, task)[:, i]  # (B, K): only bins < i influence it (causal)
+        elif i > 0:
+            values, cache = net.step(bins[:, i - 1], i, cache)
+        bins[:, i] = _choose(values, epsilon, temperature, generator)
+        chosen_values[:, i] = values.gather(1, bins[:, i : i + 1]).squeeze(1)
+    return bins, chosen_values
+
+
+class QTPolicy:
+    """A trained Q-Transformer as a policy. Load with `QTPolicy.from_checkpoint(path)`."""
+
+    def __init__(self, net: QTransformerNet, discretizer: ActionDiscretizer, meta: Optional[dict] = None, device="cpu"):
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.discretizer = discretizer
+        self.meta = meta or {}
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path], device: str = "cpu") -> "QTPolicy":
+        from .checkpoint import load_model
+
+        net, discretizer, meta = load_model(path, device=device)
+        return cls(net, discretizer, meta, device)
+
+    @property
+    def env_id(self) -> Optional[str]:
+        return self.meta.get("env_id")
+
+    def _inputs(self, obs, task):
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        single = obs_t.dim() == 1
+        if single:
+            obs_t = obs_t.unsqueeze(0)
+        if obs_t.dim() != 2 or obs_t.shape[1] != self.net.obs_dim:
+            raise ValueError(f"observation must be ({self.net.obs_dim},) or (batch, {self.net.obs_dim}); got {tuple(obs_t.shape)}")
+        task_t = None
+        if task is not None or self.net.task_embedding is not None:
+            task_t = torch.as_tensor(np.asarray(0 if task is None else task), device=self.device).long().reshape(-1)
+            task_t = task_t.expand(obs_t.shape[0]) if task_t.numel() == 1 else task_t
+        return obs_t, task_t, single
+
+    def act(
+        self,
+        obs,
+        task=None,
+        epsilon: float = 0.0,
+        temperature: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> np.ndarray:
+        """Observation (obs_dim,) or (B, obs_dim) -> action (d,) or (B, d) at bin centres.
+
+        Greedy by default. For data collection: `temperature` samples each dimension's bin from
+        softmax(values / temperature), `epsilon` then replaces it by a uniform bin with that probability.
+        """
+        obs_t, task_t, single = self._inputs(obs, task)
+        bins, _ = decode(self.net, obs_t, task_t, epsilon=epsilon, temperature=temperature, generator=generator)
+        actions = self.discretizer.decode(bins)  # (B, d)
+        return actions[0] if single else actions
+
+    def q_values(self, obs, task=None) -> np.ndarray:
+        """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,)."""
+        obs_t, task_t, single = self._inputs(obs, task)
+        _, values = decode(self.net, obs_t, task_t)
+        v = values[:, -1].float().cpu().numpy()  # value at the last dimension = Q of the full action
+        return v[0] if single else v

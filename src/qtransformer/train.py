@@ -1,0 +1,122 @@
+"""The training loop: sample, update, log, evaluate, checkpoint, resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .actions import ActionDiscretizer
+from .algo import QTransformerLearner
+from .checkpoint import load_training_state, last_checkpoint, model_config, save_checkpoint
+from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
+from .data import EpisodeDataset, TransitionSampler, build_transitions
+from .evaluate import evaluate_policy
+from .logging import MetricLogger
+from .nets import QTransformerNet
+from .policy import QTPolicy
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _check_resume_config(cfg: TrainConfig, saved: dict, where: Path) -> None:
+    now = to_dict(cfg)
+    for key in FROZEN_ON_RESUME:
+        if now[key] != saved[key]:
+            raise ConfigError(
+                f"{where}: cannot resume with a different '{key}' (saved {saved[key]}, now {now[key]}); "
+                f"use the original settings or a new --out folder"
+            )
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train per `cfg`; return the final checkpoint folder."""
+    if cfg.dataset is None:
+        raise ConfigError("no dataset given: pass --dataset DIR (make one with `qtransformer make-dataset builtin --out DIR`)")
+    run_dir = Path(cfg.out)
+    ckpt = last_checkpoint(run_dir) if cfg.resume else None
+    if not cfg.resume and (run_dir / "checkpoints" / "last").exists():
+        raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it, or choose another --out")
+    if cfg.resume and ckpt is None:
+        raise ConfigError(f"{run_dir}: --resume given but no checkpoint found there")
+    if ckpt is not None:
+        _check_resume_config(cfg, json.loads((ckpt / "training_state" / "state.json").read_text())["train_config"], ckpt)
+
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    ds = EpisodeDataset.load(cfg.dataset)
+    discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
+    transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
+
+    net = QTransformerNet(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model)
+    obs_all = np.concatenate([ds.observations, ds.next_observations])
+    net.encoder.set_normalizer(torch.from_numpy(obs_all.mean(0)), torch.from_numpy(obs_all.std(0)))
+    learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16)
+    sampler = TransitionSampler(transitions, cfg.batch_size, device, seed=cfg.seed)
+    model_meta = model_config(net, discretizer, cfg.model, {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo)})
+
+    start = 0
+    if ckpt is not None:
+        start = load_training_state(ckpt, learner, sampler)["step"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    logger = MetricLogger(run_dir)
+    eval_env = cfg.eval_env or ds.env_id
+
+    def run_eval(step: int) -> dict:
+        policy = QTPolicy(learner.online, discretizer, model_meta, device)
+        result = evaluate_policy(policy, eval_env, cfg.eval_episodes)
+        learner.online.train()
+        logger.log(step, {"success_rate": result["success_rate"], "mean_return": result["mean_return"]}, prefix="eval")
+        return result
+
+    window: dict[str, list[float]] = defaultdict(list)
+    last_eval = None
+    tick, tick_step = time.perf_counter(), start
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True)
+    step = start
+    try:
+        while step < cfg.steps:
+            metrics = learner.update(sampler.sample())
+            step += 1
+            for k, v in metrics.items():
+                window[k].append(v)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                row = {k: float(np.mean(v)) for k, v in window.items()}
+                row["steps_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
+                tick, tick_step = now, step
+                window.clear()
+                logger.log(step, row, prefix="train")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", td=f"{row['td_loss']:.4f}", q=f"{row['q_data']:.3f}")
+            if eval_env and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
+                last_eval = run_eval(step)
+                bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
+            if step % cfg.save_every == 0 and step < cfg.steps:
+                save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints)
+        final = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints)
+        if eval_env and cfg.eval_episodes > 0:
+            last_eval = run_eval(step)
+            (final / "eval_info.json").write_text(json.dumps(last_eval, indent=1))
+            bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
+    finally:
+        bar.close()
+        logger.close()
+    return final
