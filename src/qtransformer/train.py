@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -89,7 +90,10 @@ def train(cfg: TrainConfig) -> Path:
     window: dict[str, list[float]] = defaultdict(list)
     last_eval = None
     tick, tick_step = time.perf_counter(), start
-    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not every step
+    )
     step = start
     try:
         while step < cfg.steps:

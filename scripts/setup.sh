@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up .venv for qtransformer: torch==2.13.0 first (a CPU build is on this kind of machine's disk;
+# elsewhere pip takes it from the registry), then the package itself with torch pinned, so nothing
+# pulls a multi-GB CUDA build. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+echo "[setup] installing torch==2.13.0 and qtransformer (editable) into .venv"
+.venv/bin/python -m pip install --disable-pip-version-check -q torch==2.13.0
+echo "torch==2.13.0" > .venv/torch-pin.txt
+.venv/bin/python -m pip install --disable-pip-version-check -q -c .venv/torch-pin.txt -e ".[dev,tensorboard]"
+echo "[setup] done: $(.venv/bin/python -c 'import torch, qtransformer; print("torch", torch.__version__, "| qtransformer", qtransformer.__version__)')"

@@ -1,0 +1,93 @@
+"""Q-Transformer's loss (algo/losses.py): TD and conservative terms, by hand and by their properties."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qtransformer.algo.losses import conservative_loss, data_bin_values, qtransformer_loss, td_loss
+
+# B = 1, d = 2, K = 3.
+VALUES = torch.tensor([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]], dtype=torch.float64)
+BINS = torch.tensor([[0, 2]])  # data bins: dim 0 -> bin 0 (0.1), dim 1 -> bin 2 (0.6)
+TARGETS = torch.tensor([[0.5, 0.2]], dtype=torch.float64)
+
+
+def test_data_bin_values_gathers_the_data_bins():
+    assert data_bin_values(VALUES, BINS).tolist() == [[0.1, 0.6]]
+
+
+def test_conservative_loss_by_hand():
+    # dim 0, unseen bins 1, 2: (0.2^2 + 0.3^2) / (K-1) = (0.04 + 0.09) / 2 = 0.065
+    # dim 1, unseen bins 0, 1: (0.4^2 + 0.5^2) / (K-1) = (0.16 + 0.25) / 2 = 0.205
+    # mean over (b, j): (0.065 + 0.205) / 2 = 0.135
+    assert conservative_loss(VALUES, BINS).item() == pytest.approx(0.135, abs=1e-12)
+
+
+def test_td_loss_by_hand():
+    # data-bin values [0.1, 0.6], targets [0.5, 0.2]: ((0.1-0.5)^2 + (0.6-0.2)^2) / 2 = (0.16 + 0.16) / 2 = 0.16
+    assert td_loss(VALUES, BINS, TARGETS).item() == pytest.approx(0.16, abs=1e-12)
+
+
+def test_conservative_loss_ignores_the_data_bin_value():
+    changed = VALUES.clone()
+    changed[0, 0, 0] = 0.95  # the data bin of dim 0
+    changed[0, 1, 2] = 0.0  # the data bin of dim 1
+    assert conservative_loss(changed, BINS).item() == pytest.approx(0.135, abs=1e-12)
+    # ...while an unseen bin does count: dim 0 bin 1 from 0.2 to 0.0 -> dim 0 term 0.09/2 = 0.045,
+    # mean (0.045 + 0.205) / 2 = 0.125
+    changed[0, 0, 1] = 0.0
+    assert conservative_loss(changed, BINS).item() == pytest.approx(0.125, abs=1e-12)
+
+
+def test_conservative_gradient_is_zero_on_data_bins_and_2v_over_norm_elsewhere():
+    v = VALUES.clone().requires_grad_(True)
+    conservative_loss(v, BINS).backward()
+    g = v.grad
+    assert g[0, 0, 0].item() == 0.0 and g[0, 1, 2].item() == 0.0
+    # d/dv of mean_{b,j} sum_{k unseen} v^2 / (K-1) = 2 v / ((K-1) * B * d) = 2 v / (2 * 1 * 2) = v / 2
+    assert g[0, 0, 1].item() == pytest.approx(0.1, abs=1e-12)
+    assert g[0, 0, 2].item() == pytest.approx(0.15, abs=1e-12)
+    assert g[0, 1, 0].item() == pytest.approx(0.2, abs=1e-12)
+    assert g[0, 1, 1].item() == pytest.approx(0.25, abs=1e-12)
+
+
+def test_losses_invariant_to_duplicating_the_batch():
+    torch.manual_seed(0)
+    values = torch.rand(5, 3, 7, dtype=torch.float64)
+    bins = torch.randint(7, (5, 3))
+    targets = torch.rand(5, 3, dtype=torch.float64)
+    cons = conservative_loss(values, bins)
+    td = td_loss(values, bins, targets)
+    values2, bins2, targets2 = torch.cat([values] * 2), torch.cat([bins] * 2), torch.cat([targets] * 2)
+    assert conservative_loss(values2, bins2).item() == pytest.approx(cons.item(), rel=1e-12)
+    assert td_loss(values2, bins2, targets2).item() == pytest.approx(td.item(), rel=1e-12)
+
+
+def test_conservative_loss_matches_a_loop_reference():
+    torch.manual_seed(1)
+    B, d, K = 4, 3, 5
+    values = torch.rand(B, d, K, dtype=torch.float64)
+    bins = torch.randint(K, (B, d))
+    total = 0.0
+    for b in range(B):
+        for j in range(d):
+            total += sum(values[b, j, k].item() ** 2 for k in range(K) if k != bins[b, j].item()) / (K - 1)
+    assert conservative_loss(values, bins).item() == pytest.approx(total / (B * d), rel=1e-12)
+
+
+def test_qtransformer_loss_total_is_td_plus_alpha_cons_and_targets_get_no_gradient():
+    v = VALUES.clone().requires_grad_(True)
+    targets = TARGETS.clone().requires_grad_(True)
+    out = qtransformer_loss(v, BINS, targets, alpha=0.5)
+    # td = 0.16, cons = 0.135, total = 0.16 + 0.5 * 0.135 = 0.2275
+    assert out["td_loss"].item() == pytest.approx(0.16, abs=1e-12)
+    assert out["conservative_loss"].item() == pytest.approx(0.135, abs=1e-12)
+    assert out["loss"].item() == pytest.approx(0.2275, abs=1e-12)
+    out["loss"].backward()
+    assert targets.grad is None  # targets are constants of the regression
+    # data bins get only the TD gradient: 2 (q - y) / (B*d) -> dim 0: 2*(0.1-0.5)/2 = -0.4, dim 1: 2*(0.6-0.2)/2 = 0.4
+    assert v.grad[0, 0, 0].item() == pytest.approx(-0.4, abs=1e-12)
+    assert v.grad[0, 1, 2].item() == pytest.approx(0.4, abs=1e-12)
+    # unseen bins only the conservative one, scaled by alpha: 0.5 * v / 2 -> dim 0 bin 1: 0.05
+    assert v.grad[0, 0, 1].item() == pytest.approx(0.05, abs=1e-12)

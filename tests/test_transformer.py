@@ -1,0 +1,44 @@
+"""The causal Transformer (nets/transformer.py): causal mask and the KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qtransformer.nets.transformer import CausalTransformer
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return CausalTransformer(d_model=16, n_layers=2, n_heads=2).eval()
+
+
+def test_causal_prefix_outputs_do_not_see_later_tokens(model):
+    x = torch.randn(2, 6, 16)
+    y = x.clone()
+    y[:, 3:] = torch.randn(2, 3, 16)
+    with torch.no_grad():
+        hx, _ = model(x)
+        hy, _ = model(y)
+    torch.testing.assert_close(hx[:, :3], hy[:, :3], rtol=0, atol=1e-6)
+    assert (hx[:, 3:] - hy[:, 3:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("split", [[6], [1, 1, 1, 1, 1, 1], [2, 1, 3], [4, 2], [1, 5]])
+def test_kv_cache_equals_full_pass(model, split):
+    x = torch.randn(3, 6, 16)
+    with torch.no_grad():
+        full, _ = model(x)
+        outs, cache, t = [], None, 0
+        for n in split:
+            h, cache = model(x[:, t : t + n], cache)
+            outs.append(h)
+            t += n
+    torch.testing.assert_close(torch.cat(outs, 1), full, rtol=0, atol=1e-5)
+    assert len(cache) == 2 and cache[0][0].shape == (3, 2, 6, 8)
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError):
+        CausalTransformer(d_model=10, n_layers=1, n_heads=3)
