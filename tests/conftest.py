@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-# Tiny tensors: one thread is fastest, and it keeps the suite quick on a busy 2-core machine.
-torch.set_num_threads(1)
-
-from qtransformer.config import ModelConfig
+from qt_testutils import tiny_model_config
 from qtransformer.nets import QTransformerNet
 
+_E2E = Path(__file__).parent / "e2e"
 
-def tiny_model_config(**overrides) -> ModelConfig:
-    base = dict(d_model=16, n_layers=1, n_heads=2, encoder_hidden=16)
-    base.update(overrides)
-    return ModelConfig(**base)
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Tiny tensors: one thread is fastest, and it keeps the unit tests quick on a busy 2-core machine.
+
+    The end-to-end tests (tests/e2e/) keep torch's own setting."""
+    if _E2E in Path(str(request.node.path)).parents:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -25,8 +36,8 @@ def make_net():
     def _make(obs_dim: int, action_dim: int, num_bins: int, num_tasks: int = 1, seed: int = 0, **overrides):
         torch.manual_seed(seed)
         net = QTransformerNet(obs_dim, action_dim, num_bins, num_tasks, tiny_model_config(**overrides))
-        # The default init puts every value near 0.5 and every embedding near 0; spread the head's output
-        # so that argmaxes and differences are well separated from float noise.
+        # The default init puts every value near 0.5 and every bin embedding near 0; spread them so that
+        # argmaxes and differences stand well clear of float noise.
         with torch.no_grad():
             net.head.weight.mul_(5.0)
             net.bin_embedding.weight.normal_(0.0, 1.0)

@@ -119,3 +119,12 @@ def test_targets_do_not_modify_inputs():
     tv, nv = TARGET_VALUES.clone(), NEXT_VALUES.clone()
     per_dimension_targets(tv, nv, t([0.1, 0.2]), t([0.9, 0.9]), t([1.0, 0.0]), mc_return=t([0.5, 0.5]))
     assert torch.equal(tv, TARGET_VALUES) and torch.equal(nv, NEXT_VALUES)
+
+
+def test_single_action_dimension_is_plain_q_learning():
+    tv = t([[[0.9, 0.8, 0.7]]])  # (1, 1, 3): no later dimension, so these values are not used
+    nv = t([[0.1, 0.4, 0.2]])
+    y = per_dimension_targets(tv, nv, t([0.5]), t([0.5]), t([1.0]))
+    # 0.5 + 0.5 * 0.4 = 0.7
+    assert y.shape == (1, 1)
+    assert y[0, 0].item() == pytest.approx(0.7, abs=1e-12)

@@ -91,18 +91,28 @@ def resolve_model_dir(path: Union[str, Path]) -> Path:
 
 def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransformerNet, ActionDiscretizer, dict]:
     model_dir = resolve_model_dir(path)
+    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
     try:
-        cfg = json.loads((model_dir / "config.json").read_text())
+        cfg = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{model_dir / 'config.json'}: not valid JSON ({exc})") from exc
+        raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from exc
     if cfg.get("format_version") != MODEL_FORMAT_VERSION:
-        raise CheckpointError(f"{model_dir / 'config.json'}: field 'format_version' is {cfg.get('format_version')!r}; this version reads {MODEL_FORMAT_VERSION}")
-    discretizer = ActionDiscretizer.from_dict(cfg["actions"])
-    net = QTransformerNet(cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))
-    state = load_file(str(model_dir / "model.safetensors"), device="cpu")
-    missing, unexpected = net.load_state_dict(state, strict=False)
+        raise CheckpointError(f"{config_path}: field 'format_version' is {cfg.get('format_version')!r}; this version reads {MODEL_FORMAT_VERSION}")
+    try:
+        discretizer = ActionDiscretizer.from_dict(cfg["actions"])
+        net = QTransformerNet(cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: missing or invalid field ({exc!r}); the checkpoint is incomplete or corrupted") from exc
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises SafetensorError on truncated or garbage files
+        raise CheckpointError(f"{weights_path}: cannot read ({exc}); the file is truncated or corrupted") from exc
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        raise CheckpointError(f"{weights_path}: weights do not fit config.json ({exc})") from exc
     if missing or unexpected:
-        raise CheckpointError(f"{model_dir / 'model.safetensors'}: weights do not fit config.json (missing {missing}, unexpected {unexpected})")
+        raise CheckpointError(f"{weights_path}: weights do not fit config.json (missing {missing}, unexpected {unexpected})")
     return net.to(device).eval(), discretizer, cfg
 
 

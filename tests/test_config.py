@@ -1,0 +1,123 @@
+"""Configuration (config.py, cli.parse_train_args): presets, overrides, files, precedence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qtransformer.cli import parse_train_args
+from qtransformer.config import (
+    PRESETS,
+    AlgoConfig,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    algo_from_dict,
+    apply_overrides,
+    load_config_file,
+    model_from_dict,
+    preset,
+    to_dict,
+)
+
+
+@pytest.mark.parametrize("name", ["smoke", "default"])
+def test_presets_build_and_apply_their_values(name):
+    cfg = preset(name)
+    assert isinstance(cfg, TrainConfig) and cfg.preset == name
+    assert isinstance(cfg.model, ModelConfig) and isinstance(cfg.algo, AlgoConfig)
+    for key, value in PRESETS[name].items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                assert getattr(getattr(cfg, key), sub) == v, f"{key}.{sub}"
+        else:
+            assert getattr(cfg, key) == value, key
+    assert cfg.model.d_model % cfg.model.n_heads == 0
+
+
+def test_smoke_preset_overrides_nested_fields_and_keeps_the_rest():
+    cfg = preset("smoke")
+    default = TrainConfig()
+    assert cfg.model.d_model == PRESETS["smoke"]["model"]["d_model"]
+    assert cfg.model.mlp_ratio == default.model.mlp_ratio  # not in the preset: the default stays
+    assert cfg.algo.gamma == default.algo.gamma
+
+
+def test_unknown_preset_raises():
+    with pytest.raises(ConfigError, match="nope"):
+        preset("nope")
+
+
+def test_apply_overrides_unknown_field_raises_naming_it():
+    with pytest.raises(ConfigError, match="'bogus_field'"):
+        apply_overrides(TrainConfig(), {"bogus_field": 1})
+    with pytest.raises(ConfigError, match="'widthh'"):
+        apply_overrides(TrainConfig(), {"model": {"widthh": 3}})
+    with pytest.raises(ConfigError, match="'model'"):
+        apply_overrides(TrainConfig(), {"model": 3})
+
+
+def test_apply_overrides_returns_a_copy_with_dashes_accepted():
+    base = TrainConfig()
+    cfg = apply_overrides(base, {"batch-size": 7, "algo": {"num_bins": 9}, "out": "somewhere"})
+    assert cfg.batch_size == 7 and cfg.algo.num_bins == 9 and cfg.out == Path("somewhere")
+    assert base.batch_size == TrainConfig().batch_size and base.algo.num_bins == AlgoConfig().num_bins
+
+
+def test_json_round_trip():
+    cfg = apply_overrides(preset("smoke"), {"dataset": "data/x", "algo": {"gamma": 0.5}})
+    d = json.loads(json.dumps(to_dict(cfg)))
+    again = apply_overrides(TrainConfig(), d)
+    assert again == cfg
+    assert model_from_dict(d["model"]) == cfg.model and algo_from_dict(d["algo"]) == cfg.algo
+
+
+def test_json_and_yaml_config_files_load(tmp_path):
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"steps": 11, "model": {"d_model": 24}}))
+    y = tmp_path / "c.yaml"
+    y.write_text("steps: 12\nalgo:\n  gamma: 0.5\n  n_step_mode: all_dims\n")
+    assert load_config_file(j) == {"steps": 11, "model": {"d_model": 24}}
+    assert load_config_file(y) == {"steps": 12, "algo": {"gamma": 0.5, "n_step_mode": "all_dims"}}
+    cfg = apply_overrides(TrainConfig(), load_config_file(y))
+    assert cfg.steps == 12 and cfg.algo.gamma == 0.5 and cfg.algo.n_step_mode == "all_dims"
+
+
+def test_bad_config_files_raise_naming_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="absent.json"):
+        load_config_file(tmp_path / "absent.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ nope")
+    with pytest.raises(ConfigError, match="bad.json"):
+        load_config_file(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml"):
+        load_config_file(listy)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_flags_override_file_override_preset(tmp_path, suffix):
+    path = tmp_path / f"cfg{suffix}"
+    data = {"steps": 99, "batch_size": 8, "model": {"d_model": 24}}
+    if suffix == ".json":
+        path.write_text(json.dumps(data))
+    else:
+        path.write_text("steps: 99\nbatch_size: 8\nmodel:\n  d_model: 24\n")
+    cfg = parse_train_args(["--preset", "smoke", "--config", str(path), "--steps", "7"])
+    assert cfg.steps == 7  # flag beats file (99) and preset (40)
+    assert cfg.batch_size == 8  # file beats preset (32)
+    assert cfg.model.d_model == 24  # file beats preset (32), nested
+    smoke = preset("smoke")
+    assert cfg.model.n_layers == smoke.model.n_layers  # from the preset
+    assert cfg.log_every == smoke.log_every  # from the preset
+    assert cfg.algo.warmup_steps == smoke.algo.warmup_steps
+
+
+def test_parse_train_args_unknown_field_in_file_raises(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"stepz": 3}))
+    with pytest.raises(ConfigError, match="stepz"):
+        parse_train_args(["--config", str(path)])

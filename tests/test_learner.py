@@ -1,0 +1,164 @@
+"""The learner (algo/learner.py): targets from the target network, Polyak step, eval-mode target, no dead layer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from qtransformer.algo import QTransformerLearner
+from qtransformer.algo.learner import _param_groups
+from qtransformer.algo.losses import qtransformer_loss
+from qtransformer.algo.targets import per_dimension_targets
+from qtransformer.config import AlgoConfig
+
+OBS_DIM, D, K, TASKS, B = 4, 3, 5, 3, 12
+
+
+def make_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.randn(B, OBS_DIM, generator=g),
+        "bins": torch.randint(K, (B, D), generator=g),
+        "reward": torch.rand(B, generator=g),
+        "discount": torch.full((B,), 0.9),
+        "bootstrap": (torch.rand(B, generator=g) < 0.7).float(),
+        "next_obs": torch.randn(B, OBS_DIM, generator=g),
+        "mc_return": torch.rand(B, generator=g),
+        "task": torch.arange(B) % TASKS,
+    }
+
+
+def make_learner(make_net, dropout=0.0, **algo):
+    net = make_net(OBS_DIM, D, K, num_tasks=TASKS, seed=0, dropout=dropout)
+    cfg = AlgoConfig(num_bins=K, **{"warmup_steps": 0, **algo})
+    return QTransformerLearner(net, cfg, "cpu")
+
+
+def perturb_target(learner):
+    """Make the target differ from the online network, so that which one is used is visible."""
+    g = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        for p in learner.target.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_polyak_step_after_one_update(make_net):
+    tau = 0.2
+    learner = make_learner(make_net, tau=tau)
+    perturb_target(learner)
+    old_target = {k: v.clone() for k, v in learner.target.named_parameters()}
+    learner.update(make_batch())
+    new_online = dict(learner.online.named_parameters())
+    for name, p in learner.target.named_parameters():
+        expected = (1 - tau) * old_target[name] + tau * new_online[name].detach()
+        torch.testing.assert_close(p, expected, rtol=0, atol=1e-6, msg=name)
+        assert not torch.equal(p, old_target[name]), f"target {name} did not move"
+    for (name, tb), ob in zip(learner.target.named_buffers(), learner.online.buffers()):
+        assert torch.equal(tb, ob), name
+
+
+def test_tau_zero_leaves_target_bit_identical(make_net):
+    learner = make_learner(make_net, tau=0.0)
+    perturb_target(learner)
+    before = snapshot(learner.target)
+    online_before = snapshot(learner.online)
+    learner.update(make_batch())
+    after = snapshot(learner.target)
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(online_before[k], v) for k, v in snapshot(learner.online).items())
+
+
+def test_target_network_stays_in_eval_mode_and_has_no_dropout_noise(make_net):
+    learner = make_learner(make_net, dropout=0.5)
+    batch = make_batch()
+    for _ in range(2):
+        learner.update(batch)
+    assert all(not m.training for m in learner.target.modules())
+    assert all(m.training for m in learner.online.modules())
+    assert all(not p.requires_grad for p in learner.target.parameters())
+    # dropout 0.5 in train mode would make these differ
+    torch.testing.assert_close(learner.compute_targets(batch), learner.compute_targets(batch), rtol=0, atol=0)
+
+
+def test_every_online_parameter_moves_after_one_step(make_net):
+    # no weight decay, so only a gradient can move a parameter
+    learner = make_learner(make_net, weight_decay=0.0)
+    before = {k: v.detach().clone() for k, v in learner.online.named_parameters()}
+    names = set(before)
+    assert any("task_embedding" in n for n in names) and any("bin_embedding" in n for n in names)
+    learner.update(make_batch())
+    for name, p in learner.online.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} gets no gradient"
+        assert not torch.equal(p.detach(), before[name]), f"{name} did not move"
+
+
+@pytest.mark.parametrize(
+    "algo, skip",
+    [
+        ({"mc_bound": True}, False),
+        ({"mc_bound": False}, False),
+        ({"mc_bound": False, "n_step": 3, "n_step_mode": "all_dims"}, True),
+        ({"mc_bound": False, "n_step": 3, "n_step_mode": "last_dim"}, False),
+        ({"mc_bound": False, "n_step": 1, "n_step_mode": "all_dims"}, False),  # one step: nothing to skip
+    ],
+)
+def test_targets_come_from_the_target_network(make_net, algo, skip):
+    learner = make_learner(make_net, **algo)
+    perturb_target(learner)
+    batch = make_batch()
+    with torch.no_grad():
+        tv = learner.target(batch["obs"], batch["bins"], batch["task"])
+        nv = learner.target.first_dim_values(batch["next_obs"], batch["task"])
+    expected = per_dimension_targets(
+        tv, nv, batch["reward"], batch["discount"], batch["bootstrap"],
+        batch["mc_return"] if algo["mc_bound"] else None, skip_dim_max=skip,
+    )
+    torch.testing.assert_close(learner.compute_targets(batch), expected, rtol=0, atol=1e-6)
+    # and not from the online network
+    with torch.no_grad():
+        tv_on = learner.online(batch["obs"], batch["bins"], batch["task"])
+        nv_on = learner.online.first_dim_values(batch["next_obs"], batch["task"])
+    wrong = per_dimension_targets(tv_on, nv_on, batch["reward"], batch["discount"], batch["bootstrap"], skip_dim_max=skip)
+    assert (learner.compute_targets(batch) - wrong).abs().max() > 1e-3
+
+
+def test_reported_loss_is_the_loss_of_the_online_values_against_target_targets(make_net):
+    learner = make_learner(make_net, alpha=0.7, mc_bound=False)
+    perturb_target(learner)
+    batch = make_batch()
+    online = copy.deepcopy(learner.online).train()
+    with torch.no_grad():
+        values = online(batch["obs"], batch["bins"], batch["task"])
+        expected = qtransformer_loss(values, batch["bins"], learner.compute_targets(batch), 0.7)
+    metrics = learner.update(batch)
+    assert metrics["loss"] == pytest.approx(expected["loss"].item(), abs=1e-6)
+    assert metrics["td_loss"] == pytest.approx(expected["td_loss"].item(), abs=1e-6)
+    assert metrics["conservative_loss"] == pytest.approx(expected["conservative_loss"].item(), abs=1e-6)
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert learner.num_updates == 1
+
+
+def test_learning_rate_warms_up_linearly(make_net):
+    learner = make_learner(make_net, lr=1e-3, warmup_steps=4)
+    lrs = [learner.update(make_batch(i))["lr"] for i in range(6)]
+    # lr * min(1, (updates + 1) / warmup): 1/4, 2/4, 3/4, 1, 1, 1 of 1e-3
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_weight_decay_only_on_matrices(make_net):
+    net = make_net(OBS_DIM, D, K, num_tasks=TASKS)
+    decay, no_decay = _param_groups(net, 0.01)
+    named = dict(net.named_parameters())
+    decay_ids = {id(p) for p in decay["params"]}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(named)
+    for name, p in named.items():
+        should = p.dim() >= 2 and "embedding" not in name
+        assert (id(p) in decay_ids) == should, name

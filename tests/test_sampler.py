@@ -1,0 +1,74 @@
+"""Training transitions and the sampler (data/sampler.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qtransformer.actions import ActionDiscretizer
+from qtransformer.data import EpisodeDataset, TransitionSampler, build_transitions
+
+
+def make_ds():
+    # observations carry the step index, so a sampled row tells which step it came from
+    def ep(first, length, end, rewards):
+        obs = np.arange(first, first + length + 1, dtype=np.float32)[:, None].repeat(2, 1)
+        obs[:, 1] = 0.0
+        return {
+            "observations": obs[:-1],
+            "next_observations": obs[1:] + np.array([0.0, 0.5], np.float32),  # tag: next observation
+            "actions": np.linspace(-1, 1, length * 2, dtype=np.float32).reshape(length, 2),
+            "rewards": np.asarray(rewards, np.float32),
+            "terminals": np.eye(length, dtype=bool)[-1] if end == "terminal" else np.zeros(length, bool),
+            "timeouts": np.eye(length, dtype=bool)[-1] if end == "timeout" else np.zeros(length, bool),
+            "source": "demonstration",
+        }
+
+    # episode A: steps 0..2 terminal, rewards [0, 0, 1]; episode B: steps 3..5 timeout, rewards [0, 0.5, 0]
+    return EpisodeDataset.from_episodes(
+        [ep(0, 3, "terminal", [0, 0, 1]), ep(10, 3, "timeout", [0, 0.5, 0])], [-1, -1], [1, 1]
+    )
+
+
+def test_build_transitions_by_hand():
+    ds = make_ds()
+    disc = ActionDiscretizer([-1, -1], [1, 1], 4)
+    tr = build_transitions(ds, disc, gamma=0.5, n_step=2)
+    np.testing.assert_array_equal(tr["bins"], disc.encode(ds.actions))
+    # n = 2, gamma = 0.5
+    # A: t0: 0 + .5*0 = 0 ; t1: 0 + .5*1 = .5 ; t2: 1     B: t3: 0 + .5*.5 = .25 ; t4: .5 + .5*0 = .5 ; t5: 0
+    assert tr["reward"].tolist() == pytest.approx([0.0, 0.5, 1.0, 0.25, 0.5, 0.0])
+    assert tr["discount"].tolist() == pytest.approx([0.25, 0.25, 0.5, 0.25, 0.25, 0.5])
+    assert tr["next_index"].tolist() == [1, 2, 2, 4, 5, 5]
+    assert tr["bootstrap"].tolist() == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    # returns-to-go: A [0.25, 0.5, 1], B [0.25, 0.5, 0]
+    assert tr["mc_return"].tolist() == pytest.approx([0.25, 0.5, 1.0, 0.25, 0.5, 0.0])
+
+
+def test_sampled_next_obs_is_the_bootstrap_state():
+    ds = make_ds()
+    tr = build_transitions(ds, ActionDiscretizer([-1, -1], [1, 1], 4), gamma=0.5, n_step=2)
+    sampler = TransitionSampler(tr, batch_size=64, device="cpu", seed=0)
+    batch = sampler.sample()
+    assert batch["obs"].shape == (64, 2) and batch["bins"].shape == (64, 2) and batch["next_obs"].shape == (64, 2)
+    # obs[:, 0] is the step's label: A steps are 0, 1, 2 and B steps are 10, 11, 12.
+    # The bootstrap state s_{t+m} is next_observations[t + m - 1], labelled obs + m with tag 0.5.
+    m = {0: 2, 1: 2, 2: 1, 10: 2, 11: 2, 12: 1}
+    for o, n in zip(batch["obs"].tolist(), batch["next_obs"].tolist()):
+        assert n == [o[0] + m[int(o[0])], 0.5]
+    assert len({int(o) for o in batch["obs"][:, 0].tolist()}) == 6  # 64 draws cover all 6 steps
+
+
+def test_sampler_is_reproducible_from_its_seed_and_state():
+    tr = build_transitions(make_ds(), ActionDiscretizer([-1, -1], [1, 1], 4), gamma=0.9, n_step=1)
+    a = TransitionSampler(tr, 8, "cpu", seed=3)
+    b = TransitionSampler(tr, 8, "cpu", seed=3)
+    for _ in range(3):
+        ba, bb = a.sample(), b.sample()
+        for k in ba:
+            assert torch.equal(ba[k], bb[k])
+    state = a.generator.get_state()
+    next_a = a.sample()
+    b.generator.set_state(state)
+    assert torch.equal(next_a["obs"], b.sample()["obs"])

@@ -1,0 +1,106 @@
+"""The training loop (train.py): exact resume, and refusing to mix runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qt_testutils import tiny_model_config
+from qtransformer.config import AlgoConfig, ConfigError, TrainConfig
+from qtransformer.data import EpisodeDataset
+from qtransformer.envs.builtin_dataset import make_builtin_dataset
+from qtransformer.policy import QTPolicy
+from qtransformer.train import train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ds"
+    make_builtin_dataset(demos=3, autonomous=5).save(path)
+    return path
+
+
+def tiny_cfg(dataset, out, steps, resume=False, **overrides):
+    cfg = TrainConfig(
+        dataset=dataset,
+        out=out,
+        steps=steps,
+        resume=resume,
+        batch_size=16,
+        device="cpu",
+        seed=3,
+        log_every=5,
+        eval_every=0,
+        eval_episodes=0,
+        save_every=10,
+        keep_checkpoints=0,
+        progress=False,
+        model=tiny_model_config(),
+        algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2),
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
+def read_state(ckpt):
+    return (
+        load_file(str(ckpt / "model" / "model.safetensors")),
+        load_file(str(ckpt / "training_state" / "target.safetensors")),
+        load_file(str(ckpt / "training_state" / "optimizer.safetensors")),
+        json.loads((ckpt / "training_state" / "state.json").read_text()),
+    )
+
+
+def assert_tensors_equal(a, b, what):
+    assert a.keys() == b.keys(), what
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{what}: {k}"
+
+
+def test_ten_plus_ten_with_resume_equals_twenty_straight(dataset, tmp_path):
+    straight = train(tiny_cfg(dataset, tmp_path / "straight", 20))
+    first = train(tiny_cfg(dataset, tmp_path / "resumed", 10))
+    assert first.name == "step_00000010"
+    resumed = train(tiny_cfg(dataset, tmp_path / "resumed", 20, resume=True))
+    assert straight.name == resumed.name == "step_00000020"
+
+    m1, t1, o1, s1 = read_state(straight)
+    m2, t2, o2, s2 = read_state(resumed)
+    assert_tensors_equal(m1, m2, "model")
+    assert_tensors_equal(t1, t2, "target")
+    assert_tensors_equal(o1, o2, "optimizer")
+    assert s1["step"] == s2["step"] == 20 and s1["num_updates"] == s2["num_updates"] == 20
+    assert s1["optimizer"] == s2["optimizer"]
+    # the run really trained: the weights at step 20 differ from step 10
+    m10 = load_file(str(first / "model" / "model.safetensors"))
+    assert any(not torch.equal(m10[k], m2[k]) for k in m10)
+    # the resumed run's final checkpoint gives a policy that acts like the straight one
+    obs = EpisodeDataset.load(dataset).observations[:8]
+    assert (QTPolicy.from_checkpoint(tmp_path / "resumed").act(obs) == QTPolicy.from_checkpoint(tmp_path / "straight").act(obs)).all()
+
+
+def test_new_run_in_a_used_folder_raises(dataset, tmp_path):
+    train(tiny_cfg(dataset, tmp_path / "run", 2, save_every=100))
+    with pytest.raises(ConfigError, match="resume"):
+        train(tiny_cfg(dataset, tmp_path / "run", 4, save_every=100))
+
+
+def test_resume_with_a_different_model_config_raises(dataset, tmp_path):
+    train(tiny_cfg(dataset, tmp_path / "run", 2, save_every=100))
+    with pytest.raises(ConfigError, match="model"):
+        train(tiny_cfg(dataset, tmp_path / "run", 4, resume=True, save_every=100, model=tiny_model_config(d_model=32)))
+    with pytest.raises(ConfigError, match="algo"):
+        train(tiny_cfg(dataset, tmp_path / "run", 4, resume=True, save_every=100, algo=AlgoConfig(num_bins=16)))
+
+
+def test_resume_without_a_checkpoint_raises(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="resume"):
+        train(tiny_cfg(dataset, tmp_path / "empty", 2, resume=True))
+
+
+def test_no_dataset_raises(tmp_path):
+    with pytest.raises(ConfigError, match="dataset"):
+        train(tiny_cfg(None, tmp_path / "run", 2))
