@@ -165,8 +165,8 @@ def test_policy_on_multi_task_net_uses_task(make_net):
         net.task_embedding.weight.normal_(0.0, 3.0)
     pol = QTPolicy(net, ActionDiscretizer([-1, -1], [1, 1], 4))
     obs = np.random.default_rng(4).standard_normal((32, OBS_DIM)).astype(np.float32)
-    default = pol.act(obs)  # task 0 when none is given
-    np.testing.assert_array_equal(default, pol.act(obs, task=0))
+    with pytest.raises(ValueError, match="pass task="):  # a multi-task policy never guesses the task
+        pol.act(obs)
     assert not np.array_equal(pol.act(obs, task=0), pol.act(obs, task=2))
     per_row = pol.act(obs, task=np.arange(32) % 3)
     np.testing.assert_array_equal(per_row[0::3], pol.act(obs[0::3], task=0))

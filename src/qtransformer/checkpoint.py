@@ -15,7 +15,6 @@ atomically after it, so a crash at any moment leaves the previous checkpoint int
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from .actions import ActionDiscretizer
 from .config import model_from_dict, to_dict
+from .fileio import atomic_write_text, fsync_tree, replace_dir
 from .nets import QTransformerNet
 
 MODEL_FORMAT_VERSION = 1
@@ -35,24 +35,8 @@ class CheckpointError(ValueError):
     """A checkpoint path or file is wrong; the message names it and what to do."""
 
 
-def _fsync_tree(root: Path) -> None:
-    for p in root.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # -- model/ ------------------------------------------------------------------------------------------
@@ -163,15 +147,13 @@ def save_checkpoint(
             rng["cuda"] = torch.cuda.get_rng_state()
         save_file(rng, str(ts / "rng.safetensors"))
         _write_json(ts / "state.json", {"step": step, "num_updates": learner.num_updates, "optimizer": opt_info, "train_config": to_dict(train_cfg)})
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         final = ckpt_root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    _atomic_write_text(ckpt_root / "last", name + "\n")
+    atomic_write_text(ckpt_root / "last", name + "\n")
     if keep > 0:
         old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]
         for p in old:

@@ -28,9 +28,9 @@ class MakeDatasetArgs:
 
     out: Path
     """Output dataset folder."""
-    demos: int = 30
+    demos: int = 100
     """Demonstrations (scripted expert with small noise; they almost always succeed)."""
-    autonomous: int = 300
+    autonomous: int = 400
     """Autonomous episodes (a biased, noisy policy; most fail)."""
     seed: int = 0
     """Seed for the environment and the scripted policies."""
@@ -68,11 +68,11 @@ class DemoArgs:
 
     out: Path = Path("runs/demo")
     """Folder for the dataset, the run and results.json."""
-    preset: str = "default"
-    """Training preset (smoke for a seconds-long check, default for the real demo)."""
-    demos: int = 30
+    preset: str = "builtin"
+    """Training preset (builtin: sized for this task; smoke: a seconds-long check that all runs)."""
+    demos: int = 100
     """Demonstrations in the dataset."""
-    autonomous: int = 300
+    autonomous: int = 400
     """Autonomous episodes in the dataset."""
     eval_episodes: int = 200
     """Evaluation episodes for each row of the table."""

@@ -85,8 +85,11 @@ class QTPolicy:
         if obs_t.dim() != 2 or obs_t.shape[1] != self.net.obs_dim:
             raise ValueError(f"observation must be ({self.net.obs_dim},) or (batch, {self.net.obs_dim}); got {tuple(obs_t.shape)}")
         task_t = None
-        if task is not None or self.net.task_embedding is not None:
-            task_t = torch.as_tensor(np.asarray(0 if task is None else task), device=self.device).long().reshape(-1)
+        if self.net.task_embedding is not None and task is None:
+            names = self.meta.get("task_names")
+            raise ValueError(f"this policy was trained on {self.net.num_tasks} tasks ({names}); pass task= with a task id")
+        if task is not None:
+            task_t = torch.as_tensor(np.asarray(task), device=self.device).long().reshape(-1)
             task_t = task_t.expand(obs_t.shape[0]) if task_t.numel() == 1 else task_t
         return obs_t, task_t, single
 

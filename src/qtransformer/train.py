@@ -19,6 +19,7 @@ from .checkpoint import load_training_state, last_checkpoint, model_config, save
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import EpisodeDataset, TransitionSampler, build_transitions
 from .evaluate import evaluate_policy
+from .fileio import atomic_write_text
 from .logging import MetricLogger
 from .nets import QTransformerNet
 from .policy import QTPolicy
@@ -77,8 +78,9 @@ def train(cfg: TrainConfig) -> Path:
         start = load_training_state(ckpt, learner, sampler)["step"]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-    logger = MetricLogger(run_dir)
+    logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None)
     eval_env = cfg.eval_env or ds.env_id
+    can_eval = bool(eval_env) and cfg.eval_episodes > 0
 
     def run_eval(step: int) -> dict:
         policy = QTPolicy(learner.online, discretizer, model_meta, device)
@@ -110,15 +112,17 @@ def train(cfg: TrainConfig) -> Path:
                 window.clear()
                 logger.log(step, row, prefix="train")
                 bar.set_postfix(loss=f"{row['loss']:.4f}", td=f"{row['td_loss']:.4f}", q=f"{row['q_data']:.3f}")
-            if eval_env and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
+            if can_eval and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
                 last_eval = run_eval(step)
                 bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
+                tick = time.perf_counter()  # steps_per_s measures training only
             if step % cfg.save_every == 0 and step < cfg.steps:
                 save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints)
+                tick = time.perf_counter()
         final = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints)
-        if eval_env and cfg.eval_episodes > 0:
+        if can_eval:
             last_eval = run_eval(step)
-            (final / "eval_info.json").write_text(json.dumps(last_eval, indent=1))
+            atomic_write_text(run_dir / "eval_info.json", json.dumps({"step": step, **last_eval}, indent=1))
             bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
     finally:
         bar.close()

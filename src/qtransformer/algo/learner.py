@@ -51,9 +51,13 @@ class QTransformerLearner:
     @torch.no_grad()
     def compute_targets(self, batch: dict) -> torch.Tensor:
         """Targets (B, d) from the target network (one teacher-forced pass at s, one prefix pass at s')."""
+        skip_dim_max = self.cfg.n_step > 1 and self.cfg.n_step_mode == "all_dims"
         with self._autocast():
-            target_values = self.target(batch["obs"], batch["bins"], batch.get("task"))  # (B, d, K)
             next_values = self.target.first_dim_values(batch["next_obs"], batch.get("task"))  # (B, K)
+            if skip_dim_max:  # the per-dimension maxima are not used: skip the teacher-forced pass
+                target_values = next_values.new_zeros(next_values.shape[0], self.online.action_dim, next_values.shape[1])
+            else:
+                target_values = self.target(batch["obs"], batch["bins"], batch.get("task"))  # (B, d, K)
         return per_dimension_targets(
             target_values.float(),
             next_values.float(),
@@ -61,7 +65,7 @@ class QTransformerLearner:
             batch["discount"],
             batch["bootstrap"],
             batch["mc_return"] if self.cfg.mc_bound else None,
-            skip_dim_max=self.cfg.n_step > 1 and self.cfg.n_step_mode == "all_dims",
+            skip_dim_max=skip_dim_max,
         )
 
     def update(self, batch: dict) -> dict[str, float]:

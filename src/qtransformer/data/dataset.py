@@ -2,13 +2,13 @@
 
 See docs/dataset_format.md. Per step: observation, next observation, action, reward, `terminal` (the
 episode really ended: no bootstrap) and `timeout` (cut by a time limit: bootstrap). A step with both
-set is a terminal. Per episode: source (demonstration, autonomous or a user label), task id, success.
+set is a terminal. Per episode: source (demonstration, autonomous or a user label) and task id;
+success is derived: an episode succeeded when it earned a positive reward.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -17,7 +17,13 @@ from typing import Optional
 
 import numpy as np
 
+from ..fileio import fsync_tree, replace_dir
+
 FORMAT_VERSION = 1
+_DTYPES = {
+    "observations": np.float32, "next_observations": np.float32, "actions": np.float32, "rewards": np.float32,
+    "terminals": bool, "timeouts": bool, "episode_starts": np.int64, "episode_task": np.int64,
+}
 STEP_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")
 
 
@@ -119,6 +125,9 @@ class EpisodeDataset:
             arr = getattr(self, name)
             if arr.shape[0] != N:
                 fail(f"field '{name}' has {arr.shape[0]} steps but 'rewards' has {N}; every step field needs one row per step")
+        for name in ("rewards", "terminals", "timeouts"):
+            if getattr(self, name).ndim != 1:
+                fail(f"field '{name}' must be one value per step, got shape {getattr(self, name).shape}")
         if self.observations.ndim != 2 or self.next_observations.shape != self.observations.shape:
             fail("fields 'observations' and 'next_observations' must both be (steps, obs_dim) arrays")
         if self.actions.ndim != 2:
@@ -141,6 +150,13 @@ class EpisodeDataset:
             if not finite.all():
                 t = int(np.argmin(finite))
                 fail(f"episode {step_episode[t]}, step {t - starts[step_episode[t]]}, field '{name}': NaN or inf; clean or drop that episode")
+        bad_reward = (self.rewards < 0) | (self.rewards > 1)
+        if bad_reward.any():
+            t = int(np.argmax(bad_reward))
+            fail(
+                f"episode {step_episode[t]}, step {t - starts[step_episode[t]]}, field 'rewards': {self.rewards[t]} is outside [0, 1]; "
+                "Q-Transformer's sigmoid head assumes sparse rewards in [0, 1] (1 on success): rescale them"
+            )
         if self.action_low.shape != (self.action_dim,) or self.action_high.shape != (self.action_dim,):
             fail(f"'action_low'/'action_high' must have {self.action_dim} entries, one per action dimension")
         tol = 1e-5 * np.maximum(1.0, self.action_high - self.action_low)
@@ -188,16 +204,8 @@ class EpisodeDataset:
                 "num_steps": self.num_steps,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            for f in tmp.iterdir():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, path)
+            fsync_tree(tmp)
+            replace_dir(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -228,6 +236,10 @@ class EpisodeDataset:
         for key in ("action_low", "action_high", "episode_source"):
             if key not in meta:
                 raise DatasetError(f"{meta_path}: missing field '{key}'")
+        try:
+            arrays = {k: np.asarray(v, dtype=_DTYPES[k]) for k, v in arrays.items()}
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{arrays_path}: an array has the wrong type ({exc}); see docs/dataset_format.md for the dtypes") from exc
         ds = cls(
             **arrays,
             episode_source=list(meta["episode_source"]),

@@ -33,7 +33,9 @@ class StateEncoder(nn.Module):
 
     def set_normalizer(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+        std = torch.as_tensor(std, dtype=torch.float32)
+        # A feature constant in the data keeps its scale (std 1) instead of being blown up at test time.
+        self.obs_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = (obs - self.obs_mean) / self.obs_std  # (B, obs_dim)
@@ -57,6 +59,8 @@ class QTransformerNet(nn.Module):
         nn.init.normal_(self.start_token, std=0.02)
         nn.init.normal_(self.pos_embedding, std=0.02)
         nn.init.normal_(self.bin_embedding.weight, std=0.02)
+        if self.task_embedding is not None:
+            nn.init.normal_(self.task_embedding.weight, std=0.02)
 
     # -- token construction --------------------------------------------------------------------
     def _prefix(self, obs: torch.Tensor, task: Optional[torch.Tensor]) -> torch.Tensor:
