@@ -10,7 +10,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 echo "[setup] installing torch==2.13.0 and qtransformer (editable) into .venv"
-.venv/bin/python -m pip install --disable-pip-version-check -q torch==2.13.0
+pip_install() {
+  # Some machines' pip configuration names local package folders that may be absent: hide those warnings.
+  .venv/bin/python -m pip install --disable-pip-version-check -q "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+pip_install torch==2.13.0
 echo "torch==2.13.0" > .venv/torch-pin.txt
-.venv/bin/python -m pip install --disable-pip-version-check -q -c .venv/torch-pin.txt -e ".[dev,tensorboard]"
+pip_install -c .venv/torch-pin.txt -e ".[dev,tensorboard]"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, qtransformer; print("torch", torch.__version__, "| qtransformer", qtransformer.__version__)')"
