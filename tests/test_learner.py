@@ -162,3 +162,16 @@ def test_weight_decay_only_on_matrices(make_net):
     for name, p in named.items():
         should = p.dim() >= 2 and "embedding" not in name
         assert (id(p) in decay_ids) == should, name
+
+
+def test_bf16_autocast_step_stays_close_to_fp32(make_net):
+    """amp_bf16 runs the passes in bf16 on CPU; the loss and the update stay near the fp32 ones."""
+    fp32 = make_learner(make_net)
+    bf16 = make_learner(make_net)
+    bf16.amp_bf16 = True
+    batch = make_batch(3)
+    m32, m16 = fp32.update(batch), bf16.update(batch)
+    assert m16["loss"] == pytest.approx(m32["loss"], rel=0.05)
+    assert m16["loss"] != m32["loss"]  # the bf16 path really ran in lower precision
+    for p32, p16 in zip(fp32.online.parameters(), bf16.online.parameters()):
+        torch.testing.assert_close(p16, p32, atol=5e-3, rtol=0.05)
