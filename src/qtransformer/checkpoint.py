@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from .actions import ActionDiscretizer
 from .config import model_from_dict, to_dict
-from .fileio import atomic_write_text, fsync_tree, replace_dir
+from .fileio import atomic_write_text, fsync_tree, read_versioned_json, replace_dir
 from .nets import QTransformerNet
 
 MODEL_FORMAT_VERSION = 1
@@ -76,12 +76,7 @@ def resolve_model_dir(path: Union[str, Path]) -> Path:
 def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransformerNet, ActionDiscretizer, dict]:
     model_dir = resolve_model_dir(path)
     config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
-    try:
-        cfg = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from exc
-    if cfg.get("format_version") != MODEL_FORMAT_VERSION:
-        raise CheckpointError(f"{config_path}: field 'format_version' is {cfg.get('format_version')!r}; this version reads {MODEL_FORMAT_VERSION}")
+    cfg = read_versioned_json(config_path, MODEL_FORMAT_VERSION, CheckpointError)
     try:
         discretizer = ActionDiscretizer.from_dict(cfg["actions"])
         net = QTransformerNet(cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))

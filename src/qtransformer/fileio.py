@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+
+def read_versioned_json(path: Path, version: int, error: type[Exception]) -> dict[str, Any]:
+    """Read a JSON object whose 'format_version' must equal `version`; else raise `error` naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format_version") != version:
+        found = data.get("format_version") if isinstance(data, dict) else None
+        raise error(f"{path}: field 'format_version' is {found!r}; this version of qtransformer reads {version}")
+    return data
 
 
 def fsync_tree(root: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..fileio import fsync_tree, replace_dir
+from ..fileio import fsync_tree, read_versioned_json, replace_dir
 
 FORMAT_VERSION = 1
 _DTYPES = {
@@ -220,12 +220,7 @@ class EpisodeDataset:
         for p in (meta_path, arrays_path):
             if not p.exists():
                 raise DatasetError(f"{p}: missing; a dataset folder holds meta.json and episodes.npz")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from exc
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{meta_path}: field 'format_version' is {meta.get('format_version')!r}, this version reads {FORMAT_VERSION}")
+        meta = read_versioned_json(meta_path, FORMAT_VERSION, DatasetError)
         try:
             with np.load(arrays_path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in (*STEP_FIELDS, "episode_starts", "episode_task")}
