@@ -111,7 +111,7 @@ def train(cfg: TrainConfig) -> Path:
                 tick, tick_step = now, step
                 window.clear()
                 logger.log(step, row, prefix="train")
-                bar.set_postfix(loss=f"{row['loss']:.4f}", td=f"{row['td_loss']:.4f}", q=f"{row['q_data']:.3f}")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", td=f"{row['td_loss']:.4f}", q=f"{row['q_data']:.3f}", refresh=False)
             if can_eval and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
                 last_eval = run_eval(step)
                 bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
