@@ -1,4 +1,4 @@
-"""The `qtransformer` command: make-dataset, train, eval, info, demo."""
+"""The `qtransformer` command: make-dataset, import, train, eval, info, demo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 
@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "Train Q-Transformer on a dataset (presets, config files, resume).",
     "eval": "Evaluate a checkpoint's greedy policy: success rate over fixed seeds, written as JSON.",
     "info": "Summarise a dataset or a checkpoint.",
+    "import": "Import a D4RL, robomimic or Minari dataset into a dataset folder.",
     "demo": "The end-to-end demo: make the built-in dataset, train, evaluate, print a table.",
 }
 
@@ -80,6 +81,22 @@ class DemoArgs:
     """Seed for data and training."""
 
 
+@dataclass
+class ImportArgs:
+    """Import a D4RL (.npz/.hdf5), robomimic (.hdf5) or Minari (dataset id) dataset; see docs/dataset_format.md."""
+
+    path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SOURCE")]
+    """A D4RL .npz/.hdf5/.h5 file, a robomimic .hdf5 file, or a Minari dataset id (under MINARI_DATASETS_PATH)."""
+    format: Literal["d4rl", "robomimic", "minari"]
+    """Format of SOURCE."""
+    out: Path
+    """Output dataset folder."""
+    env_id: Optional[str] = None
+    """Gymnasium id recorded for evaluation (Minari: by default the dataset's env spec)."""
+    source: Optional[str] = None
+    """Episode source label (default: demonstration for robomimic, d4rl / minari otherwise)."""
+
+
 def parse_train_args(argv: list[str]) -> TrainConfig:
     """Preset, then config file, then flags: each later source overrides the earlier ones."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -109,6 +126,19 @@ def dataset_table(ds) -> str:
     for source, (n, rate) in ds.success_by_source().items():
         lines.append(f"| {source} | {n} | {rate:.3f} |")
     return "\n".join(lines)
+
+
+def cmd_import(argv: list[str]) -> None:
+    args = tyro.cli(ImportArgs, args=argv, prog="qtransformer import")
+    from .data.importers import import_dataset
+
+    result = import_dataset(args.path, args.format, args.out, env_id=args.env_id, source_label=args.source)
+    ds = result.dataset
+    print(f"wrote {args.out}: {ds.num_episodes} episodes, {ds.num_steps} steps (from {args.format} {args.path}), env {ds.env_id}")
+    print(f"observations ({ds.obs_dim},), actions ({ds.action_dim},) in [{ds.action_low.tolist()}, {ds.action_high.tolist()}]")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(dataset_table(ds))
 
 
 def cmd_train(argv: list[str]) -> None:
@@ -177,7 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_help()
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo}
+    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import}
     if command not in handlers:
         print(f"qtransformer: unknown command '{command}'\n", file=sys.stderr)
         print_help()

@@ -18,6 +18,7 @@ from .algo import QTransformerLearner
 from .checkpoint import load_training_state, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import EpisodeDataset, TransitionSampler, build_transitions
+from .envs import make_env
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text
 from .logging import MetricLogger
@@ -81,6 +82,14 @@ def train(cfg: TrainConfig) -> Path:
     logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None)
     eval_env = cfg.eval_env or ds.env_id
     can_eval = bool(eval_env) and cfg.eval_episodes > 0
+    if can_eval:  # fail now, not after the first eval_every steps
+        try:
+            make_env(eval_env).close()
+        except Exception as exc:  # noqa: BLE001 - any failure to build the environment
+            raise ConfigError(
+                f"cannot make the evaluation environment '{eval_env}' ({exc}); install it, "
+                "pass --eval-env ID, or --eval-episodes 0 to train without evaluation"
+            ) from exc
 
     def run_eval(step: int) -> dict:
         policy = QTPolicy(learner.online, discretizer, model_meta, device)

@@ -63,3 +63,12 @@ def test_bad_config_file_is_a_clear_error(tmp_path, capsys, bad):
     assert main(["train", "--config", str(cfg), "--dataset", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(cfg) in err
+
+
+def test_unknown_eval_env_fails_before_training(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["make-dataset", "builtin", "--demos", "2", "--autonomous", "2", "--out", str(data)]) == 0
+    argv = ["train", "--preset", "smoke", "--dataset", str(data), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main([*argv, "--eval-env", "NoSuchEnv-v9", "--eval-episodes", "2"]) == 2
+    assert "NoSuchEnv-v9" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any training step
