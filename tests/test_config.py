@@ -121,3 +121,13 @@ def test_parse_train_args_unknown_field_in_file_raises(tmp_path):
     path.write_text(json.dumps({"stepz": 3}))
     with pytest.raises(ConfigError, match="stepz"):
         parse_train_args(["--config", str(path)])
+
+
+def test_config_file_values_are_type_checked(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("algo:\n  lr: 3e-4\n")  # PyYAML reads this as the string '3e-4'
+    assert parse_train_args(["--config", str(y)]).algo.lr == pytest.approx(3e-4)
+    for bad, field in [("steps: abc\n", "steps"), ("batch_size: 32.5\n", "batch_size"), ("algo:\n  lr: fast\n", "lr"), ("preset: smoke\n", "preset")]:
+        y.write_text(bad)
+        with pytest.raises(ConfigError, match=field):
+            parse_train_args(["--config", str(y)])

@@ -68,7 +68,7 @@ def resolve_model_dir(path: Union[str, Path]) -> Path:
         path = path / "model"
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise CheckpointError(
-            f"{path}: no model here; pass a run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder"
+            f"{path}: no model here; pass a run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder (a dataset folder holds meta.json and episodes.npz)"
         )
     return path
 
@@ -124,6 +124,7 @@ def save_checkpoint(
     model_cfg_dict: dict,
     train_cfg,
     keep: int = 2,
+    dataset: Optional[str] = None,
 ) -> Path:
     """Write run_dir/checkpoints/step_<step> atomically and point `last` at it."""
     ckpt_root = Path(run_dir) / "checkpoints"
@@ -141,7 +142,10 @@ def save_checkpoint(
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         save_file(rng, str(ts / "rng.safetensors"))
-        _write_json(ts / "state.json", {"step": step, "num_updates": learner.num_updates, "optimizer": opt_info, "train_config": to_dict(train_cfg)})
+        _write_json(ts / "state.json", {
+            "step": step, "num_updates": learner.num_updates, "optimizer": opt_info,
+            "train_config": to_dict(train_cfg), "dataset": dataset,
+        })
         fsync_tree(tmp)
         final = ckpt_root / name
         replace_dir(tmp, final)
@@ -166,11 +170,30 @@ def last_checkpoint(run_dir: Path) -> Optional[Path]:
     return path
 
 
+def read_training_state_json(ckpt: Path) -> dict:
+    path = Path(ckpt) / "training_state" / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc}); the checkpoint is corrupted: point checkpoints/last at an older step_N or start a new run") from exc
+
+
 def load_training_state(ckpt: Path, learner, sampler) -> dict:
     """Restore online, target, optimizer and RNG state in place; return state.json."""
-    ckpt = Path(ckpt)
+    try:
+        return _load_training_state(Path(ckpt), learner, sampler)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated files, shape mismatches: all mean "cannot resume from this"
+        raise CheckpointError(
+            f"{ckpt}: cannot resume from it ({type(exc).__name__}: {exc}); the checkpoint is corrupted or was made "
+            "for another dataset: point checkpoints/last at an older step_N or start a new run"
+        ) from exc
+
+
+def _load_training_state(ckpt: Path, learner, sampler) -> dict:
     ts = ckpt / "training_state"
-    state = json.loads((ts / "state.json").read_text())
+    state = read_training_state_json(ckpt)
     learner.online.load_state_dict(load_file(str(ckpt / "model" / "model.safetensors"), device="cpu"))
     learner.target.load_state_dict(load_file(str(ts / "target.safetensors"), device="cpu"))
     opt_tensors = load_file(str(ts / "optimizer.safetensors"), device="cpu")  # the optimizer moves them

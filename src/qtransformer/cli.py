@@ -217,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         handlers[command](rest)
-    except (ConfigError, DatasetError, CheckpointError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:  # user errors: one line, no traceback
         print(f"qtransformer {command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

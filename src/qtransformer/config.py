@@ -124,6 +124,12 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "save_every"):
+            _check(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "eval_episodes", "keep_checkpoints"):
+            _check(getattr(self, name) >= 0, name, f"must be >= 0 (0 turns it off), got {getattr(self, name)}")
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on a laptop CPU: a check that everything runs, not a useful policy.
@@ -173,6 +179,15 @@ def _merge(dc: Any, updates: dict[str, Any], where: str) -> Any:
             changes[key] = _merge(current, value, f"{where}: {key}")
         elif isinstance(current, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}: field '{key}' must be true or false, got {value!r}")
+        elif isinstance(current, float) and not isinstance(value, bool) and isinstance(value, (int, float, str)):
+            try:  # YAML reads 3e-4 (no dot) as a string
+                changes[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: field '{key}' must be a number, got {value!r}") from None
+        elif isinstance(current, int) and not isinstance(current, bool) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{where}: field '{key}' must be a whole number, got {value!r}")
+        elif isinstance(current, str) and not isinstance(value, str):
+            raise ConfigError(f"{where}: field '{key}' must be a string, got {value!r}")
         else:
             if isinstance(current, Path) or (key in ("dataset", "out", "config") and value is not None):
                 value = Path(value)
@@ -210,6 +225,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot parse config ({exc}); use JSON or YAML") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of TrainConfig fields")
+    for key in ("preset", "config"):
+        if key in data:
+            raise ConfigError(f"{path}: field '{key}' cannot be set inside a config file; pass --{key} on the command line")
     return data
 
 

@@ -31,6 +31,8 @@ def evaluate(
 
     Episode i resets with seed EVAL_SEED_OFFSET + seed + i, so results are repeatable.
     """
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
     envs = [make_env(env_id) for _ in range(episodes)]
     obs = np.stack([env.reset(seed=EVAL_SEED_OFFSET + seed + i)[0] for i, env in enumerate(envs)])
     active = np.ones(episodes, dtype=bool)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .actions import ActionDiscretizer
 from .algo import QTransformerLearner
-from .checkpoint import load_training_state, last_checkpoint, model_config, save_checkpoint
+from .checkpoint import load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import EpisodeDataset, TransitionSampler, build_transitions
 from .envs import make_env
@@ -29,7 +29,13 @@ from .policy import QTPolicy
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: '{name}' asked for, but this torch build sees no CUDA device; use --device cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -38,14 +44,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_resume_config(cfg: TrainConfig, saved: dict, where: Path) -> None:
-    now = to_dict(cfg)
-    for key in FROZEN_ON_RESUME:
-        if now[key] != saved[key]:
-            raise ConfigError(
-                f"{where}: cannot resume with a different '{key}' (saved {saved[key]}, now {now[key]}); "
-                f"use the original settings or a new --out folder"
-            )
+def _differences(saved, now, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for k in sorted(set(saved) | set(now)):
+            out += _differences(saved.get(k), now.get(k), f"{prefix}{k}.")
+        return out
+    return [] if saved == now else [f"{prefix[:-1]} (saved {saved!r}, now {now!r})"]
+
+
+def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
+    now, saved = to_dict(cfg), state["train_config"]
+    diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
+    dataset = str(Path(cfg.dataset).resolve())
+    if state.get("dataset") not in (None, dataset):
+        diffs.append(f"dataset (saved {state['dataset']!r}, now {dataset!r})")
+    if diffs:
+        raise ConfigError(
+            f"{where}: cannot resume with different settings: {'; '.join(diffs)}. Repeat the original "
+            "--preset, --config and flags (see config.json in the run folder), or train into a new --out folder"
+        )
+
+
+def _check_eval_env(env_id: str, ds: EpisodeDataset) -> None:
+    fix = "install it, pass --eval-env ID, or --eval-episodes 0 to train without evaluation"
+    try:
+        env = make_env(env_id)
+    except Exception as exc:  # noqa: BLE001 - any failure to build the environment
+        raise ConfigError(f"cannot make the evaluation environment '{env_id}' ({exc}); {fix}") from exc
+    shape, act = env.observation_space.shape, env.action_space.shape
+    env.close()
+    if shape != (ds.obs_dim,) or act != (ds.action_dim,):
+        raise ConfigError(
+            f"evaluation environment '{env_id}' has observations {shape} and actions {act}, the dataset "
+            f"{ds.source_path} ({ds.obs_dim},) and ({ds.action_dim},); {fix}"
+        )
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -59,7 +92,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume and ckpt is None:
         raise ConfigError(f"{run_dir}: --resume given but no checkpoint found there")
     if ckpt is not None:
-        _check_resume_config(cfg, json.loads((ckpt / "training_state" / "state.json").read_text())["train_config"], ckpt)
+        _check_resume_config(cfg, read_training_state_json(ckpt), ckpt)
 
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -77,19 +110,19 @@ def train(cfg: TrainConfig) -> Path:
     start = 0
     if ckpt is not None:
         start = load_training_state(ckpt, learner, sampler)["step"]
+        if start >= cfg.steps:
+            print(f"{ckpt}: already at step {start} of {cfg.steps}; nothing to do (raise --steps to train on)")
+            return ckpt
+    elif (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()  # left by a run that stopped before its first checkpoint
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    dataset_path = str(Path(cfg.dataset).resolve())
     logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None)
     eval_env = cfg.eval_env or ds.env_id
     can_eval = bool(eval_env) and cfg.eval_episodes > 0
     if can_eval:  # fail now, not after the first eval_every steps
-        try:
-            make_env(eval_env).close()
-        except Exception as exc:  # noqa: BLE001 - any failure to build the environment
-            raise ConfigError(
-                f"cannot make the evaluation environment '{eval_env}' ({exc}); install it, "
-                "pass --eval-env ID, or --eval-episodes 0 to train without evaluation"
-            ) from exc
+        _check_eval_env(eval_env, ds)
 
     def run_eval(step: int) -> dict:
         policy = QTPolicy(learner.online, discretizer, model_meta, device)
@@ -126,9 +159,9 @@ def train(cfg: TrainConfig) -> Path:
                 bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
                 tick = time.perf_counter()  # steps_per_s measures training only
             if step % cfg.save_every == 0 and step < cfg.steps:
-                save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints)
+                save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
                 tick = time.perf_counter()
-        final = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints)
+        final = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
         if can_eval:
             last_eval = run_eval(step)
             atomic_write_text(run_dir / "eval_info.json", json.dumps({"step": step, **last_eval}, indent=1))

@@ -72,3 +72,59 @@ def test_unknown_eval_env_fails_before_training(tmp_path, capsys):
     assert main([*argv, "--eval-env", "NoSuchEnv-v9", "--eval-episodes", "2"]) == 2
     assert "NoSuchEnv-v9" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any training step
+
+
+def test_make_dataset_never_overwrites_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["make-dataset", "builtin", "--demos", "1", "--autonomous", "1", "--out", str(precious)]) == 2
+    assert "not a dataset folder" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me" and sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
+    # an existing dataset folder may be replaced
+    data = tmp_path / "data"
+    assert main(["make-dataset", "builtin", "--demos", "1", "--autonomous", "1", "--out", str(data)]) == 0
+    assert main(["make-dataset", "builtin", "--demos", "2", "--autonomous", "1", "--out", str(data)]) == 0
+    assert "3 episodes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "steps: must be at least 1"),
+        (["--batch-size", "0"], "batch_size: must be at least 1"),
+        (["--save-every", "0"], "save_every: must be at least 1"),
+    ],
+)
+def test_bad_values_on_the_command_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:  # tyro reports flag errors itself, with exit code 2
+        main(["train", "--preset", "smoke", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_checks_dataset_and_names_the_differing_field(tmp_path, capsys):
+    a, b, run = tmp_path / "a", tmp_path / "b", tmp_path / "run"
+    for d in (a, b):
+        assert main(["make-dataset", "builtin", "--demos", "2", "--autonomous", "2", "--out", str(d)]) == 0
+    base = ["train", "--preset", "smoke", "--out", str(run), "--no-progress", "--steps", "20"]
+    assert main([*base, "--dataset", str(a)]) == 0
+    capsys.readouterr()
+    assert main([*base, "--dataset", str(b), "--resume", "--steps", "30"]) == 2
+    assert "dataset (saved" in capsys.readouterr().err
+    assert main([*base, "--dataset", str(a), "--resume", "--steps", "30", "--algo.alpha", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "algo.alpha (saved 1.0, now 0.5)" in err and "algo.gamma" not in err
+    # resuming a finished run trains nothing and logs nothing new
+    rows = (run / "metrics.jsonl").read_text()
+    assert main([*base, "--dataset", str(a), "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (run / "metrics.jsonl").read_text() == rows
+
+
+def test_eval_needs_at_least_one_episode(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["make-dataset", "builtin", "--demos", "2", "--autonomous", "2", "--out", str(data)]) == 0
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "2"]) == 0
+    assert main(["eval", "--checkpoint", str(run), "--episodes", "0"]) == 2
+    assert "episodes must be at least 1" in capsys.readouterr().err

@@ -159,6 +159,11 @@ class EpisodeDataset:
             )
         if self.action_low.shape != (self.action_dim,) or self.action_high.shape != (self.action_dim,):
             fail(f"'action_low'/'action_high' must have {self.action_dim} entries, one per action dimension")
+        if not (np.isfinite(self.action_low).all() and np.isfinite(self.action_high).all()) or np.any(self.action_high <= self.action_low):
+            fail(
+                f"'action_low'/'action_high' must be finite with high > low in every dimension, got "
+                f"[{self.action_low.tolist()}, {self.action_high.tolist()}]; a dimension the data never moves still needs a range"
+            )
         tol = 1e-5 * np.maximum(1.0, self.action_high - self.action_low)
         outside = ((self.actions < self.action_low - tol) | (self.actions > self.action_high + tol)).any(axis=1)
         if outside.any():
@@ -184,6 +189,8 @@ class EpisodeDataset:
         """Write atomically: into a temporary folder beside `path`, then renamed into place."""
         self.validate()
         path = Path(path)
+        if path.exists() and not (path.is_dir() and (path / "meta.json").exists()):
+            raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         try:

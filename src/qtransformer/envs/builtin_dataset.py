@@ -27,6 +27,8 @@ def rollout(env, act: Callable[[np.ndarray], np.ndarray], seed: int) -> dict:
 
 
 def make_builtin_dataset(demos: int, autonomous: int, seed: int = 0, expert_noise: float = 0.1, progress: bool = True) -> EpisodeDataset:
+    if demos < 0 or autonomous < 0 or demos + autonomous == 0 or seed < 0:
+        raise ValueError(f"need demos >= 0, autonomous >= 0 (not both 0) and seed >= 0; got {demos}, {autonomous}, {seed}")
     env = make_env(BUILTIN_ENV_ID)
     rng = np.random.default_rng(seed)
     episodes = []
