@@ -153,7 +153,7 @@ def test_load_errors_name_the_path(tmp_path):
 
 def test_corrupted_arrays_are_rejected(tmp_path):
     path = make_ds().save(tmp_path / "ds")
-    arrays = path / "episodes.npz"
+    arrays = path / "chunks" / "000000" / "actions.npy"
     arrays.write_bytes(arrays.read_bytes()[:100])
-    with pytest.raises(DatasetError, match="episodes.npz"):
+    with pytest.raises(DatasetError, match="actions.npy"):
         EpisodeDataset.load(path)

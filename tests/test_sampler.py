@@ -68,7 +68,9 @@ def test_sampler_is_reproducible_from_its_seed_and_state():
         ba, bb = a.sample(), b.sample()
         for k in ba:
             assert torch.equal(ba[k], bb[k])
-    state = a.generator.get_state()
+    state = a.state()
     next_a = a.sample()
-    b.generator.set_state(state)
-    assert torch.equal(next_a["obs"], b.sample()["obs"])
+    c = TransitionSampler(tr, 8, "cpu", seed=3)
+    c.set_state(state)
+    assert torch.equal(next_a["obs"], c.sample()["obs"])
+    assert not torch.equal(next_a["obs"], TransitionSampler(tr, 8, "cpu", seed=3).sample()["obs"])

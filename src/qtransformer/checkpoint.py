@@ -5,7 +5,8 @@
             config.json       network shape, action bins, task names, environment id
             model.safetensors weights, with the observation normaliser (encoder.obs_mean / obs_std)
         training_state/   what an exact resume needs besides the model
-            target.safetensors, optimizer.safetensors, rng.safetensors, state.json
+            target.safetensors, optimizer.safetensors, rng.safetensors (torch's RNG),
+            state.json (step, optimizer groups, config, dataset, batches drawn by the sampler)
     run/checkpoints/last  the name of the newest complete checkpoint
 
 Each checkpoint is written into a temporary folder and renamed into place, and `last` is replaced
@@ -138,13 +139,13 @@ def save_checkpoint(
         save_file({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, str(ts / "target.safetensors"))
         opt_tensors, opt_info = _optimizer_to_flat(learner.optimizer)
         save_file(opt_tensors, str(ts / "optimizer.safetensors"))
-        rng = {"torch": torch.get_rng_state(), "sampler": sampler.generator.get_state()}
+        rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         save_file(rng, str(ts / "rng.safetensors"))
         _write_json(ts / "state.json", {
             "step": step, "num_updates": learner.num_updates, "optimizer": opt_info,
-            "train_config": to_dict(train_cfg), "dataset": dataset,
+            "train_config": to_dict(train_cfg), "dataset": dataset, "batches_drawn": sampler.state(),
         })
         fsync_tree(tmp)
         final = ckpt_root / name
@@ -201,7 +202,7 @@ def _load_training_state(ckpt: Path, learner, sampler) -> dict:
     learner.num_updates = state["num_updates"]
     rng = load_file(str(ts / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
-    sampler.generator.set_state(rng["sampler"])
+    sampler.set_state(state["batches_drawn"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
     return state

@@ -121,10 +121,12 @@ def cmd_make_dataset(argv: list[str]) -> None:
     print(dataset_table(ds))
 
 
-def dataset_table(ds) -> str:
-    lines = ["| source | episodes | success rate |", "|---|---|---|"]
-    for source, (n, rate) in ds.success_by_source().items():
-        lines.append(f"| {source} | {n} | {rate:.3f} |")
+def dataset_table(ds, by: str = "source") -> str:
+    """Episodes and success rate by source (or by task, for an EpisodeStore) as a Markdown table."""
+    rows = ds.success_by_source() if by == "source" else ds.success_by("task")
+    lines = [f"| {by} | episodes | success rate |", "|---|---|---|"]
+    for label, (n, rate) in rows.items():
+        lines.append(f"| {label} | {n} | {rate:.3f} |")
     return "\n".join(lines)
 
 
@@ -168,13 +170,15 @@ def cmd_info(argv: list[str]) -> None:
     args = tyro.cli(InfoArgs, args=argv, prog="qtransformer info")
     path = args.path
     if (path / "meta.json").exists():
-        from .data import EpisodeDataset
+        from .data import EpisodeStore
 
-        ds = EpisodeDataset.load(path)
-        print(f"dataset {path}: {ds.num_episodes} episodes, {ds.num_steps} steps, env {ds.env_id}")
-        print(f"observations ({ds.obs_dim},), actions ({ds.action_dim},) in [{ds.action_low.tolist()}, {ds.action_high.tolist()}]")
-        print(f"tasks: {', '.join(ds.task_names)}")
-        print(dataset_table(ds))
+        store = EpisodeStore.open(path)
+        print(f"dataset {path}: {store.num_episodes} episodes, {store.num_steps} steps in {len(store.chunks)} chunk(s), "
+              f"{store.size_on_disk() / 2**20:.1f} MiB on disk, env {store.env_id}")
+        print(f"observations ({store.obs_dim},) float32, actions ({store.action_dim},) in [{store.action_low.tolist()}, {store.action_high.tolist()}]")
+        print(dataset_table(store))
+        print()
+        print(dataset_table(store, by="task"))
         return
     from .checkpoint import load_model, resolve_model_dir
 

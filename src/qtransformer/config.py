@@ -121,13 +121,18 @@ class TrainConfig:
     """How many step checkpoints to keep (the newest); 0 keeps them all."""
     progress: bool = True
     """Show a progress bar."""
+    source_mix: dict[str, float] = field(default_factory=dict)
+    """Share of each batch per episode source, e.g. --source-mix demonstration 0.5; the rest is uniform
+    over the other sources' steps. Empty: uniform over all steps."""
+    prefetch: int = 4
+    """Batches a background thread prepares ahead of the learner (0: sample on the main thread)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "save_every"):
             _check(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_every", "eval_episodes", "keep_checkpoints"):
+        for name in ("eval_every", "eval_episodes", "keep_checkpoints", "prefetch"):
             _check(getattr(self, name) >= 0, name, f"must be >= 0 (0 turns it off), got {getattr(self, name)}")
 
 

@@ -17,7 +17,7 @@ from .actions import ActionDiscretizer
 from .algo import QTransformerLearner
 from .checkpoint import load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
-from .data import EpisodeDataset, TransitionSampler, build_transitions
+from .data import EpisodeStore, TransitionSampler, build_transitions
 from .envs import make_env
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text
@@ -66,7 +66,7 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
         )
 
 
-def _check_eval_env(env_id: str, ds: EpisodeDataset) -> None:
+def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
     fix = "install it, pass --eval-env ID, or --eval-episodes 0 to train without evaluation"
     try:
         env = make_env(env_id)
@@ -77,7 +77,7 @@ def _check_eval_env(env_id: str, ds: EpisodeDataset) -> None:
     if shape != (ds.obs_dim,) or act != (ds.action_dim,):
         raise ConfigError(
             f"evaluation environment '{env_id}' has observations {shape} and actions {act}, the dataset "
-            f"{ds.source_path} ({ds.obs_dim},) and ({ds.action_dim},); {fix}"
+            f"{ds.path} ({ds.obs_dim},) and ({ds.action_dim},); {fix}"
         )
 
 
@@ -96,15 +96,15 @@ def train(cfg: TrainConfig) -> Path:
 
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    ds = EpisodeDataset.load(cfg.dataset)
+    ds = EpisodeStore.open(cfg.dataset)
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
 
     net = QTransformerNet(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model)
-    obs_all = np.concatenate([ds.observations, ds.next_observations])
-    net.encoder.set_normalizer(torch.from_numpy(obs_all.mean(0)), torch.from_numpy(obs_all.std(0)))
+    mean, std = ds.observation_stats()
+    net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
     learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16)
-    sampler = TransitionSampler(transitions, cfg.batch_size, device, seed=cfg.seed)
+    sampler = TransitionSampler(transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix)
     model_meta = model_config(net, discretizer, cfg.model, {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo)})
 
     start = 0
@@ -169,4 +169,5 @@ def train(cfg: TrainConfig) -> Path:
     finally:
         bar.close()
         logger.close()
+        sampler.close()
     return final

@@ -24,7 +24,7 @@ def test_unknown_command_fails(capsys):
 def test_make_train_resume_eval_info(tmp_path, capsys):
     data, run, result = tmp_path / "data", tmp_path / "run", tmp_path / "eval.json"
     assert main(["make-dataset", "builtin", "--demos", "4", "--autonomous", "6", "--out", str(data)]) == 0
-    assert (data / "episodes.npz").exists() and (data / "meta.json").exists()
+    assert (data / "chunks" / "000000" / "observations.npy").exists() and (data / "meta.json").exists()
 
     assert main(["info", str(data)]) == 0
     out = capsys.readouterr().out

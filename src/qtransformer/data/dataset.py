@@ -1,4 +1,4 @@
-"""Episode datasets: flat step arrays cut into episodes, saved as `episodes.npz` + `meta.json`.
+"""Episodes in memory: flat step arrays cut into episodes (data/store.py keeps them on disk).
 
 See docs/dataset_format.md. Per step: observation, next observation, action, reward, `terminal` (the
 episode really ended: no bootstrap) and `timeout` (cut by a time limit: bootstrap). A step with both
@@ -8,19 +8,13 @@ success is derived: an episode succeeded when it earned a positive reward.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ..fileio import fsync_tree, read_versioned_json, replace_dir
-
-FORMAT_VERSION = 1
-_DTYPES = {
+DTYPES = {
     "observations": np.float32, "next_observations": np.float32, "actions": np.float32, "rewards": np.float32,
     "terminals": bool, "timeouts": bool, "episode_starts": np.int64, "episode_task": np.int64,
 }
@@ -112,7 +106,8 @@ class EpisodeDataset:
         return ds
 
     # -- checks -------------------------------------------------------------------------------
-    def validate(self) -> None:
+    def validate(self, values: bool = True) -> None:
+        """Check shapes, offsets and end flags; with `values`, also every value (finite, in bounds)."""
         where = self.source_path
         N, E = self.num_steps, self.num_episodes
 
@@ -144,13 +139,13 @@ class EpisodeDataset:
             e = int(np.argmax((self.episode_task < 0) | (self.episode_task >= self.num_tasks)))
             fail(f"episode {e}, field 'episode_task': task id {self.episode_task[e]} is not among the {self.num_tasks} task_names")
         step_episode = np.repeat(np.arange(E), np.diff(starts))
-        for name in ("observations", "next_observations", "actions", "rewards"):
+        for name in ("observations", "next_observations", "actions", "rewards") if values else ():
             arr = getattr(self, name)
             finite = np.isfinite(arr.reshape(N, -1)).all(axis=1)
             if not finite.all():
                 t = int(np.argmin(finite))
                 fail(f"episode {step_episode[t]}, step {t - starts[step_episode[t]]}, field '{name}': NaN or inf; clean or drop that episode")
-        bad_reward = (self.rewards < 0) | (self.rewards > 1)
+        bad_reward = ((self.rewards < 0) | (self.rewards > 1)) if values else np.zeros(0, bool)
         if bad_reward.any():
             t = int(np.argmax(bad_reward))
             fail(
@@ -165,7 +160,7 @@ class EpisodeDataset:
                 f"[{self.action_low.tolist()}, {self.action_high.tolist()}]; a dimension the data never moves still needs a range"
             )
         tol = 1e-5 * np.maximum(1.0, self.action_high - self.action_low)
-        outside = ((self.actions < self.action_low - tol) | (self.actions > self.action_high + tol)).any(axis=1)
+        outside = ((self.actions < self.action_low - tol) | (self.actions > self.action_high + tol)).any(axis=1) if values else np.zeros(0, bool)
         if outside.any():
             t = int(np.argmax(outside))
             fail(
@@ -186,70 +181,15 @@ class EpisodeDataset:
 
     # -- disk ---------------------------------------------------------------------------------
     def save(self, path: Path) -> Path:
-        """Write atomically: into a temporary folder beside `path`, then renamed into place."""
-        self.validate()
-        path = Path(path)
-        if path.exists() and not (path.is_dir() and (path / "meta.json").exists()):
-            raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            np.savez(
-                tmp / "episodes.npz",
-                **{k: getattr(self, k) for k in STEP_FIELDS},
-                episode_starts=self.episode_starts,
-                episode_task=self.episode_task,
-            )
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "env_id": self.env_id,
-                "action_low": self.action_low.tolist(),
-                "action_high": self.action_high.tolist(),
-                "task_names": self.task_names,
-                "episode_source": self.episode_source,
-                "num_episodes": self.num_episodes,
-                "num_steps": self.num_steps,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            fsync_tree(tmp)
-            replace_dir(tmp, path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return path
+        """Write a new dataset folder holding these episodes (see data/store.py), atomically."""
+        from .store import EpisodeStore
+
+        EpisodeStore.create(path, self)
+        return Path(path)
 
     @classmethod
     def load(cls, path: Path) -> "EpisodeDataset":
-        path = Path(path)
-        meta_path, arrays_path = path / "meta.json", path / "episodes.npz"
-        if not path.is_dir():
-            raise DatasetError(f"{path}: no dataset folder here; make one with `qtransformer make-dataset builtin --out {path}`")
-        for p in (meta_path, arrays_path):
-            if not p.exists():
-                raise DatasetError(f"{p}: missing; a dataset folder holds meta.json and episodes.npz")
-        meta = read_versioned_json(meta_path, FORMAT_VERSION, DatasetError)
-        try:
-            with np.load(arrays_path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in (*STEP_FIELDS, "episode_starts", "episode_task")}
-        except KeyError as exc:
-            raise DatasetError(f"{arrays_path}: missing array {exc}; expected {', '.join(STEP_FIELDS)}, episode_starts, episode_task") from exc
-        except Exception as exc:  # noqa: BLE001 - truncated or corrupted archives
-            raise DatasetError(f"{arrays_path}: cannot read ({exc}); the file is truncated or corrupted") from exc
-        for key in ("action_low", "action_high", "episode_source"):
-            if key not in meta:
-                raise DatasetError(f"{meta_path}: missing field '{key}'")
-        try:
-            arrays = {k: np.asarray(v, dtype=_DTYPES[k]) for k, v in arrays.items()}
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{arrays_path}: an array has the wrong type ({exc}); see docs/dataset_format.md for the dtypes") from exc
-        ds = cls(
-            **arrays,
-            episode_source=list(meta["episode_source"]),
-            action_low=np.asarray(meta["action_low"], dtype=np.float32),
-            action_high=np.asarray(meta["action_high"], dtype=np.float32),
-            task_names=list(meta.get("task_names", ["default"])),
-            env_id=meta.get("env_id"),
-            source_path=str(path),
-        )
-        ds.validate()
-        return ds
+        """Read a whole dataset folder into memory (for large datasets use EpisodeStore.open)."""
+        from .store import EpisodeStore
+
+        return EpisodeStore.open(path).to_dataset()

@@ -16,14 +16,23 @@ def episode_ends(starts: np.ndarray) -> np.ndarray:
 
 
 def returns_to_go(rewards: np.ndarray, starts: np.ndarray, gamma: float) -> np.ndarray:
-    """G_t = sum_{k >= 0} gamma^k r_{t+k} up to the episode's end. (N,) float32."""
+    """G_t = sum_{k >= 0} gamma^k r_{t+k} up to the episode's end. (N,) float32.
+
+    Vectorised across episodes: steps are grouped by their distance to their episode's last step, and
+    G_t = r_t + gamma * G_{t+1} is applied to one whole group at a time (as many numpy operations as the
+    longest episode has steps, each over all episodes at once).
+    """
     rewards = np.asarray(rewards, dtype=np.float64)
-    out = np.zeros_like(rewards)
-    for e in range(len(starts) - 1):
-        acc = 0.0
-        for t in range(starts[e + 1] - 1, starts[e] - 1, -1):
-            acc = rewards[t] + gamma * acc
-            out[t] = acc
+    N = rewards.shape[0]
+    out = rewards.copy()
+    if N == 0:
+        return out.astype(np.float32)
+    to_end = episode_ends(starts) - 1 - np.arange(N)  # 0 on each episode's last step
+    order = np.argsort(to_end, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(to_end))])
+    for k in range(1, len(bounds) - 1):
+        t = order[bounds[k] : bounds[k + 1]]  # every step k steps before its episode's end
+        out[t] = rewards[t] + gamma * out[t + 1]
     return out.astype(np.float32)
 
 

@@ -1,6 +1,20 @@
-"""Training transitions (with targets' data-side quantities precomputed) and a uniform sampler."""
+"""Training transitions and the batch sampler.
+
+`build_transitions` computes, once per dataset, every per-step quantity the targets need (bins,
+n-step reward/discount/bootstrap, the bootstrap step, the Monte-Carlo return, task, source); these
+are small. Observations stay where they are (memory maps for a dataset on disk) and are gathered
+row by row for each batch.
+
+Batch i is a pure function of (seed, i): its indices come from numpy's PCG64 seeded with [seed, i].
+So the sampler's whole state is the number of batches drawn, a background thread can prepare the
+next batches without changing them, and a resumed run draws exactly the batches it would have.
+"""
 
 from __future__ import annotations
+
+import queue
+import threading
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -9,37 +23,173 @@ from ..actions import ActionDiscretizer
 from .dataset import EpisodeDataset
 from .returns import n_step_returns, returns_to_go
 
+SMALL_KEYS = ("bins", "reward", "discount", "bootstrap", "mc_return", "task")
 
-def build_transitions(ds: EpisodeDataset, discretizer: ActionDiscretizer, gamma: float, n_step: int) -> dict[str, np.ndarray]:
-    """Per step: obs, bins, n-step reward/discount/bootstrap, next_index, mc_return, task."""
-    terminals = ds.terminals  # a step both terminal and timeout counts as terminal
-    nstep = n_step_returns(ds.rewards, terminals, ds.episode_starts, gamma, n_step)
-    return {
-        "obs": ds.observations.astype(np.float32),
-        "bins": discretizer.encode(ds.actions),
-        "reward": nstep["reward"],
-        "discount": nstep["discount"],
-        "bootstrap": nstep["bootstrap"],
-        "next_index": nstep["next_index"],
-        "mc_return": returns_to_go(ds.rewards, ds.episode_starts, gamma),
-        "task": ds.step_task(),
-        "next_observations": ds.next_observations.astype(np.float32),
-    }
+
+class RowSource:
+    """Rows of several arrays (chunks) addressed by one global index; gathers only the rows asked for."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        if len(self.parts) == 1:
+            return np.asarray(self.parts[0][idx])
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        out = np.empty((len(idx), *self.parts[0].shape[1:]), dtype=self.parts[0].dtype)
+        for c in np.unique(which):
+            m = which == c
+            out[m] = self.parts[c][idx[m] - self.offsets[c]]
+        return out
+
+
+def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step: int) -> dict:
+    """Per step: bins, n-step reward/discount/bootstrap, next_index, mc_return, task, source; plus the
+    observations and next observations as RowSources. `data` is an EpisodeDataset or an EpisodeStore."""
+    chunks: list[EpisodeDataset] = list(getattr(data, "chunks", [data]))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*SMALL_KEYS, "next_index", "source")}
+    labels = sorted({s for c in chunks for s in c.episode_source})
+    offset = 0
+    for c in chunks:
+        nstep = n_step_returns(c.rewards, c.terminals, c.episode_starts, gamma, n_step)  # terminal wins over timeout
+        parts["bins"].append(discretizer.encode(c.actions).astype(np.int64))
+        parts["reward"].append(nstep["reward"])
+        parts["discount"].append(nstep["discount"])
+        parts["bootstrap"].append(nstep["bootstrap"])
+        parts["next_index"].append(nstep["next_index"] + offset)
+        parts["mc_return"].append(returns_to_go(c.rewards, c.episode_starts, gamma))
+        parts["task"].append(c.step_task())
+        source_ids = np.asarray([labels.index(s) for s in c.episode_source], dtype=np.int64)
+        parts["source"].append(np.repeat(source_ids, np.diff(c.episode_starts)))
+        offset += c.num_steps
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out["source_labels"] = labels
+    out["obs"] = RowSource([c.observations for c in chunks])
+    out["next_observations"] = RowSource([c.next_observations for c in chunks])
+    return out
 
 
 class TransitionSampler:
-    """Uniform sampling with replacement, driven by its own torch.Generator (saved for exact resume)."""
+    """Batches of `batch_size` transitions: uniform over steps, or mixed by source.
 
-    def __init__(self, transitions: dict[str, np.ndarray], batch_size: int, device: torch.device, seed: int):
+    source_mix: {source label: fraction of each batch}, e.g. {"demonstration": 0.5}; each listed source
+    gives that share of the batch (uniform over its steps), the rest is uniform over the other steps.
+    prefetch: how many batches a background thread prepares ahead (0: none, everything on the caller).
+    """
+
+    def __init__(
+        self,
+        transitions: dict,
+        batch_size: int,
+        device: Union[str, torch.device],
+        seed: int,
+        prefetch: int = 0,
+        source_mix: Optional[dict[str, float]] = None,
+    ):
         self.device = torch.device(device)
-        self.data = {k: torch.as_tensor(v).to(self.device) for k, v in transitions.items()}
-        self.size = self.data["reward"].shape[0]
-        self.batch_size = batch_size
-        self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(seed)
+        self.small = {k: torch.as_tensor(transitions[k]) for k in SMALL_KEYS}
+        self.next_index = transitions["next_index"]
+        self.obs = _rows(transitions["obs"])
+        self.next_obs = _rows(transitions["next_observations"])
+        self.size = len(self.next_index)
+        self.batch_size, self.seed, self.prefetch = batch_size, seed, prefetch
+        self.pools = _mix_pools(transitions, source_mix or {}, batch_size)
+        self.batches_drawn = 0
+        self._queue: Optional[queue.Queue] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- the batches ------------------------------------------------------------------------------
+    def indices(self, i: int) -> np.ndarray:
+        """The step indices of batch i, (B,)."""
+        rng = np.random.default_rng([self.seed, i])
+        if not self.pools:
+            return rng.integers(0, self.size, self.batch_size)
+        return np.concatenate([pool[rng.integers(0, len(pool), n)] for pool, n in self.pools])
+
+    def make_batch(self, i: int) -> dict[str, torch.Tensor]:
+        idx = self.indices(i)
+        batch = {k: v[idx] for k, v in self.small.items()}
+        batch["obs"] = torch.from_numpy(self.obs.gather(idx))  # (B, obs_dim)
+        batch["next_obs"] = torch.from_numpy(self.next_obs.gather(self.next_index[idx]))  # (B, obs_dim) at s_{t+m}
+        return batch
 
     def sample(self) -> dict[str, torch.Tensor]:
-        idx = torch.randint(self.size, (self.batch_size,), generator=self.generator).to(self.device)  # (B,)
-        batch = {k: self.data[k][idx] for k in ("obs", "bins", "reward", "discount", "bootstrap", "mc_return", "task")}
-        batch["next_obs"] = self.data["next_observations"][self.data["next_index"][idx]]  # (B, obs_dim)
-        return batch
+        if self.prefetch > 0:
+            if self._thread is None:
+                self._start()
+            batch = self._queue.get()
+            if isinstance(batch, BaseException):
+                raise batch
+        else:
+            batch = self.make_batch(self.batches_drawn)
+        self.batches_drawn += 1
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    # -- state (for exact resume) -----------------------------------------------------------------
+    def state(self) -> int:
+        return self.batches_drawn
+
+    def set_state(self, batches_drawn: int) -> None:
+        self.close()
+        self.batches_drawn = int(batches_drawn)
+
+    # -- background preparation -------------------------------------------------------------------
+    def _start(self) -> None:
+        self._stop.clear()
+        self._queue = queue.Queue(maxsize=self.prefetch)
+        self._thread = threading.Thread(target=self._work, args=(self.batches_drawn,), daemon=True, name="qt-prefetch")
+        self._thread.start()
+
+    def _work(self, i: int) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self.make_batch(i)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                i += 1
+        except BaseException as exc:  # noqa: BLE001 - hand the error to the training loop
+            self._queue.put(exc)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self._queue = None
+
+
+def _rows(x) -> RowSource:
+    return x if isinstance(x, RowSource) else RowSource([np.asarray(x)])
+
+
+def _mix_pools(transitions: dict, source_mix: dict[str, float], batch_size: int) -> list[tuple[np.ndarray, int]]:
+    """[(step indices, count per batch)] for a mixed batch; [] for uniform sampling."""
+    if not source_mix:
+        return []
+    labels = transitions["source_labels"]
+    source = transitions["source"]
+    unknown = sorted(set(source_mix) - set(labels))
+    if unknown:
+        raise ValueError(f"source_mix names sources {unknown} that the dataset does not have; it has {labels}")
+    if any(f < 0 for f in source_mix.values()) or sum(source_mix.values()) > 1 + 1e-9:
+        raise ValueError(f"source_mix fractions must be >= 0 and add up to at most 1, got {source_mix}")
+    pools, used = [], 0
+    for name, frac in sorted(source_mix.items()):
+        n = int(round(frac * batch_size))
+        pools.append((np.flatnonzero(source == labels.index(name)), n))
+        used += n
+    rest = np.flatnonzero(~np.isin(source, [labels.index(n) for n in source_mix]))
+    if batch_size - used > 0:
+        if len(rest) == 0:
+            rest = np.arange(len(source))
+        pools.append((rest, batch_size - used))
+    return [(p, n) for p, n in pools if n > 0]

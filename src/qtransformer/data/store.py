@@ -1,0 +1,310 @@
+"""The on-disk episode store: memory-mapped chunks, atomic appends.
+
+    DATASET/
+      meta.json                 the index: format_version, env_id, action bounds, task_names, obs/action
+                                dims, the list of committed chunks, episode and step counts
+      chunks/000000/            one chunk per write (create, then each append)
+        observations.npy        (N_c, obs_dim) float32      next_observations.npy  (N_c, obs_dim) float32
+        actions.npy             (N_c, d) float32            rewards.npy            (N_c,) float32
+        terminals.npy           (N_c,) bool                 timeouts.npy           (N_c,) bool
+        episode_starts.npy      (E_c+1,) int64              episode_task.npy       (E_c,) int64
+        episodes.json           {"source": [E_c labels]}
+
+Reads are memory-mapped (`np.load(mmap_mode="r")`): opening a dataset reads only the index and the
+small per-episode arrays, and training gathers rows on demand, so a dataset larger than RAM trains.
+Episodes never span chunks.
+
+An append validates the new episodes, writes a chunk into a temporary folder, fsyncs and renames it,
+then replaces meta.json atomically. meta.json is the commit point: a crash at any moment leaves the
+dataset readable exactly as before (an uncommitted chunk folder is ignored, and removed by the next
+append). One writer at a time: an append holds an exclusive lock on DATASET/.lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from ..fileio import atomic_write_text, fsync_tree, read_versioned_json, replace_dir
+from .dataset import DTYPES, STEP_FIELDS, DatasetError, EpisodeDataset
+
+FORMAT_VERSION = 2
+CHUNK_ARRAYS = (*STEP_FIELDS, "episode_starts", "episode_task")
+# Tests set this to a file path: an append then creates the file and waits after writing its chunk and
+# before committing it, so a test can kill the process at that exact point.
+_PAUSE_ENV = "QTRANSFORMER_TEST_APPEND_PAUSE_FILE"
+
+
+def _write_chunk(folder: Path, ds: EpisodeDataset) -> None:
+    folder.mkdir(parents=True)
+    for name in CHUNK_ARRAYS:
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(getattr(ds, name), dtype=DTYPES[name]))
+    (folder / "episodes.json").write_text(json.dumps({"source": ds.episode_source}))
+    fsync_tree(folder)
+
+
+def _read_chunk(folder: Path, meta: dict) -> EpisodeDataset:
+    arrays = {}
+    for name in CHUNK_ARRAYS:
+        f = folder / f"{name}.npy"
+        if not f.exists():
+            raise DatasetError(f"{f}: missing; the dataset is damaged (every chunk holds {', '.join(CHUNK_ARRAYS)})")
+        try:
+            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupted .npy files
+            raise DatasetError(f"{f}: cannot read ({exc}); the file is truncated or corrupted") from exc
+        if arr.dtype != np.dtype(DTYPES[name]):
+            raise DatasetError(f"{f}: dtype {arr.dtype}, expected {np.dtype(DTYPES[name])}; see docs/dataset_format.md")
+        arrays[name] = arr if name in STEP_FIELDS else np.asarray(arr)  # per-episode arrays are small: load them
+    try:
+        sources = json.loads((folder / "episodes.json").read_text())["source"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{folder / 'episodes.json'}: cannot read the episode sources ({exc}); the dataset is damaged") from exc
+    ds = EpisodeDataset(
+        **arrays,
+        episode_source=list(sources),
+        action_low=np.asarray(meta["action_low"], dtype=np.float32),
+        action_high=np.asarray(meta["action_high"], dtype=np.float32),
+        task_names=list(meta["task_names"]),
+        env_id=meta.get("env_id"),
+        source_path=str(folder),
+    )
+    ds.validate(values=False)  # shapes and offsets only: the values were checked when the chunk was written
+    return ds
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class EpisodeStore:
+    """An opened dataset folder: `chunks` are EpisodeDatasets whose step arrays are memory maps."""
+
+    def __init__(self, path: Path, meta: dict, chunks: list[EpisodeDataset]):
+        self.path, self.meta, self.chunks = Path(path), meta, chunks
+
+    # -- facts ------------------------------------------------------------------------------------
+    @property
+    def num_episodes(self) -> int:
+        return sum(c.num_episodes for c in self.chunks)
+
+    @property
+    def num_steps(self) -> int:
+        return sum(c.num_steps for c in self.chunks)
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.meta["obs_dim"])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.meta["action_dim"])
+
+    @property
+    def action_low(self) -> np.ndarray:
+        return np.asarray(self.meta["action_low"], dtype=np.float32)
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return np.asarray(self.meta["action_high"], dtype=np.float32)
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.meta["task_names"])
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.meta["task_names"])
+
+    @property
+    def env_id(self) -> Optional[str]:
+        return self.meta.get("env_id")
+
+    def size_on_disk(self) -> int:
+        return _dir_size(self.path)
+
+    def episode_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per episode over all chunks: (source labels, task ids, success)."""
+        sources = np.asarray([s for c in self.chunks for s in c.episode_source])
+        tasks = np.concatenate([c.episode_task for c in self.chunks])
+        success = np.concatenate([c.episode_success() for c in self.chunks])
+        return sources, tasks, success
+
+    def success_by(self, key: str) -> dict[str, tuple[int, float]]:
+        """{source or task name: (episodes, success rate)}; key is 'source' or 'task'."""
+        sources, tasks, success = self.episode_table()
+        labels = sources if key == "source" else np.asarray([self.task_names[t] for t in tasks])
+        return {str(v): (int((labels == v).sum()), float(success[labels == v].mean())) for v in sorted(set(labels.tolist()))}
+
+    def success_by_source(self) -> dict[str, tuple[int, float]]:
+        return self.success_by("source")
+
+    def observation_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of observations and next observations, streamed chunk by chunk (float64 sums)."""
+        n, total, total_sq = 0, np.zeros(self.obs_dim), np.zeros(self.obs_dim)
+        for c in self.chunks:
+            for arr in (c.observations, c.next_observations):
+                for start in range(0, arr.shape[0], 262_144):
+                    block = np.asarray(arr[start : start + 262_144], dtype=np.float64)
+                    n += block.shape[0]
+                    total += block.sum(0)
+                    total_sq += np.square(block).sum(0)
+        mean = total / n
+        return mean.astype(np.float32), np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)).astype(np.float32)
+
+    def to_dataset(self) -> EpisodeDataset:
+        """All chunks concatenated in memory, fully validated."""
+        cs = self.chunks
+        offsets = np.cumsum([0] + [c.num_steps for c in cs])
+        ds = EpisodeDataset(
+            **{k: np.concatenate([np.asarray(getattr(c, k)) for c in cs]) for k in STEP_FIELDS},
+            episode_starts=np.concatenate([[0]] + [c.episode_starts[1:] + o for c, o in zip(cs, offsets)]).astype(np.int64),
+            episode_task=np.concatenate([c.episode_task for c in cs]),
+            episode_source=[s for c in cs for s in c.episode_source],
+            action_low=self.action_low,
+            action_high=self.action_high,
+            task_names=self.task_names,
+            env_id=self.env_id,
+            source_path=str(self.path),
+        )
+        ds.validate()
+        return ds
+
+    # -- open / create / append -------------------------------------------------------------------
+    @classmethod
+    def open(cls, path) -> "EpisodeStore":
+        path = Path(path)
+        meta_path = path / "meta.json"
+        if not path.is_dir():
+            raise DatasetError(f"{path}: no dataset folder here; make one with `qtransformer make-dataset builtin --out {path}` or `qtransformer import`")
+        if not meta_path.exists():
+            raise DatasetError(f"{meta_path}: missing; a dataset folder holds meta.json and chunks/")
+        meta = read_versioned_json(meta_path, FORMAT_VERSION, DatasetError)
+        for key in ("action_low", "action_high", "task_names", "obs_dim", "action_dim", "chunks"):
+            if key not in meta:
+                raise DatasetError(f"{meta_path}: missing field '{key}'; the dataset is damaged")
+        chunks = [_read_chunk(path / "chunks" / name, meta) for name in meta["chunks"]]
+        for c in chunks:
+            if c.obs_dim != meta["obs_dim"] or c.action_dim != meta["action_dim"]:
+                raise DatasetError(f"{c.source_path}: observations ({c.obs_dim},) / actions ({c.action_dim},) disagree with {meta_path}")
+        if not chunks:
+            raise DatasetError(f"{meta_path}: field 'chunks' is empty; the dataset holds no episode")
+        return cls(path, meta, chunks)
+
+    @classmethod
+    def create(cls, path, ds: EpisodeDataset) -> "EpisodeStore":
+        """Write a new dataset folder (replacing an existing dataset there, never any other folder)."""
+        ds.validate()
+        path = Path(path)
+        if path.exists() and not (path.is_dir() and (path / "meta.json").exists()):
+            raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            _write_chunk(tmp / "chunks" / "000000", ds)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "env_id": ds.env_id,
+                "action_low": ds.action_low.tolist(),
+                "action_high": ds.action_high.tolist(),
+                "task_names": ds.task_names,
+                "obs_dim": ds.obs_dim,
+                "action_dim": ds.action_dim,
+                "chunks": ["000000"],
+                "num_episodes": ds.num_episodes,
+                "num_steps": ds.num_steps,
+            }
+            atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+            replace_dir(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return cls.open(path)
+
+    def append(self, ds: EpisodeDataset) -> "EpisodeStore":
+        """Add `ds`'s episodes as a new chunk; returns the re-opened store. Nothing changes if a check fails."""
+        with self._lock():
+            store = EpisodeStore.open(self.path)  # the newest committed state
+            ds = store._conform(ds)
+            chunks_dir = self.path / "chunks"
+            for orphan in set(os.listdir(chunks_dir)) - set(store.meta["chunks"]):
+                shutil.rmtree(chunks_dir / orphan, ignore_errors=True)  # left by a crashed append
+            name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=chunks_dir))
+            shutil.rmtree(tmp)
+            try:
+                _write_chunk(tmp, ds)
+                os.replace(tmp, chunks_dir / name)
+                pause = os.environ.get(_PAUSE_ENV)
+                if pause:
+                    Path(pause).touch()
+                    time.sleep(600)
+                meta = dict(store.meta)
+                meta.update(
+                    chunks=[*store.meta["chunks"], name],
+                    task_names=ds.task_names,
+                    num_episodes=store.num_episodes + ds.num_episodes,
+                    num_steps=store.num_steps + ds.num_steps,
+                )
+                atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+        return EpisodeStore.open(self.path)
+
+    def _conform(self, ds: EpisodeDataset) -> EpisodeDataset:
+        """Check `ds` fits this store and map its task ids onto the store's task names (new ones appended)."""
+        where = f"{self.path} (append)"
+        if ds.obs_dim != self.obs_dim or ds.action_dim != self.action_dim:
+            raise DatasetError(
+                f"{where}: new episodes have observations ({ds.obs_dim},) and actions ({ds.action_dim},), the dataset "
+                f"({self.obs_dim},) and ({self.action_dim},); append episodes of the same environment"
+            )
+        low, high = self.action_low, self.action_high
+        tol = 1e-5 * np.maximum(1.0, high - low)
+        outside = ((ds.actions < low - tol) | (ds.actions > high + tol)).any(axis=1)
+        if outside.any():
+            t = int(np.argmax(outside))
+            raise DatasetError(f"{where}: step {t}, field 'actions': {ds.actions[t].tolist()} lies outside the dataset's bounds "
+                               f"[{low.tolist()}, {high.tolist()}]; clip the actions")
+        names = self.task_names
+        for n in ds.task_names:
+            if n not in names:
+                names.append(n)
+        remap = np.asarray([names.index(n) for n in ds.task_names], dtype=np.int64)
+        return EpisodeDataset(
+            **{k: getattr(ds, k) for k in STEP_FIELDS},
+            episode_starts=ds.episode_starts,
+            episode_task=remap[ds.episode_task],
+            episode_source=ds.episode_source,
+            action_low=low,
+            action_high=high,
+            task_names=names,
+            env_id=self.env_id,
+        )
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.path / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_episodes(path, ds: EpisodeDataset) -> EpisodeStore:
+    """Append to the dataset at `path`, creating it when it does not exist yet."""
+    path = Path(path)
+    if not (path / "meta.json").exists():
+        return EpisodeStore.create(path, ds)
+    return EpisodeStore.open(path).append(ds)
