@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from . import envs  # registers qtransformer/PointReach3D-v0 with gymnasium
+from . import envs  # noqa: F401 - registers qtransformer/PointReach3D-v0 with gymnasium
 from .actions import ActionDiscretizer
 from .config import AlgoConfig, ModelConfig, TrainConfig
 from .policy import QTPolicy
