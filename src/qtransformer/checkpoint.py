@@ -42,14 +42,18 @@ def _write_json(path: Path, data: Any) -> None:
 
 # -- model/ ------------------------------------------------------------------------------------------
 def model_config(net: QTransformerNet, discretizer: ActionDiscretizer, model_cfg, extra: Optional[dict] = None) -> dict:
+    """config.json of model/: what rebuilds the network and its action bins, plus `extra` facts."""
+    extra = dict(extra or {})
+    image_shapes = extra.pop("image_shapes", {})
     return {
         "format_version": MODEL_FORMAT_VERSION,
         "obs_dim": net.obs_dim,
         "action_dim": net.action_dim,
         "num_tasks": net.num_tasks,
+        "image_shapes": {k: list(v) for k, v in image_shapes.items()},
         "model": to_dict(model_cfg),
         "actions": discretizer.to_dict(),
-        **(extra or {}),
+        **extra,
     }
 
 
@@ -69,7 +73,7 @@ def resolve_model_dir(path: Union[str, Path]) -> Path:
         path = path / "model"
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise CheckpointError(
-            f"{path}: no model here; pass a run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder (a dataset folder holds meta.json and episodes.npz)"
+            f"{path}: no model here; pass a run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder (a dataset folder holds meta.json and chunks/)"
         )
     return path
 
@@ -80,7 +84,10 @@ def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransforme
     cfg = read_versioned_json(config_path, MODEL_FORMAT_VERSION, CheckpointError)
     try:
         discretizer = ActionDiscretizer.from_dict(cfg["actions"])
-        net = QTransformerNet(cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))
+        net = QTransformerNet(
+            cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]),
+            image_shapes={k: tuple(v) for k, v in cfg.get("image_shapes", {}).items()},
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: missing or invalid field ({exc!r}); the checkpoint is incomplete or corrupted") from exc
     try:

@@ -1,4 +1,4 @@
-"""The `qtransformer` command: make-dataset, import, train, eval, info, demo."""
+"""The `qtransformer` command: make-dataset, import, export, train, eval, info, demo."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": "Evaluate a checkpoint's greedy policy: success rate over fixed seeds, written as JSON.",
     "info": "Summarise a dataset or a checkpoint.",
     "import": "Import a D4RL, robomimic or Minari dataset into a dataset folder.",
+    "export": "Export a dataset folder as a local Minari dataset.",
     "demo": "The end-to-end demo: make the built-in dataset, train, evaluate, print a table.",
 }
 
@@ -35,6 +36,8 @@ class MakeDatasetArgs:
     """Autonomous episodes (a biased, noisy policy; most fail)."""
     seed: int = 0
     """Seed for the environment and the scripted policies."""
+    images: bool = False
+    """Record the camera variant (32x32x3 images beside the state; env qtransformer/PointReach3DImage-v0)."""
 
 
 @dataclass
@@ -97,6 +100,20 @@ class ImportArgs:
     """Episode source label (default: demonstration for robomimic, d4rl / minari otherwise)."""
 
 
+@dataclass
+class ExportArgs:
+    """Export a dataset folder as a local Minari dataset (under MINARI_DATASETS_PATH); see docs/dataset_format.md."""
+
+    path: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
+    """The dataset folder to export."""
+    format: Literal["minari"]
+    """Output format."""
+    dataset_id: str
+    """Id of the new Minari dataset, (namespace/)name-v<version>; it must not exist yet."""
+    env_id: Optional[str] = None
+    """Gymnasium id recorded in the Minari metadata (default: the dataset's env_id)."""
+
+
 def parse_train_args(argv: list[str]) -> TrainConfig:
     """Preset, then config file, then flags: each later source overrides the earlier ones."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -115,7 +132,7 @@ def cmd_make_dataset(argv: list[str]) -> None:
     args = tyro.cli(MakeDatasetArgs, args=argv, prog="qtransformer make-dataset builtin")
     from .envs.builtin_dataset import make_builtin_dataset
 
-    ds = make_builtin_dataset(args.demos, args.autonomous, seed=args.seed)
+    ds = make_builtin_dataset(args.demos, args.autonomous, seed=args.seed, images=args.images)
     ds.save(args.out)
     print(f"wrote {args.out}: {ds.num_episodes} episodes, {ds.num_steps} steps")
     print(dataset_table(ds))
@@ -141,6 +158,21 @@ def cmd_import(argv: list[str]) -> None:
     for note in result.notes:
         print(f"note: {note}")
     print(dataset_table(ds))
+
+
+def cmd_export(argv: list[str]) -> None:
+    args = tyro.cli(ExportArgs, args=argv, prog="qtransformer export")
+    from .data.exporters import export_minari
+
+    notes: list[str] = []
+    out = export_minari(args.path, args.dataset_id, env_id=args.env_id, notes=notes)
+    from .data import EpisodeStore
+
+    store = EpisodeStore.open(args.path)
+    print(f"wrote minari dataset '{args.dataset_id}' at {out}: {store.num_episodes} episodes, {store.num_steps} steps "
+          f"(from {args.path}), env {args.env_id or store.env_id}")
+    for note in notes:
+        print(f"note: {note}")
 
 
 def cmd_train(argv: list[str]) -> None:
@@ -211,7 +243,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_help()
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import}
+    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import, "export": cmd_export}
     if command not in handlers:
         print(f"qtransformer: unknown command '{command}'\n", file=sys.stderr)
         print_help()

@@ -34,7 +34,7 @@ def evaluate(
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     envs = [make_env(env_id) for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=EVAL_SEED_OFFSET + seed + i)[0] for i, env in enumerate(envs)])
+    obs = [env.reset(seed=EVAL_SEED_OFFSET + seed + i)[0] for i, env in enumerate(envs)]
     active = np.ones(episodes, dtype=bool)
     success = np.zeros(episodes, dtype=bool)
     returns = np.zeros(episodes)
@@ -46,7 +46,7 @@ def evaluate(
         bar = tqdm(total=episodes, desc="eval episodes", leave=False)
     while active.any():
         idx = np.nonzero(active)[0]
-        actions = np.asarray(act(obs[idx]))  # (n_active, d)
+        actions = np.asarray(act(stack_observations([obs[i] for i in idx])))  # (n_active, d)
         for j, i in enumerate(idx):
             o, r, terminated, truncated, info = envs[i].step(actions[j])
             obs[i] = o
@@ -76,13 +76,21 @@ def evaluate(
     }
 
 
+def stack_observations(observations: list):
+    """A list of observations (arrays, or dicts of arrays) -> one batch (an array, or a dict of arrays)."""
+    if isinstance(observations[0], dict):
+        return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+    return np.stack(observations)
+
+
 def random_policy(env_id: str, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     env = make_env(env_id)
     rng = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
 
-    def act(obs: np.ndarray) -> np.ndarray:
-        return rng.uniform(low, high, size=(obs.shape[0], low.shape[0])).astype(np.float32)
+    def act(obs) -> np.ndarray:
+        n = len(next(iter(obs.values()))) if isinstance(obs, dict) else obs.shape[0]
+        return rng.uniform(low, high, size=(n, low.shape[0])).astype(np.float32)
 
     return act
 

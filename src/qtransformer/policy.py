@@ -33,6 +33,7 @@ def decode(
     obs: torch.Tensor,
     task: Optional[torch.Tensor] = None,
     use_cache: bool = True,
+    images: Optional[dict] = None,
     epsilon: float = 0.0,
     temperature: float = 0.0,
     generator: Optional[torch.Generator] = None,
@@ -42,14 +43,14 @@ def decode(
     values[:, i] is the value of the bin chosen at dimension i. With the cache, one pass over the prefix
     then d-1 one-token steps; without it, d full passes over the growing sequence (same result).
     """
-    B, d = obs.shape[0], net.action_dim
+    B, d = (obs.shape[0] if net.encoder is not None else next(iter(images.values())).shape[0]), net.action_dim
     bins = torch.zeros(B, d, dtype=torch.long, device=obs.device)
     chosen_values = torch.zeros(B, d, device=obs.device)
     if use_cache:
-        values, cache = net.start(obs, task)  # (B, K)
+        values, cache = net.start(obs, task, images)  # (B, K)
     for i in range(d):
         if not use_cache:
-            values = net(obs, bins, task)[:, i]  # (B, K): only bins < i influence it (causal)
+            values = net(obs, bins, task, images)[:, i]  # (B, K): only bins < i influence it (causal)
         elif i > 0:
             values, cache = net.step(bins[:, i - 1], i, cache)
         bins[:, i] = _choose(values, epsilon, temperature, generator)
@@ -78,9 +79,19 @@ class QTPolicy:
         return self.meta.get("env_id")
 
     def _inputs(self, obs, task):
+        images = None
+        if isinstance(obs, dict):
+            obs, images = self._split(obs)
+        elif self.net.image_keys:
+            raise ValueError(f"this policy reads images {self.net.image_keys}: pass a dict observation with 'state' and those keys")
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
         single = obs_t.dim() == 1
-        if single:
+        if images is not None:
+            single = next(iter(images.values())).dim() == 3
+            images = {k: v.unsqueeze(0) if single else v for k, v in images.items()}
+            if obs_t.numel() == 0:
+                obs_t = obs_t.reshape(next(iter(images.values())).shape[0], 0)
+        if single and obs_t.dim() == 1:
             obs_t = obs_t.unsqueeze(0)
         if obs_t.dim() != 2 or obs_t.shape[1] != self.net.obs_dim:
             raise ValueError(f"observation must be ({self.net.obs_dim},) or (batch, {self.net.obs_dim}); got {tuple(obs_t.shape)}")
@@ -91,7 +102,25 @@ class QTPolicy:
         if task is not None:
             task_t = torch.as_tensor(np.asarray(task), device=self.device).long().reshape(-1)
             task_t = task_t.expand(obs_t.shape[0]) if task_t.numel() == 1 else task_t
-        return obs_t, task_t, single
+        return obs_t, task_t, single, images
+
+    def _split(self, obs: dict):
+        """A Dict observation, single or batched -> (state (B, obs_dim) or (obs_dim,), {camera: uint8 tensor}).
+
+        Camera keys are the ones the model was trained with; every other entry is flattened into the
+        state in sorted key order, as the dataset recorder (envs/rollout.py) does."""
+        image_keys = self.net.image_keys
+        missing = [k for k in image_keys if k not in obs]
+        if missing:
+            raise ValueError(f"observation dict lacks the image keys {missing} this policy reads")
+        state_keys = sorted(k for k in obs if k not in image_keys)
+        ref = np.asarray(obs[image_keys[0]] if image_keys else obs[state_keys[0]])
+        single = ref.ndim == (3 if image_keys else 1)
+        B = 1 if single else ref.shape[0]
+        parts = [np.asarray(obs[k], dtype=np.float32).reshape(B, -1) for k in state_keys]
+        state = np.concatenate(parts, axis=1) if parts else np.zeros((B, 0), np.float32)
+        images = {k: torch.as_tensor(np.asarray(obs[k], dtype=np.uint8), device=self.device) for k in image_keys}
+        return (state[0] if single else state), images
 
     def act(
         self,
@@ -106,14 +135,14 @@ class QTPolicy:
         Greedy by default. For data collection: `temperature` samples each dimension's bin from
         softmax(values / temperature), `epsilon` then replaces it by a uniform bin with that probability.
         """
-        obs_t, task_t, single = self._inputs(obs, task)
-        bins, _ = decode(self.net, obs_t, task_t, epsilon=epsilon, temperature=temperature, generator=generator)
+        obs_t, task_t, single, images = self._inputs(obs, task)
+        bins, _ = decode(self.net, obs_t, task_t, epsilon=epsilon, temperature=temperature, generator=generator, images=images)
         actions = self.discretizer.decode(bins)  # (B, d)
         return actions[0] if single else actions
 
     def q_values(self, obs, task=None) -> np.ndarray:
         """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,)."""
-        obs_t, task_t, single = self._inputs(obs, task)
-        _, values = decode(self.net, obs_t, task_t)
+        obs_t, task_t, single, images = self._inputs(obs, task)
+        _, values = decode(self.net, obs_t, task_t, images=images)
         v = values[:, -1].float().cpu().numpy()  # value at the last dimension = Q of the full action
         return v[0] if single else v

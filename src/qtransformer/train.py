@@ -19,6 +19,7 @@ from .checkpoint import load_training_state, read_training_state_json, last_chec
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import EpisodeStore, TransitionSampler, build_transitions
 from .envs import make_env
+from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text
 from .logging import MetricLogger
@@ -72,12 +73,15 @@ def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
         env = make_env(env_id)
     except Exception as exc:  # noqa: BLE001 - any failure to build the environment
         raise ConfigError(f"cannot make the evaluation environment '{env_id}' ({exc}); {fix}") from exc
-    shape, act = env.observation_space.shape, env.action_space.shape
+    state, images = split_observation(env.observation_space.sample())
+    act = env.action_space.shape
     env.close()
-    if shape != (ds.obs_dim,) or act != (ds.action_dim,):
+    found = {"state": state.shape, **{k: v.shape for k, v in images.items()}}
+    wanted = {"state": (ds.obs_dim,), **ds.image_shapes}
+    if found != wanted or act != (ds.action_dim,):
         raise ConfigError(
-            f"evaluation environment '{env_id}' has observations {shape} and actions {act}, the dataset "
-            f"{ds.path} ({ds.obs_dim},) and ({ds.action_dim},); {fix}"
+            f"evaluation environment '{env_id}' has observations {found} and actions {act}, the dataset "
+            f"{ds.path} {wanted} and ({ds.action_dim},); {fix}"
         )
 
 
@@ -100,12 +104,16 @@ def train(cfg: TrainConfig) -> Path:
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
 
-    net = QTransformerNet(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model)
-    mean, std = ds.observation_stats()
-    net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
+    net = QTransformerNet(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes)
+    if net.encoder is not None:
+        mean, std = ds.observation_stats()
+        net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
     learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16)
     sampler = TransitionSampler(transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix)
-    model_meta = model_config(net, discretizer, cfg.model, {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo)})
+    model_meta = model_config(
+        net, discretizer, cfg.model,
+        {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo), "image_shapes": ds.image_shapes},
+    )
 
     start = 0
     if ckpt is not None:

@@ -24,7 +24,8 @@ class QTransformerLearner:
     """Batch keys (all tensors on the learner's device):
 
     obs (B, obs_dim), bins (B, d) int64, reward (B,), discount (B,), bootstrap (B,),
-    next_obs (B, obs_dim) the bootstrap state s_{t+m}, mc_return (B,), task (B,) int64 (optional).
+    next_obs (B, obs_dim) the bootstrap state s_{t+m}, mc_return (B,), task (B,) int64 (optional),
+    images / next_images {camera: (B, H, W, C) uint8} at s_t and s_{t+m} (image models only).
     """
 
     def __init__(self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False):
@@ -53,11 +54,11 @@ class QTransformerLearner:
         """Targets (B, d) from the target network (one teacher-forced pass at s, one prefix pass at s')."""
         skip_dim_max = self.cfg.n_step > 1 and self.cfg.n_step_mode == "all_dims"
         with self._autocast():
-            next_values = self.target.first_dim_values(batch["next_obs"], batch.get("task"))  # (B, K)
+            next_values = self.target.first_dim_values(batch["next_obs"], batch.get("task"), batch.get("next_images"))  # (B, K)
             if skip_dim_max:  # the per-dimension maxima are not used: skip the teacher-forced pass
                 target_values = next_values.new_zeros(next_values.shape[0], self.online.action_dim, next_values.shape[1])
             else:
-                target_values = self.target(batch["obs"], batch["bins"], batch.get("task"))  # (B, d, K)
+                target_values = self.target(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, K)
         return per_dimension_targets(
             target_values.float(),
             next_values.float(),
@@ -72,7 +73,7 @@ class QTransformerLearner:
         self.online.train()
         targets = self.compute_targets(batch)  # (B, d)
         with self._autocast():
-            values = self.online(batch["obs"], batch["bins"], batch.get("task"))  # (B, d, K)
+            values = self.online(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, K)
         losses = qtransformer_loss(values.float(), batch["bins"], targets, self.cfg.alpha)
 
         for group in self.optimizer.param_groups:

@@ -41,6 +41,20 @@ class EpisodeDataset:
     task_names: list[str] = field(default_factory=lambda: ["default"])
     env_id: Optional[str] = None
     source_path: str = "<memory>"
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (N, H, W, C) uint8, the image at each step
+    final_images: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (E, H, W, C) uint8, after each episode's last step
+
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(int(x) for x in v.shape[1:]) for k, v in sorted(self.images.items())}
+
+    def next_image_rows(self) -> np.ndarray:
+        """(N,) for each step, the row of its next image in concat(images, final_images) of one key."""
+        N = self.num_steps
+        rows = np.arange(1, N + 1)
+        last = self.episode_starts[1:] - 1
+        rows[last] = N + np.arange(self.num_episodes)
+        return rows
 
     # -- shape facts --------------------------------------------------------------------------
     @property
@@ -83,7 +97,8 @@ class EpisodeDataset:
     # -- building -----------------------------------------------------------------------------
     @classmethod
     def from_episodes(cls, episodes: list[dict], action_low, action_high, **kwargs) -> "EpisodeDataset":
-        """Episodes as dicts of per-step arrays (keys STEP_FIELDS) plus 'source' and optional 'task'."""
+        """Episodes as dicts of per-step arrays (keys STEP_FIELDS) plus 'source' and optional 'task';
+        image observations as 'images' {key: (T, H, W, C) uint8} and 'final_images' {key: (H, W, C)}."""
         if not episodes:
             raise DatasetError("no episodes given: a dataset needs at least one episode")
         lengths = [len(ep["rewards"]) for ep in episodes]
@@ -100,6 +115,8 @@ class EpisodeDataset:
             episode_source=[str(ep["source"]) for ep in episodes],
             action_low=np.asarray(action_low, dtype=np.float32),
             action_high=np.asarray(action_high, dtype=np.float32),
+            images={k: np.concatenate([np.asarray(ep["images"][k]) for ep in episodes]) for k in episodes[0].get("images", {})},
+            final_images={k: np.stack([np.asarray(ep["final_images"][k]) for ep in episodes]) for k in episodes[0].get("final_images", {})},
             **kwargs,
         )
         ds.validate()
@@ -123,6 +140,16 @@ class EpisodeDataset:
         for name in ("rewards", "terminals", "timeouts"):
             if getattr(self, name).ndim != 1:
                 fail(f"field '{name}' must be one value per step, got shape {getattr(self, name).shape}")
+        if sorted(self.images) != sorted(self.final_images):
+            fail(f"fields 'images'/'final_images' need the same keys, got {sorted(self.images)} and {sorted(self.final_images)}")
+        for key, img in self.images.items():
+            final = self.final_images[key]
+            if img.dtype != np.uint8 or final.dtype != np.uint8:
+                fail(f"field 'images/{key}': dtype {img.dtype}/{final.dtype}, images must be uint8 (0-255); convert them")
+            if img.ndim != 4 or img.shape[0] != N:
+                fail(f"field 'images/{key}': shape {img.shape}, expected (steps={N}, H, W, C)")
+            if final.shape != (E, *img.shape[1:]):
+                fail(f"field 'final_images/{key}': shape {final.shape}, expected (episodes={E}, {', '.join(map(str, img.shape[1:]))})")
         if self.observations.ndim != 2 or self.next_observations.shape != self.observations.shape:
             fail("fields 'observations' and 'next_observations' must both be (steps, obs_dim) arrays")
         if self.actions.ndim != 2:

@@ -70,7 +70,29 @@ def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step
     out["source_labels"] = labels
     out["obs"] = RowSource([c.observations for c in chunks])
     out["next_observations"] = RowSource([c.next_observations for c in chunks])
+    out.update(_image_rows(chunks))
     return out
+
+
+def _image_rows(chunks: list[EpisodeDataset]) -> dict:
+    """Per image key one RowSource over [images, final_images] of every chunk, and per step the row of
+    its image and of its next image (the next step's image, or the episode's final image)."""
+    keys = sorted(chunks[0].images)
+    if not keys:
+        return {}
+    parts: dict[str, list] = {k: [] for k in keys}
+    image_row, next_image_row, base = [], [], 0
+    for c in chunks:
+        for k in keys:
+            parts[k] += [c.images[k], c.final_images[k]]
+        image_row.append(base + np.arange(c.num_steps))
+        next_image_row.append(base + c.next_image_rows())
+        base += c.num_steps + c.num_episodes
+    return {
+        "images": {k: RowSource(v) for k, v in parts.items()},
+        "image_row": np.concatenate(image_row),
+        "next_image_row": np.concatenate(next_image_row),
+    }
 
 
 class TransitionSampler:
@@ -95,6 +117,8 @@ class TransitionSampler:
         self.next_index = transitions["next_index"]
         self.obs = _rows(transitions["obs"])
         self.next_obs = _rows(transitions["next_observations"])
+        self.images = transitions.get("images", {})
+        self.image_row, self.next_image_row = transitions.get("image_row"), transitions.get("next_image_row")
         self.size = len(self.next_index)
         self.batch_size, self.seed, self.prefetch = batch_size, seed, prefetch
         self.pools = _mix_pools(transitions, source_mix or {}, batch_size)
@@ -116,6 +140,10 @@ class TransitionSampler:
         batch = {k: v[idx] for k, v in self.small.items()}
         batch["obs"] = torch.from_numpy(self.obs.gather(idx))  # (B, obs_dim)
         batch["next_obs"] = torch.from_numpy(self.next_obs.gather(self.next_index[idx]))  # (B, obs_dim) at s_{t+m}
+        if self.images:
+            rows, next_rows = self.image_row[idx], self.next_image_row[self.next_index[idx]]
+            batch["images"] = {k: torch.from_numpy(src.gather(rows)) for k, src in self.images.items()}  # (B, H, W, C) uint8
+            batch["next_images"] = {k: torch.from_numpy(src.gather(next_rows)) for k, src in self.images.items()}
         return batch
 
     def sample(self) -> dict[str, torch.Tensor]:
@@ -128,7 +156,7 @@ class TransitionSampler:
         else:
             batch = self.make_batch(self.batches_drawn)
         self.batches_drawn += 1
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return _to(batch, self.device)
 
     # -- state (for exact resume) -----------------------------------------------------------------
     def state(self) -> int:
@@ -165,6 +193,12 @@ class TransitionSampler:
             self._thread.join()
             self._thread = None
             self._queue = None
+
+
+def _to(x, device):
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
 
 
 def _rows(x) -> RowSource:

@@ -9,6 +9,8 @@
         terminals.npy           (N_c,) bool                 timeouts.npy           (N_c,) bool
         episode_starts.npy      (E_c+1,) int64              episode_task.npy       (E_c,) int64
         episodes.json           {"source": [E_c labels]}
+        images.<key>.npy        (N_c, H, W, C) uint8        image observations, one file per camera key
+        final_images.<key>.npy  (E_c, H, W, C) uint8        the image after each episode's last step
 
 Reads are memory-mapped (`np.load(mmap_mode="r")`): opening a dataset reads only the index and the
 small per-episode arrays, and training gathers rows on demand, so a dataset larger than RAM trains.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -49,22 +52,32 @@ def _write_chunk(folder: Path, ds: EpisodeDataset) -> None:
     for name in CHUNK_ARRAYS:
         np.save(folder / f"{name}.npy", np.ascontiguousarray(getattr(ds, name), dtype=DTYPES[name]))
     (folder / "episodes.json").write_text(json.dumps({"source": ds.episode_source}))
+    for key in ds.images:
+        np.save(folder / f"images.{key}.npy", np.ascontiguousarray(ds.images[key], dtype=np.uint8))
+        np.save(folder / f"final_images.{key}.npy", np.ascontiguousarray(ds.final_images[key], dtype=np.uint8))
     fsync_tree(folder)
+
+
+def _map(f: Path, dtype) -> np.ndarray:
+    if not f.exists():
+        raise DatasetError(f"{f}: missing; the dataset is damaged (see docs/dataset_format.md for a chunk's files)")
+    try:
+        arr = np.load(f, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupted .npy files
+        raise DatasetError(f"{f}: cannot read ({exc}); the file is truncated or corrupted") from exc
+    if arr.dtype != np.dtype(dtype):
+        raise DatasetError(f"{f}: dtype {arr.dtype}, expected {np.dtype(dtype)}; see docs/dataset_format.md")
+    return arr
 
 
 def _read_chunk(folder: Path, meta: dict) -> EpisodeDataset:
     arrays = {}
     for name in CHUNK_ARRAYS:
-        f = folder / f"{name}.npy"
-        if not f.exists():
-            raise DatasetError(f"{f}: missing; the dataset is damaged (every chunk holds {', '.join(CHUNK_ARRAYS)})")
-        try:
-            arr = np.load(f, mmap_mode="r", allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001 - truncated or corrupted .npy files
-            raise DatasetError(f"{f}: cannot read ({exc}); the file is truncated or corrupted") from exc
-        if arr.dtype != np.dtype(DTYPES[name]):
-            raise DatasetError(f"{f}: dtype {arr.dtype}, expected {np.dtype(DTYPES[name])}; see docs/dataset_format.md")
+        arr = _map(folder / f"{name}.npy", DTYPES[name])
         arrays[name] = arr if name in STEP_FIELDS else np.asarray(arr)  # per-episode arrays are small: load them
+    keys = sorted(meta.get("image_shapes", {}))
+    arrays["images"] = {k: _map(folder / f"images.{k}.npy", np.uint8) for k in keys}
+    arrays["final_images"] = {k: _map(folder / f"final_images.{k}.npy", np.uint8) for k in keys}
     try:
         sources = json.loads((folder / "episodes.json").read_text())["source"]
     except (OSError, ValueError, KeyError) as exc:
@@ -108,6 +121,10 @@ class EpisodeStore:
     @property
     def action_dim(self) -> int:
         return int(self.meta["action_dim"])
+
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v) for k, v in sorted(self.meta.get("image_shapes", {}).items())}
 
     @property
     def action_low(self) -> np.ndarray:
@@ -175,6 +192,8 @@ class EpisodeStore:
             task_names=self.task_names,
             env_id=self.env_id,
             source_path=str(self.path),
+            images={k: np.concatenate([np.asarray(c.images[k]) for c in cs]) for k in self.image_shapes},
+            final_images={k: np.concatenate([np.asarray(c.final_images[k]) for c in cs]) for k in self.image_shapes},
         )
         ds.validate()
         return ds
@@ -196,6 +215,8 @@ class EpisodeStore:
         for c in chunks:
             if c.obs_dim != meta["obs_dim"] or c.action_dim != meta["action_dim"]:
                 raise DatasetError(f"{c.source_path}: observations ({c.obs_dim},) / actions ({c.action_dim},) disagree with {meta_path}")
+            if c.image_shapes != {k: tuple(v) for k, v in meta.get("image_shapes", {}).items()}:
+                raise DatasetError(f"{c.source_path}: image shapes {c.image_shapes} disagree with {meta_path}")
         if not chunks:
             raise DatasetError(f"{meta_path}: field 'chunks' is empty; the dataset holds no episode")
         return cls(path, meta, chunks)
@@ -204,6 +225,9 @@ class EpisodeStore:
     def create(cls, path, ds: EpisodeDataset) -> "EpisodeStore":
         """Write a new dataset folder (replacing an existing dataset there, never any other folder)."""
         ds.validate()
+        for key in ds.images:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+                raise DatasetError(f"field 'images/{key}': image keys name files; use letters, digits, '_', '-' or '.'")
         path = Path(path)
         if path.exists() and not (path.is_dir() and (path / "meta.json").exists()):
             raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
@@ -219,6 +243,7 @@ class EpisodeStore:
                 "task_names": ds.task_names,
                 "obs_dim": ds.obs_dim,
                 "action_dim": ds.action_dim,
+                "image_shapes": {k: list(v) for k, v in ds.image_shapes.items()},
                 "chunks": ["000000"],
                 "num_episodes": ds.num_episodes,
                 "num_steps": ds.num_steps,
@@ -269,6 +294,8 @@ class EpisodeStore:
                 f"{where}: new episodes have observations ({ds.obs_dim},) and actions ({ds.action_dim},), the dataset "
                 f"({self.obs_dim},) and ({self.action_dim},); append episodes of the same environment"
             )
+        if ds.image_shapes != self.image_shapes:
+            raise DatasetError(f"{where}: new episodes have images {ds.image_shapes}, the dataset {self.image_shapes}; append episodes with the same cameras")
         low, high = self.action_low, self.action_high
         tol = 1e-5 * np.maximum(1.0, high - low)
         outside = ((ds.actions < low - tol) | (ds.actions > high + tol)).any(axis=1)
@@ -290,6 +317,8 @@ class EpisodeStore:
             action_high=high,
             task_names=names,
             env_id=self.env_id,
+            images=ds.images,
+            final_images=ds.final_images,
         )
 
     @contextmanager

@@ -3,9 +3,12 @@
 import gymnasium as gym
 
 BUILTIN_ENV_ID = "qtransformer/PointReach3D-v0"
+BUILTIN_IMAGE_ENV_ID = "qtransformer/PointReach3DImage-v0"
 
 if BUILTIN_ENV_ID not in gym.registry:
     gym.register(id=BUILTIN_ENV_ID, entry_point="qtransformer.envs.point_reach:PointReach3DEnv")
+if BUILTIN_IMAGE_ENV_ID not in gym.registry:
+    gym.register(id=BUILTIN_IMAGE_ENV_ID, entry_point="qtransformer.envs.point_reach:PointReach3DImageEnv")
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
@@ -18,4 +21,4 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         ) from exc
 
 
-__all__ = ["BUILTIN_ENV_ID", "make_env"]
+__all__ = ["BUILTIN_ENV_ID", "BUILTIN_IMAGE_ENV_ID", "make_env"]

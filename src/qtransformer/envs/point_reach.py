@@ -52,8 +52,33 @@ class PointReach3DEnv(gym.Env):
         return self._obs(), float(success), success, truncated, {"success": success}
 
 
+class PointReach3DImageEnv(PointReach3DEnv):
+    """PointReach3D with a camera: observations {"state": the 6 floats, "image": (32, 32, 3) uint8}.
+
+    The image looks down the z axis: the point is a red square, the goal a green one, each drawn with
+    brightness growing with its height z. It exists to exercise image observations end to end."""
+
+    SIZE = 32
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.observation_space = gym.spaces.Dict({
+            "state": gym.spaces.Box(-1.0, 1.0, shape=(6,), dtype=np.float32),
+            "image": gym.spaces.Box(0, 255, shape=(self.SIZE, self.SIZE, 3), dtype=np.uint8),
+        })
+
+    def _obs(self):
+        img = np.zeros((self.SIZE, self.SIZE, 3), np.uint8)
+        for channel, p in ((0, self._pos), (1, self._goal)):
+            col, row = ((p[:2] + 1.0) / 2.0 * (self.SIZE - 1)).round().astype(int)
+            img[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2, channel] = int(90 + 82 * (p[2] + 1.0))
+        return {"state": super()._obs(), "image": img}
+
+
 def expert_action(obs: np.ndarray, rng: np.random.Generator, noise: float = 0.1, max_move: float = 0.15) -> np.ndarray:
     """Demonstrator: step straight at the goal (saturating at the action bound), plus Gaussian noise."""
+    if isinstance(obs, dict):
+        obs = obs["state"]
     pos, goal = obs[..., :3], obs[..., 3:6]
     a = np.clip((goal - pos) / max_move, -1.0, 1.0)
     return np.clip(a + noise * rng.standard_normal(a.shape), -1.0, 1.0).astype(np.float32)

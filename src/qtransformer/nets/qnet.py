@@ -3,10 +3,12 @@
 Token layout for one sample, with d action dimensions and P prefix tokens (1 observation token, plus a
 task token when the dataset has several tasks):
 
-    position:  0 .. P-1        P            P+1            ...   P+d-1
-    token:     obs [, task]    start        bin(a^1)       ...   bin(a^{d-1})
+    position:  0 .. P-1                          P        P+1          ...   P+d-1
+    token:     [state] [image per camera] [task]  start    bin(a^1)     ...   bin(a^{d-1})
     output:    (unused)        Q(s, ·)      Q(s, a^1, ·)   ...   Q(s, a^1..a^{d-1}, ·)
 
+The prefix has a state token when the observation has a state vector, one token per camera for
+image observations (uint8, a small CNN each), and a task token when there are several tasks.
 The causal mask makes the output at action position i (0-based) depend only on the observation and on
 the bins of dimensions < i. A sigmoid head maps each output to K values in [0, 1].
 """
@@ -42,14 +44,48 @@ class StateEncoder(nn.Module):
         return self.mlp(x).unsqueeze(1)  # (B, 1, C)
 
 
+class ImageEncoder(nn.Module):
+    """A uint8 image (B, H, W, C) -> one token (B, 1, d_model): three strided convolutions, then a linear map
+    of the whole feature map (keeping where things are, which pooling would lose)."""
+
+    def __init__(self, shape: tuple[int, int, int], d_model: int, width: int = 32):
+        super().__init__()
+        H, W, C = shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(C, width, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, C, H, W)).shape[1]
+        self.proj = nn.Linear(flat, d_model)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = img.permute(0, 3, 1, 2).float() / 255.0 - 0.5  # (B, C, H, W) in [-0.5, 0.5]
+        return self.proj(self.conv(x)).unsqueeze(1)  # (B, 1, d_model)
+
+
 class QTransformerNet(nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int, num_bins: int, num_tasks: int, cfg: ModelConfig):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_bins: int,
+        num_tasks: int,
+        cfg: ModelConfig,
+        image_shapes: Optional[dict[str, tuple[int, ...]]] = None,
+    ):
         super().__init__()
         self.obs_dim, self.action_dim, self.num_bins, self.num_tasks = obs_dim, action_dim, num_bins, num_tasks
+        self.image_keys = sorted(image_shapes or {})
+        if obs_dim <= 0 and not self.image_keys:
+            raise ValueError("the observation needs a state vector or at least one image")
         C = cfg.d_model
-        self.encoder = StateEncoder(obs_dim, C, cfg.encoder_hidden)
+        self.encoder = StateEncoder(obs_dim, C, cfg.encoder_hidden) if obs_dim > 0 else None
+        self.image_encoders = nn.ModuleList(ImageEncoder(tuple(image_shapes[k]), C) for k in self.image_keys)
         self.task_embedding = nn.Embedding(num_tasks, C) if num_tasks > 1 else None
-        self.num_prefix = 1 + (self.task_embedding is not None)
+        self.num_prefix = (self.encoder is not None) + len(self.image_keys) + (self.task_embedding is not None)
         self.start_token = nn.Parameter(torch.zeros(C))
         # Bin b of dimension j (0-based, j < d-1) is token id j*K + b: each dimension has its own table.
         self.bin_embedding = nn.Embedding(max(action_dim - 1, 1) * num_bins, C)
@@ -63,14 +99,18 @@ class QTransformerNet(nn.Module):
             nn.init.normal_(self.task_embedding.weight, std=0.02)
 
     # -- token construction --------------------------------------------------------------------
-    def _prefix(self, obs: torch.Tensor, task: Optional[torch.Tensor]) -> torch.Tensor:
+    def _prefix(self, obs: torch.Tensor, task: Optional[torch.Tensor], images: Optional[dict] = None) -> torch.Tensor:
         """Prefix tokens plus the start token: (B, P+1, C)."""
-        tokens = [self.encoder(obs)]  # (B, 1, C)
+        tokens = [] if self.encoder is None else [self.encoder(obs)]  # (B, 1, C)
+        if self.image_keys:
+            if images is None or any(k not in images for k in self.image_keys):
+                raise ValueError(f"this model reads images {self.image_keys}: pass them")
+            tokens += [enc(images[k]) for k, enc in zip(self.image_keys, self.image_encoders)]  # each (B, 1, C)
         if self.task_embedding is not None:
             if task is None:
                 raise ValueError("this model was trained on several tasks: pass task ids")
             tokens.append(self.task_embedding(task.long()).unsqueeze(1))  # (B, 1, C)
-        tokens.append(self.start_token.expand(obs.shape[0], 1, -1))  # (B, 1, C)
+        tokens.append(self.start_token.expand(tokens[0].shape[0], 1, -1))  # (B, 1, C)
         x = torch.cat(tokens, dim=1)  # (B, P+1, C)
         return x + self.pos_embedding[: self.num_prefix + 1]
 
@@ -86,24 +126,26 @@ class QTransformerNet(nn.Module):
         return torch.sigmoid(self.head(h).float())  # (B, T, K) in [0, 1]
 
     # -- passes ---------------------------------------------------------------------------------
-    def forward(self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
+    ) -> torch.Tensor:
         """Teacher-forced pass. obs (B, obs_dim), bins (B, d) -> values (B, d, K).
 
         values[:, i, k] = Q(s, a^1..a^i given by `bins`, a^{i+1} = k) in 0-based dims; bins[:, d-1] is unused.
         """
-        x = self._prefix(obs, task)  # (B, P+1, C)
+        x = self._prefix(obs, task, images)  # (B, P+1, C)
         if self.action_dim > 1:
             x = torch.cat([x, self._bin_tokens(bins[:, : self.action_dim - 1], 0)], dim=1)  # (B, P+d, C)
         h, _ = self.transformer(x)
         return self._values(h[:, self.num_prefix :])  # (B, d, K)
 
-    def first_dim_values(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def first_dim_values(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None) -> torch.Tensor:
         """Values of the first action dimension only: (B, K). Needs just the prefix tokens."""
-        return self.start(obs, task)[0]
+        return self.start(obs, task, images)[0]
 
-    def start(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, KVCache]:
+    def start(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None) -> tuple[torch.Tensor, KVCache]:
         """Begin autoregressive decoding: first dimension's values (B, K) and the KV cache."""
-        h, cache = self.transformer(self._prefix(obs, task))
+        h, cache = self.transformer(self._prefix(obs, task, images))
         return self._values(h[:, -1]), cache
 
     def step(self, prev_bin: torch.Tensor, dim: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
