@@ -12,6 +12,7 @@ next batches without changing them, and a resumed run draws exactly the batches 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Optional, Union
@@ -27,24 +28,50 @@ SMALL_KEYS = ("bins", "reward", "discount", "bootstrap", "mc_return", "task")
 
 
 class RowSource:
-    """Rows of several arrays (chunks) addressed by one global index; gathers only the rows asked for."""
+    """Rows of several arrays (chunks) addressed by one global index; gathers only the rows asked for.
+
+    Arrays memory-mapped from .npy files are read row by row with pread, not through the mapping: the
+    rows pass through the page cache but never become resident in this process, so sampling a dataset
+    far larger than RAM keeps the process small."""
 
     def __init__(self, parts: list[np.ndarray]):
         self.parts = parts
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self._fds: dict[int, int] = {}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def _rows(self, c: int, rows: np.ndarray) -> np.ndarray:
+        part = self.parts[c]
+        if not isinstance(part, np.memmap) or part.filename is None:
+            return np.asarray(part[rows])
+        if c not in self._fds:
+            self._fds[c] = os.open(part.filename, os.O_RDONLY)
+        out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)  # (n, row bytes)
+        row_bytes = flat.shape[1]
+        fd, base = self._fds[c], part.offset
+        for j, r in enumerate(rows.tolist()):
+            os.preadv(fd, [flat[j]], base + r * row_bytes)
+        return out
+
     def gather(self, idx: np.ndarray) -> np.ndarray:
         if len(self.parts) == 1:
-            return np.asarray(self.parts[0][idx])
+            return self._rows(0, idx)
         which = np.searchsorted(self.offsets, idx, side="right") - 1
         out = np.empty((len(idx), *self.parts[0].shape[1:]), dtype=self.parts[0].dtype)
         for c in np.unique(which):
             m = which == c
-            out[m] = self.parts[c][idx[m] - self.offsets[c]]
+            out[m] = self._rows(int(c), idx[m] - self.offsets[c])
         return out
+
+    def __del__(self):
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step: int) -> dict:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 import re
 import shutil
@@ -93,6 +94,13 @@ def _read_chunk(folder: Path, meta: dict) -> EpisodeDataset:
     )
     ds.validate(values=False)  # shapes and offsets only: the values were checked when the chunk was written
     return ds
+
+
+def _release(arr: np.ndarray) -> None:
+    """Drop the pages of a memory map that a full pass made resident (they stay in the page cache)."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 def _dir_size(path: Path) -> int:
@@ -175,6 +183,7 @@ class EpisodeStore:
                     n += block.shape[0]
                     total += block.sum(0)
                     total_sq += np.square(block).sum(0)
+                _release(arr)
         mean = total / n
         return mean.astype(np.float32), np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)).astype(np.float32)
 
