@@ -181,3 +181,15 @@ def test_source_mix_fixes_the_share_of_each_batch(tmp_path):
         TransitionSampler(tr, 20, "cpu", seed=0, source_mix={"human": 0.5})
     with pytest.raises(ValueError, match="add up"):
         TransitionSampler(tr, 20, "cpu", seed=0, source_mix={"demonstration": 0.8, "autonomous": 0.5})
+
+
+def test_instructions_travel_with_the_episodes(tmp_path):
+    eps = episodes(3, 0)
+    for i, ep in enumerate(eps):
+        ep["instruction"] = f"reach goal {i}"
+    ds = EpisodeDataset.from_episodes(eps, [-1, -1], [1, 1])
+    store = EpisodeStore.create(tmp_path / "d", ds).append(ds)
+    assert store.chunks[1].episode_instruction == ["reach goal 0", "reach goal 1", "reach goal 2"]
+    assert store.to_dataset().episode_instruction == [f"reach goal {i}" for i in (0, 1, 2)] * 2
+    with pytest.raises(DatasetError, match="episode_instruction"):
+        EpisodeDataset(**{**ds.__dict__, "episode_instruction": ["only one"]}).validate()

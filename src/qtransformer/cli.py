@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,8 @@ def cmd_info(argv: list[str]) -> None:
         store = EpisodeStore.open(path)
         print(f"dataset {path}: {store.num_episodes} episodes, {store.num_steps} steps in {len(store.chunks)} chunk(s), "
               f"{store.size_on_disk() / 2**20:.1f} MiB on disk, env {store.env_id}")
-        print(f"observations ({store.obs_dim},) float32, actions ({store.action_dim},) in [{store.action_low.tolist()}, {store.action_high.tolist()}]")
+        cams = "".join(f", camera '{k}' {shape} uint8" for k, shape in store.image_shapes.items())
+        print(f"observations: state ({store.obs_dim},) float32{cams}; actions ({store.action_dim},) in [{store.action_low.tolist()}, {store.action_high.tolist()}]")
         print(dataset_table(store))
         print()
         print(dataset_table(store, by="task"))
@@ -256,6 +258,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:  # user errors: one line, no traceback
         print(f"qtransformer {command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -43,6 +43,7 @@ class EpisodeDataset:
     source_path: str = "<memory>"
     images: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (N, H, W, C) uint8, the image at each step
     final_images: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (E, H, W, C) uint8, after each episode's last step
+    episode_instruction: list[str] = field(default_factory=list)  # E instruction texts ("open the drawer"), or empty
 
     @property
     def image_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -97,7 +98,7 @@ class EpisodeDataset:
     # -- building -----------------------------------------------------------------------------
     @classmethod
     def from_episodes(cls, episodes: list[dict], action_low, action_high, **kwargs) -> "EpisodeDataset":
-        """Episodes as dicts of per-step arrays (keys STEP_FIELDS) plus 'source' and optional 'task';
+        """Episodes as dicts of per-step arrays (keys STEP_FIELDS) plus 'source', optional 'task' and 'instruction';
         image observations as 'images' {key: (T, H, W, C) uint8} and 'final_images' {key: (H, W, C)}."""
         if not episodes:
             raise DatasetError("no episodes given: a dataset needs at least one episode")
@@ -115,6 +116,7 @@ class EpisodeDataset:
             episode_source=[str(ep["source"]) for ep in episodes],
             action_low=np.asarray(action_low, dtype=np.float32),
             action_high=np.asarray(action_high, dtype=np.float32),
+            episode_instruction=[str(ep["instruction"]) for ep in episodes] if "instruction" in episodes[0] else [],
             images={k: np.concatenate([np.asarray(ep["images"][k]) for ep in episodes]) for k in episodes[0].get("images", {})},
             final_images={k: np.stack([np.asarray(ep["final_images"][k]) for ep in episodes]) for k in episodes[0].get("final_images", {})},
             **kwargs,
@@ -140,6 +142,8 @@ class EpisodeDataset:
         for name in ("rewards", "terminals", "timeouts"):
             if getattr(self, name).ndim != 1:
                 fail(f"field '{name}' must be one value per step, got shape {getattr(self, name).shape}")
+        if self.episode_instruction and len(self.episode_instruction) != E:
+            fail(f"field 'episode_instruction': {len(self.episode_instruction)} entries for {E} episodes; give one per episode or none")
         if sorted(self.images) != sorted(self.final_images):
             fail(f"fields 'images'/'final_images' need the same keys, got {sorted(self.images)} and {sorted(self.final_images)}")
         for key, img in self.images.items():

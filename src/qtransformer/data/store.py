@@ -8,7 +8,7 @@
         actions.npy             (N_c, d) float32            rewards.npy            (N_c,) float32
         terminals.npy           (N_c,) bool                 timeouts.npy           (N_c,) bool
         episode_starts.npy      (E_c+1,) int64              episode_task.npy       (E_c,) int64
-        episodes.json           {"source": [E_c labels]}
+        episodes.json           {"source": [E_c labels], "instruction": [E_c texts] or []}
         images.<key>.npy        (N_c, H, W, C) uint8        image observations, one file per camera key
         final_images.<key>.npy  (E_c, H, W, C) uint8        the image after each episode's last step
 
@@ -52,7 +52,7 @@ def _write_chunk(folder: Path, ds: EpisodeDataset) -> None:
     folder.mkdir(parents=True)
     for name in CHUNK_ARRAYS:
         np.save(folder / f"{name}.npy", np.ascontiguousarray(getattr(ds, name), dtype=DTYPES[name]))
-    (folder / "episodes.json").write_text(json.dumps({"source": ds.episode_source}))
+    (folder / "episodes.json").write_text(json.dumps({"source": ds.episode_source, "instruction": ds.episode_instruction}))
     for key in ds.images:
         np.save(folder / f"images.{key}.npy", np.ascontiguousarray(ds.images[key], dtype=np.uint8))
         np.save(folder / f"final_images.{key}.npy", np.ascontiguousarray(ds.final_images[key], dtype=np.uint8))
@@ -80,12 +80,14 @@ def _read_chunk(folder: Path, meta: dict) -> EpisodeDataset:
     arrays["images"] = {k: _map(folder / f"images.{k}.npy", np.uint8) for k in keys}
     arrays["final_images"] = {k: _map(folder / f"final_images.{k}.npy", np.uint8) for k in keys}
     try:
-        sources = json.loads((folder / "episodes.json").read_text())["source"]
+        per_episode = json.loads((folder / "episodes.json").read_text())
+        sources, instructions = per_episode["source"], per_episode.get("instruction", [])
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"{folder / 'episodes.json'}: cannot read the episode sources ({exc}); the dataset is damaged") from exc
     ds = EpisodeDataset(
         **arrays,
         episode_source=list(sources),
+        episode_instruction=list(instructions),
         action_low=np.asarray(meta["action_low"], dtype=np.float32),
         action_high=np.asarray(meta["action_high"], dtype=np.float32),
         task_names=list(meta["task_names"]),
@@ -196,6 +198,7 @@ class EpisodeStore:
             episode_starts=np.concatenate([[0]] + [c.episode_starts[1:] + o for c, o in zip(cs, offsets)]).astype(np.int64),
             episode_task=np.concatenate([c.episode_task for c in cs]),
             episode_source=[s for c in cs for s in c.episode_source],
+            episode_instruction=[i for c in cs for i in c.episode_instruction] if all(c.episode_instruction for c in cs) else [],
             action_low=self.action_low,
             action_high=self.action_high,
             task_names=self.task_names,
@@ -322,6 +325,7 @@ class EpisodeStore:
             episode_starts=ds.episode_starts,
             episode_task=remap[ds.episode_task],
             episode_source=ds.episode_source,
+            episode_instruction=ds.episode_instruction,
             action_low=low,
             action_high=high,
             task_names=names,

@@ -28,6 +28,7 @@ def make_builtin_dataset(
         else:
             ep = rollout(env, AutonomousPolicy(rng), seed=seed * 1_000_003 + i)
         ep["source"] = source
+        ep["instruction"] = "move the point into the goal region"
         episodes.append(ep)
     space = env.action_space
     return EpisodeDataset.from_episodes(episodes, space.low, space.high, env_id=env_id, task_names=["reach"])
