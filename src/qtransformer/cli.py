@@ -18,6 +18,7 @@ COMMANDS = {
     "make-dataset": "Make the built-in dataset: scripted demonstrations plus noisy autonomous episodes.",
     "train": "Train Q-Transformer on a dataset (presets, config files, resume).",
     "eval": "Evaluate a checkpoint's greedy policy: success rate over fixed seeds, written as JSON.",
+    "collect": "Run a checkpoint's policy with exploration and append the episodes to a dataset.",
     "info": "Summarise a dataset or a checkpoint.",
     "import": "Import a D4RL, robomimic or Minari dataset into a dataset folder.",
     "export": "Export a dataset folder as a local Minari dataset.",
@@ -57,6 +58,30 @@ class EvalArgs:
     """Write the results (success_rate, episodes, per-episode outcomes) to this JSON file."""
     device: str = "cpu"
     """Device for the policy."""
+
+
+@dataclass
+class CollectArgs:
+    """Run a checkpoint's policy with exploration in an environment and append the episodes (as 'autonomous')."""
+
+    checkpoint: Path
+    """A run folder, a checkpoint folder or its model/ folder."""
+    into: Path
+    """The dataset to append to (created when it does not exist)."""
+    episodes: int = 20
+    """Number of episodes to collect."""
+    env: Optional[str] = None
+    """Environment id; by default the one recorded with the model."""
+    epsilon: float = 0.1
+    """Per action dimension, the probability of a uniformly random bin instead of the greedy one."""
+    temperature: float = 0.0
+    """Sample each dimension's bin from softmax(values / temperature) instead of the argmax (0: greedy)."""
+    task: Optional[int] = None
+    """Task id, for a multi-task policy."""
+    seed: int = 0
+    """Seed of the episodes (20000000 + seed + i) and of the exploration."""
+    source: str = "autonomous"
+    """Source label of the new episodes."""
 
 
 @dataclass
@@ -199,6 +224,18 @@ def cmd_eval(argv: list[str]) -> None:
         print(f"wrote {args.out}")
 
 
+def cmd_collect(argv: list[str]) -> None:
+    args = tyro.cli(CollectArgs, args=argv, prog="qtransformer collect")
+    from .collect import collect
+    from .policy import QTPolicy
+
+    policy = QTPolicy.from_checkpoint(args.checkpoint)
+    result = collect(policy, args.into, args.episodes, env_id=args.env, epsilon=args.epsilon, temperature=args.temperature,
+                     seed=args.seed, task=args.task, source=args.source)
+    print(f"appended {result['episodes']} episodes ({result['steps']} steps, success rate {result['success_rate']:.3f}) "
+          f"to {args.into}, which now holds {result['dataset_episodes']} episodes")
+
+
 def cmd_info(argv: list[str]) -> None:
     args = tyro.cli(InfoArgs, args=argv, prog="qtransformer info")
     path = args.path
@@ -245,7 +282,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_help()
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import, "export": cmd_export}
+    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import, "export": cmd_export, "collect": cmd_collect}
     if command not in handlers:
         print(f"qtransformer: unknown command '{command}'\n", file=sys.stderr)
         print_help()

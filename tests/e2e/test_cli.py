@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from qtransformer.cli import main
@@ -128,3 +129,24 @@ def test_eval_needs_at_least_one_episode(tmp_path, capsys):
     assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "2"]) == 0
     assert main(["eval", "--checkpoint", str(run), "--episodes", "0"]) == 2
     assert "episodes must be at least 1" in capsys.readouterr().err
+
+
+def test_collect_appends_episodes_that_info_counts_and_training_uses(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["make-dataset", "builtin", "--demos", "2", "--autonomous", "2", "--out", str(data)]) == 0
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "4", "--eval-episodes", "0"]) == 0
+    capsys.readouterr()
+    assert main(["collect", "--checkpoint", str(run), "--into", str(data), "--episodes", "3", "--epsilon", "0.5"]) == 0
+    assert "now holds 7 episodes" in capsys.readouterr().out
+    assert main(["info", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "7 episodes" in out and "2 chunk(s)" in out and "| autonomous | 5 |" in out
+    # the same seed collects the same episodes
+    other = tmp_path / "other"
+    for target in (other, other):
+        assert main(["collect", "--checkpoint", str(run), "--into", str(target), "--episodes", "2", "--epsilon", "0.5"]) == 0
+    from qtransformer.data import EpisodeStore
+
+    store = EpisodeStore.open(other)
+    np.testing.assert_array_equal(store.chunks[0].actions, store.chunks[1].actions)
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(tmp_path / "run2"), "--no-progress", "--steps", "2", "--eval-episodes", "0"]) == 0
