@@ -168,7 +168,7 @@ def robomimic_demo(T, seed, last_reward=1.0, last_done=1, next_obs=True):
     demo = {
         "obs/b_pos": rng.standard_normal((T, 2)).astype(np.float32),
         "obs/a_flag": rng.standard_normal(T).astype(np.float32),  # 1-D: one value per step
-        "obs/agentview_image": np.zeros((T, 4, 4, 3), np.uint8),
+        "obs/agentview_image": rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8),
         "actions": rng.uniform(-1, 1, (T, 3)).astype(np.float32),
         "rewards": np.r_[np.zeros(T - 1), last_reward].astype(np.float32),
         "dones": np.r_[np.zeros(T - 1), last_done].astype(np.int64),
@@ -176,7 +176,7 @@ def robomimic_demo(T, seed, last_reward=1.0, last_done=1, next_obs=True):
     if next_obs:
         demo["next_obs/b_pos"] = demo["obs/b_pos"] + 10
         demo["next_obs/a_flag"] = demo["obs/a_flag"] + 10
-        demo["next_obs/agentview_image"] = demo["obs/agentview_image"]
+        demo["next_obs/agentview_image"] = rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8)
     return demo
 
 
@@ -219,8 +219,67 @@ def test_robomimic_round_trip(tmp_path):
     assert ds.timeouts[last].tolist() == [False, True, True, False]
     assert ds.episode_source == ["demonstration"] * 4
     assert ds.obs_dim == 3 and ds.action_dim == 3
-    assert any("skipped image observation keys" in n and "agentview_image" in n for n in result.notes)
     assert any("a_flag, b_pos" in n for n in result.notes)
+    # the uint8 (T, 16, 16, 3) key is an image: the image at each kept step, and the one after the last step
+    # (next_obs/<key>[-1] with next_obs; the dropped step's image for the cut demo_1; repeated for demo_10)
+    img = "agentview_image"
+    assert ds.image_shapes == {img: (16, 16, 3)}
+    np.testing.assert_array_equal(
+        ds.images[img], np.concatenate([d0[f"obs/{img}"], d1[f"obs/{img}"][:2], d2[f"obs/{img}"], d10[f"obs/{img}"]])
+    )
+    np.testing.assert_array_equal(
+        ds.final_images[img],
+        np.stack([d0[f"next_obs/{img}"][-1], d1[f"obs/{img}"][-1], d2[f"next_obs/{img}"][-1], d10[f"obs/{img}"][-1]]),
+    )
+    assert ds.final_images[img].dtype == np.uint8
+    assert any("imported as uint8 (H, W, C) images: agentview_image (16, 16, 3)" in n for n in result.notes)
+    assert any("final image of 1 terminal episode(s) repeats its last obs image" in n for n in result.notes)
+    assert not any("skipped image" in n for n in result.notes)
+
+
+def test_robomimic_images_without_next_obs(tmp_path):
+    demos = {"demo_0": robomimic_demo(4, seed=0, next_obs=False), "demo_1": robomimic_demo(3, seed=1, last_reward=0.0, next_obs=False)}
+    result = import_dataset(write_robomimic(tmp_path / "r.hdf5", demos), "robomimic", tmp_path / "out")
+    ds = load_imported(result, tmp_path / "out")
+    img = demos["demo_0"]["obs/agentview_image"], demos["demo_1"]["obs/agentview_image"]
+    assert ds.episode_starts.tolist() == [0, 4, 6]  # demo_1 ends in a timeout: its last step is dropped
+    np.testing.assert_array_equal(ds.images["agentview_image"], np.concatenate([img[0], img[1][:2]]))
+    np.testing.assert_array_equal(ds.final_images["agentview_image"], np.stack([img[0][-1], img[1][-1]]))
+    np.testing.assert_array_equal(ds.next_image_rows(), [1, 2, 3, 6, 5, 7])
+
+
+def test_robomimic_no_images_and_skipped_keys(tmp_path, capsys):
+    demo = robomimic_demo(3, seed=0)
+    demo["obs/depth"] = np.zeros((3, 16, 16), np.uint8)  # (T, H, W): no channel axis
+    demo["obs/float_image"] = np.zeros((3, 16, 16, 3), np.float32)
+    src = write_robomimic(tmp_path / "r.hdf5", {"demo_0": demo})
+    result = import_dataset(src, "robomimic", tmp_path / "out")
+    assert sorted(result.dataset.images) == ["agentview_image"]
+    skipped = [n for n in result.notes if "skipped image observation keys" in n]
+    assert len(skipped) == 1 and "depth (shape (steps, 16, 16): no channel axis" in skipped[0]
+    assert "float_image (dtype float32, images must be uint8)" in skipped[0]
+
+    result = import_dataset(src, "robomimic", tmp_path / "out2", images=False)
+    assert result.dataset.images == {} and result.dataset.final_images == {}
+    assert any("agentview_image (--no-images)" in n for n in result.notes)
+    ds = EpisodeDataset.load(tmp_path / "out2")
+    assert ds.images == {} and ds.obs_dim == 3
+    np.testing.assert_array_equal(ds.observations, state(demo))
+
+    assert main(["import", str(src), "--format", "robomimic", "--out", str(tmp_path / "out3"), "--no-images"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: skipped image observation keys" in printed and "agentview_image (--no-images)" in printed
+    assert EpisodeDataset.load(tmp_path / "out3").images == {}
+
+
+def test_robomimic_image_only_demo(tmp_path):
+    demo = {k: v for k, v in robomimic_demo(3, seed=0).items() if "image" in k or "/" not in k}
+    result = import_dataset(write_robomimic(tmp_path / "r.hdf5", {"demo_0": demo}), "robomimic", tmp_path / "out")
+    ds = load_imported(result, tmp_path / "out")
+    assert ds.obs_dim == 0 and ds.image_shapes == {"agentview_image": (16, 16, 3)}
+    np.testing.assert_array_equal(ds.images["agentview_image"], demo["obs/agentview_image"])
+    run = tmp_path / "run"  # a model that reads the images only trains too
+    assert main(["train", "--preset", "smoke", "--dataset", str(tmp_path / "out"), "--out", str(run), "--no-progress", "--eval-episodes", "0"]) == 0
 
 
 def test_robomimic_source_label(tmp_path):
@@ -250,7 +309,15 @@ def drop(demo, key):
         ({"demo_0": {k: v[:0] for k, v in robomimic_demo(3, 0).items()}}, r"field 'actions': the episode is empty"),
         ({"demo_0": {**robomimic_demo(3, 0), "rewards": np.array([0, 0, 5.0])}}, r"field 'rewards': 5\.0 is outside \[0, 1\]"),
         ({"demo_0": {"obs/img": np.zeros((3, 2, 2, 3)), **drop(drop(drop(robomimic_demo(3, 0), "obs/a_flag"), "obs/b_pos"), "obs/agentview_image")}},
-         r"field 'obs': every observation key is an image"),
+         r"field 'obs': every observation key is an image, and none can be imported \(img: dtype float64"),
+        ({"demo_0": {**robomimic_demo(3, 0), "obs/bad key": np.zeros((3, 2, 2, 3), np.uint8)}},
+         r"episode 0 \(data/demo_0\), field 'obs/bad key': image key 'bad key' cannot name a file .*rename it in the source, or pass --no-images"),
+        ({"demo_0": robomimic_demo(3, 0), "demo_1": {**robomimic_demo(3, 1), "obs/agentview_image": np.zeros((3, 8, 8, 3), np.uint8)}},
+         r"episode 1 \(data/demo_1\), field 'obs/agentview_image': images of shape \(8, 8, 3\) but \(16, 16, 3\) in the first demo"),
+        ({"demo_0": robomimic_demo(3, 0), "demo_1": drop(robomimic_demo(3, 1), "next_obs/agentview_image")},
+         r"episode 1 \(data/demo_1\), field 'next_obs/agentview_image': missing"),
+        ({"demo_0": {**robomimic_demo(3, 0), "obs/agentview_image": np.zeros((2, 16, 16, 3), np.uint8)}},
+         r"field 'obs/agentview_image': 2 steps but 'actions' has 3"),
         ({"other": robomimic_demo(3, 0)}, r"field 'data': holds no demo_<i> groups"),
     ],
 )
@@ -281,11 +348,11 @@ def minari_env(tmp_path, monkeypatch):
     import gymnasium as gym
     from minari.data_collector import EpisodeBuffer
 
-    def create(dataset_id, episodes, obs_space, act_space, env=None):
+    def create(dataset_id, episodes, obs_space, act_space, env=None, **extra):
         buffers = [EpisodeBuffer(id=i, **ep) for i, ep in enumerate(episodes)]
         with warnings.catch_warnings():  # minari asks for author, permalink, ...: not needed here
             warnings.simplefilter("ignore")
-            minari.create_dataset_from_buffers(dataset_id, buffers, env=env, observation_space=obs_space, action_space=act_space)
+            minari.create_dataset_from_buffers(dataset_id, buffers, env=env, observation_space=obs_space, action_space=act_space, **extra)
 
     return create, gym
 
@@ -325,6 +392,59 @@ def test_minari_dict_round_trip(tmp_path, minari_env):
     assert ds.timeouts[last].tolist() == [False, True, False]
     assert ds.action_low.tolist() == [-2, -2] and ds.action_high.tolist() == [2, 2]
     assert ds.env_id == BUILTIN_ENV_ID and ds.episode_source == ["minari"] * 3
+
+
+def minari_image_episode(T, seed, end):
+    ep = minari_episode(T, seed, end)
+    rng = np.random.default_rng(100 + seed)
+    ep["observations"] = {
+        "state": ep["observations"]["b"],
+        "cams": {"front": rng.integers(0, 256, (T + 1, 16, 16, 3), dtype=np.uint8),
+                 "depth": rng.standard_normal((T + 1, 16, 16, 1)).astype(np.float32)},  # not uint8: skipped
+    }
+    return ep
+
+
+def minari_image_space(gym):
+    return gym.spaces.Dict({
+        "state": gym.spaces.Box(-9, 9, (2,), np.float32),
+        "cams": gym.spaces.Dict({"front": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8),
+                                 "depth": gym.spaces.Box(-np.inf, np.inf, (16, 16, 1), np.float32)}),
+    })
+
+
+def test_minari_image_round_trip(tmp_path, minari_env):
+    create, gym = minari_env
+    eps = [minari_image_episode(3, 0, "terminal"), minari_image_episode(4, 1, "timeout")]
+    create("test/images-v0", eps, minari_image_space(gym), gym.spaces.Box(-2, 2, (2,), np.float32))
+    result = import_dataset("test/images-v0", "minari", tmp_path / "out")
+    ds = load_imported(result, tmp_path / "out")
+    assert ds.image_shapes == {"cams.front": (16, 16, 3)}  # the leaf path, '/' -> '.'
+    front = [ep["observations"]["cams"]["front"] for ep in eps]
+    np.testing.assert_array_equal(ds.images["cams.front"], np.concatenate([f[:-1] for f in front]))
+    np.testing.assert_array_equal(ds.final_images["cams.front"], np.stack([f[-1] for f in front]))  # observation T
+    np.testing.assert_array_equal(ds.observations, np.concatenate([ep["observations"]["state"][:-1] for ep in eps]))
+    assert any("skipped image observation keys" in n and "cams/depth (dtype float32, images must be uint8)" in n for n in result.notes)
+    assert any("cams.front (16, 16, 3) (from 'cams/front')" in n for n in result.notes)
+    assert any("state = Dict observation keys flattened in sorted order: state" in n for n in result.notes)
+
+    no_images = import_dataset("test/images-v0", "minari", tmp_path / "out2", images=False)
+    assert no_images.dataset.images == {} and any("cams/front (--no-images)" in n for n in no_images.notes)
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--dataset", str(tmp_path / "out"), "--out", str(run), "--no-progress", "--eval-episodes", "0"]) == 0
+
+
+def test_minari_bad_image_key(tmp_path, minari_env):
+    create, gym = minari_env
+    ep = minari_episode(2, 0, "terminal")
+    ep["observations"] = {"state": ep["observations"]["b"], "front cam": np.zeros((3, 16, 16, 3), np.uint8)}
+    space = gym.spaces.Dict({"state": gym.spaces.Box(-9, 9, (2,), np.float32), "front cam": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)})
+    create("test/badkey-v0", [ep], space, gym.spaces.Box(-2, 2, (2,), np.float32))
+    raises_named(r"field 'observations/front cam': image key 'front cam' cannot name a file .*pass --no-images",
+                 import_dataset, "test/badkey-v0", "minari", tmp_path / "out", out=tmp_path / "out")
+    ds = import_dataset("test/badkey-v0", "minari", tmp_path / "out", images=False).dataset
+    assert ds.images == {} and ds.obs_dim == 2
 
 
 def test_minari_box_unbounded_actions(tmp_path, minari_env):
@@ -385,6 +505,17 @@ def test_cli_import_then_train(tmp_path, capsys):
     assert main(["import", str(bad), "--format", "d4rl", "--out", str(tmp_path / "bad_out")]) == 2
     assert "field 'terminals': missing" in capsys.readouterr().err
     assert not (tmp_path / "bad_out").exists()
+
+
+def test_cli_import_robomimic_images_then_train(tmp_path, capsys):
+    demos = {f"demo_{i}": robomimic_demo(8, seed=i, last_reward=float(i % 2), next_obs=i < 3) for i in range(5)}
+    src = write_robomimic(tmp_path / "image.hdf5", demos)
+    out, run = tmp_path / "ds", tmp_path / "run"
+    assert main(["import", str(src), "--format", "robomimic", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "camera 'agentview_image' (16, 16, 3) uint8" in printed
+    assert EpisodeDataset.load(out).image_shapes == {"agentview_image": (16, 16, 3)}
+    assert main(["train", "--preset", "smoke", "--dataset", str(out), "--out", str(run), "--no-progress", "--eval-episodes", "0"]) == 0
 
 
 def test_import_error_is_a_dataset_error():

@@ -124,6 +124,8 @@ class ImportArgs:
     """Gymnasium id recorded for evaluation (Minari: by default the dataset's env spec)."""
     source: Optional[str] = None
     """Episode source label (default: demonstration for robomimic, d4rl / minari otherwise)."""
+    images: bool = True
+    """Import uint8 (H, W, C) image observations (robomimic, Minari); --no-images skips them, keeping the state only."""
 
 
 @dataclass
@@ -177,10 +179,11 @@ def cmd_import(argv: list[str]) -> None:
     args = tyro.cli(ImportArgs, args=argv, prog="qtransformer import")
     from .data.importers import import_dataset
 
-    result = import_dataset(args.path, args.format, args.out, env_id=args.env_id, source_label=args.source)
+    result = import_dataset(args.path, args.format, args.out, env_id=args.env_id, source_label=args.source, images=args.images)
     ds = result.dataset
     print(f"wrote {args.out}: {ds.num_episodes} episodes, {ds.num_steps} steps (from {args.format} {args.path}), env {ds.env_id}")
-    print(f"observations ({ds.obs_dim},), actions ({ds.action_dim},) in [{ds.action_low.tolist()}, {ds.action_high.tolist()}]")
+    cams = "".join(f", camera '{k}' {shape} uint8" for k, shape in ds.image_shapes.items())
+    print(f"observations ({ds.obs_dim},){cams}, actions ({ds.action_dim},) in [{ds.action_low.tolist()}, {ds.action_high.tolist()}]")
     for note in result.notes:
         print(f"note: {note}")
     print(dataset_table(ds))

@@ -14,6 +14,12 @@ Rules shared by the readers (see docs/dataset_format.md, "Importing"):
   terminal (no bootstrap, so its own observation is stored as a placeholder).
 - Action bounds come from the source when it declares them, otherwise from the data (per-dimension
   min/max); a dimension that is constant in the data is widened by 1 on each side.
+- Images (robomimic, Minari), as `envs.rollout.split_observation` sees them: uint8 arrays of shape
+  (H, W, C) per step become image observations ("images" and "final_images"); other arrays with more
+  than one dimension per step (float images, (H, W) depth maps) are skipped with a note. An image key
+  names files, so it must match [A-Za-z0-9_.-]+: a key that does not is rejected (ImportSourceError
+  naming the key; rename it in the source or pass images=False / --no-images), never renamed, because
+  a renamed key would no longer match the evaluation environment's observation keys.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 D4RL_OPTIONAL = ("next_observations", "action_low", "action_high")
 INSTALL_HINT = "install the import extra: pip install -e '.[import]'"
 DEFAULT_SOURCE = {"d4rl": "d4rl", "robomimic": "demonstration", "minari": "minari"}
+IMAGE_KEY = re.compile(r"[A-Za-z0-9_.-]+")  # image keys name files (data/store.py)
 
 
 class ImportSourceError(DatasetError):
@@ -43,7 +50,7 @@ class ImportSourceError(DatasetError):
 class ImportResult:
     dataset: EpisodeDataset
     notes: list[str] = field(default_factory=list)
-    """Things the user should know: skipped image keys, dropped steps, widened bounds."""
+    """Things the user should know: imported and skipped image keys, dropped steps, widened bounds."""
 
 
 # -- shared helpers -----------------------------------------------------------------------------
@@ -93,6 +100,24 @@ def _check_finite(where: str, name: str, arr: np.ndarray) -> None:
         _fail(f"{where}, step {t}, field '{name}': NaN or inf; clean or drop that episode")
 
 
+def _check_image_key(where: str, field_name: str, key: str) -> None:
+    """Image keys name files (images.<key>.npy): reject one that cannot, naming it and the fix."""
+    if not IMAGE_KEY.fullmatch(key):
+        _fail(f"{where}, field '{field_name}': image key {key!r} cannot name a file (allowed: letters, digits, '_', '-', '.'); "
+              "rename it in the source, or pass --no-images to skip the images")
+
+
+def _image_like_reason(dtype, shape: tuple) -> Optional[str]:
+    """Why a per-step array of `dtype` and per-step `shape` (ndim > 1) is not imported as an image, or None."""
+    if len(shape) == 2:
+        return f"shape (steps, {shape[0]}, {shape[1]}): no channel axis, images are (H, W, C)"
+    if len(shape) != 3:
+        return f"per-step shape {tuple(shape)}: images are (H, W, C)"
+    if np.dtype(dtype) != np.uint8:
+        return f"dtype {np.dtype(dtype)}, images must be uint8"
+    return None
+
+
 def _episode(obs, next_obs, actions, rewards, terminal: bool, source: str) -> dict:
     T = len(rewards)
     terminals = np.zeros(T, bool)
@@ -104,14 +129,21 @@ def _episode(obs, next_obs, actions, rewards, terminal: bool, source: str) -> di
     }
 
 
-def _episode_without_next(obs, actions, rewards, terminal: bool, source: str) -> Optional[dict]:
-    """Next observations from the observations; None when nothing is left (see the module docstring)."""
+def _episode_without_next(obs, actions, rewards, terminal: bool, source: str, images: Optional[dict] = None) -> Optional[dict]:
+    """Next observations from the observations; None when nothing is left (see the module docstring).
+    `images` {key: (T, H, W, C)}: a terminal episode keeps them all and repeats its last image as the final
+    image (a placeholder, never bootstrapped from); a timeout episode's dropped last step gives the final image."""
+    images = images or {}
     if terminal:
         next_obs = np.concatenate([obs[1:], obs[-1:]])
-        return _episode(obs, next_obs, actions, rewards, True, source)
+        ep = _episode(obs, next_obs, actions, rewards, True, source)
+        ep["images"], ep["final_images"] = dict(images), {k: v[-1] for k, v in images.items()}
+        return ep
     if len(rewards) < 2:
         return None
-    return _episode(obs[:-1], obs[1:], actions[:-1], rewards[:-1], False, source)
+    ep = _episode(obs[:-1], obs[1:], actions[:-1], rewards[:-1], False, source)
+    ep["images"], ep["final_images"] = {k: v[:-1] for k, v in images.items()}, {k: v[-1] for k, v in images.items()}
+    return ep
 
 
 def _drop_note(dropped_steps: int, dropped_episodes: int, dropped_reward_steps: int, field_name: str) -> list[str]:
@@ -292,8 +324,11 @@ def read_d4rl(path, env_id: Optional[str] = None, source: Optional[str] = None) 
 # -- robomimic ------------------------------------------------------------------------------------
 
 
-def read_robomimic(path, env_id: Optional[str] = None, source: Optional[str] = None) -> ImportResult:
-    """A robomimic HDF5 file: data/demo_<i>/{obs/<key>, actions, rewards, dones, next_obs/<key>}."""
+def read_robomimic(path, env_id: Optional[str] = None, source: Optional[str] = None, images: bool = True) -> ImportResult:
+    """A robomimic HDF5 file: data/demo_<i>/{obs/<key>, actions, rewards, dones, next_obs/<key>}.
+
+    Low-dimensional obs keys ((T,) or (T, k)) form the state; uint8 (T, H, W, C) keys become image
+    observations (unless `images` is False); other keys with ndim > 2 are skipped with a note."""
     path = Path(path)
     source = source or DEFAULT_SOURCE["robomimic"]
     where = str(path)
@@ -302,7 +337,7 @@ def read_robomimic(path, env_id: Optional[str] = None, source: Optional[str] = N
     h5py = _h5py()
     try:
         with h5py.File(path, "r") as f:
-            return _read_robomimic_open(f, h5py, where, env_id, source)
+            return _read_robomimic_open(f, h5py, where, env_id, source, images)
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or corrupted files surface as many exception types
@@ -310,10 +345,10 @@ def read_robomimic(path, env_id: Optional[str] = None, source: Optional[str] = N
 
 
 def _robomimic_state(demo, group: str, state_keys: list[str], state_dims: dict[str, int], T: int, ew: str) -> np.ndarray:
-    """The state keys of demo/<group>, each (T, k), concatenated in sorted key order."""
+    """The state keys of demo/<group>, each (T, k), concatenated in sorted key order ((T, 0) without any)."""
     if group not in demo:
         _fail(f"{ew}, field '{group}': missing; every demo needs obs/ (next_obs/ is optional)")
-    parts = []
+    parts = [np.zeros((T, 0), np.float32)]
     for k in state_keys:
         if k not in demo[group]:
             _fail(f"{ew}, field '{group}/{k}': missing; every demo needs the observation keys {', '.join(state_keys)} (from the first demo)")
@@ -330,7 +365,33 @@ def _robomimic_state(demo, group: str, state_keys: list[str], state_dims: dict[s
     return np.concatenate(parts, axis=1)
 
 
-def _read_robomimic_open(f, h5py, where: str, env_id, source: str) -> ImportResult:
+def _robomimic_images(demo, image_keys: list[str], image_shapes: dict[str, tuple], T: int, ew: str) -> tuple[dict, dict]:
+    """({key: obs/<key> (T, H, W, C) uint8}, {key: next_obs/<key>[-1]}) of one demo; the second is empty without next_obs/."""
+    imgs, finals = {}, {}
+    for k in image_keys:
+        for group in ("obs", "next_obs") if "next_obs" in demo else ("obs",):
+            name = f"{group}/{k}"
+            if k not in demo[group]:
+                _fail(f"{ew}, field '{name}': missing; every demo needs the image keys {', '.join(image_keys)} (from the first demo) "
+                      "under obs/ and, when it has next_obs/, under next_obs/; add it or pass --no-images")
+            dset = demo[group][k]
+            shape, dtype = tuple(dset.shape), np.dtype(dset.dtype)
+            if dtype != np.uint8 or len(shape) != 4:
+                _fail(f"{ew}, field '{name}': dtype {dtype}, shape {shape}, but in the first demo it is a uint8 (T, H, W, C) image; "
+                      "keep keys consistent or pass --no-images")
+            if shape[0] != T:
+                _fail(f"{ew}, field '{name}': {shape[0]} steps but 'actions' has {T}; every per-step array needs one row per step")
+            if image_shapes.setdefault(k, shape[1:]) != shape[1:]:
+                _fail(f"{ew}, field '{name}': images of shape {shape[1:]} but {image_shapes[k]} in the first demo; "
+                      "resize them to one shape per key")
+            if group == "obs":
+                imgs[k] = np.asarray(dset[()], dtype=np.uint8)
+            else:
+                finals[k] = np.asarray(dset[T - 1], dtype=np.uint8)  # only the last row is read
+    return imgs, finals
+
+
+def _read_robomimic_open(f, h5py, where: str, env_id, source: str, images: bool = True) -> ImportResult:
     notes: list[str] = []
     if "data" not in f or not isinstance(f["data"], h5py.Group):
         hint = " (this looks like a D4RL file: use --format d4rl)" if "observations" in f else ""
@@ -349,10 +410,13 @@ def _read_robomimic_open(f, h5py, where: str, env_id, source: str) -> ImportResu
         notes.append(f"ignored entries under data/ that are not demo_<i>: {', '.join(others)}")
 
     state_keys: Optional[list[str]] = None
+    image_keys: list[str] = []
     state_dims: dict[str, int] = {}
-    image_keys: set[str] = set()
+    image_shapes: dict[str, tuple] = {}
+    skipped: dict[str, str] = {}  # image-like obs key -> why it is not imported
     episodes = []
     dropped = [0, 0, 0]
+    repeated_final = 0
     for e, (_, name) in enumerate(demos):
         demo = data[name]
         ew = f"{where}: episode {e} (data/{name})"
@@ -375,36 +439,62 @@ def _read_robomimic_open(f, h5py, where: str, env_id, source: str) -> ImportResu
             if arr.shape[0] != T:
                 _fail(f"{ew}, field '{k}': {arr.shape[0]} steps but 'actions' has {T}; every per-step array needs one row per step")
 
-        if state_keys is None:
+        if state_keys is None:  # the first demo decides which keys are state, images or skipped
             state_keys = []
             for k in sorted(demo["obs"]):
-                if demo["obs"][k].ndim > 2:
-                    image_keys.add(k)
-                else:
+                dset = demo["obs"][k]
+                if dset.ndim <= 2:
                     state_keys.append(k)
-            if not state_keys:
-                _fail(f"{ew}, field 'obs': every observation key is an image ({', '.join(sorted(image_keys))}); "
-                      "Q-Transformer here reads low-dimensional state keys only")
-        image_keys.update(k for k in demo["obs"] if k not in state_keys and demo["obs"][k].ndim > 2)
+                    continue
+                reason = _image_like_reason(dset.dtype, tuple(dset.shape[1:]))
+                if reason is None and not images:
+                    reason = "--no-images"
+                if reason is None:
+                    _check_image_key(ew, f"obs/{k}", k)
+                    image_keys.append(k)
+                else:
+                    skipped[k] = reason
+            if not state_keys and not image_keys:
+                why = "; ".join(f"{k}: {r}" for k, r in sorted(skipped.items()))
+                fix = "drop --no-images" if not images else "store low-dimensional state keys or uint8 (T, H, W, C) images"
+                _fail(f"{ew}, field 'obs': every observation key is an image, and none can be imported ({why}); {fix}")
+        for k in demo["obs"]:
+            if k not in state_keys and k not in image_keys and k not in skipped and demo["obs"][k].ndim > 2:
+                skipped[k] = "not in the first demo"
 
         obs = _robomimic_state(demo, "obs", state_keys, state_dims, T, ew)
+        imgs, finals = _robomimic_images(demo, image_keys, image_shapes, T, ew)
         _check_finite(ew, "actions", actions)
         _check_finite(ew, "rewards", rewards)
         terminal = bool(dones[-1]) and bool(rewards[-1] > 0)
         if "next_obs" in demo:
-            episodes.append(_episode(obs, _robomimic_state(demo, "next_obs", state_keys, state_dims, T, ew), actions, rewards, terminal, source))
+            ep = _episode(obs, _robomimic_state(demo, "next_obs", state_keys, state_dims, T, ew), actions, rewards, terminal, source)
+            ep["images"], ep["final_images"] = imgs, finals
+            episodes.append(ep)
             continue
-        ep = _episode_without_next(obs, actions, rewards, terminal, source)
+        ep = _episode_without_next(obs, actions, rewards, terminal, source, imgs)
         if not terminal:
             dropped[0] += 1
             dropped[2] += int(rewards[-1] > 0)
+        elif image_keys:
+            repeated_final += 1
         if ep is None:
             dropped[1] += 1
         else:
             episodes.append(ep)
     if image_keys:
-        notes.append(f"skipped image observation keys (arrays with ndim > 2): {', '.join(sorted(image_keys))}")
-    notes.append(f"state = obs keys flattened in sorted order: {', '.join(state_keys)}")
+        shapes = ", ".join(f"{k} {image_shapes[k]}" for k in image_keys)
+        notes.append(f"image observation keys imported as uint8 (H, W, C) images: {shapes}")
+    if repeated_final:
+        notes.append(f"no 'next_obs': the final image of {repeated_final} terminal episode(s) repeats its last obs image "
+                     "(a placeholder, like its next observation: a terminal step is not bootstrapped)")
+    if skipped:
+        notes.append(f"skipped image observation keys (arrays with ndim > 2): "
+                     f"{', '.join(f'{k} ({r})' for k, r in sorted(skipped.items()))}")
+    if state_keys:
+        notes.append(f"state = obs keys flattened in sorted order: {', '.join(state_keys)}")
+    else:
+        notes.append("state: empty (every obs key is an image); the model reads the images only")
     notes += _drop_note(*dropped, "next_obs")
     low = high = None
     if episodes:
@@ -415,18 +505,37 @@ def _read_robomimic_open(f, h5py, where: str, env_id, source: str) -> ImportResu
 # -- Minari -------------------------------------------------------------------------------------
 
 
-def _obs_leaves(space, prefix: str, where: str, leaves: list, images: list) -> None:
-    """(key path, space) of every Box in `space`, Dict keys in sorted order; images (ndim > 1) set aside."""
+def _obs_leaves(space, prefix: str, where: str, leaves: list, images: dict, skipped: dict, want_images: bool = True) -> None:
+    """Key paths of the Boxes in `space`, Dict keys in sorted order: state leaves (ndim <= 1 per step) into
+    `leaves`; uint8 (H, W, C) Dict leaves into `images` {path: (H, W, C)}; other image-like leaves into
+    `skipped` {path: why}."""
     import gymnasium as gym
 
     if isinstance(space, gym.spaces.Dict):
         for k in sorted(space.spaces):
-            _obs_leaves(space.spaces[k], f"{prefix}/{k}" if prefix else k, where, leaves, images)
+            _obs_leaves(space.spaces[k], f"{prefix}/{k}" if prefix else k, where, leaves, images, skipped, want_images)
     elif isinstance(space, gym.spaces.Box):
-        (images if len(space.shape) > 1 else leaves).append(prefix)
+        if len(space.shape) <= 1:
+            leaves.append(prefix)
+            return
+        reason = _image_like_reason(space.dtype, tuple(space.shape))
+        if not prefix:
+            reason = "the observation space is a Box, not a Dict holding images"
+        elif reason is None and not want_images:
+            reason = "--no-images"
+        if reason is None:
+            images[prefix] = tuple(int(x) for x in space.shape)
+        else:
+            skipped[prefix] = reason
     else:
         name = f"observations/{prefix}" if prefix else "observations"
         _fail(f"{where}, field '{name}': space {space} is not supported; observations must be a Box or a Dict of Boxes")
+
+
+def _leaf_space(space, path: str):
+    for k in path.split("/") if path else []:
+        space = space.spaces[k]
+    return space
 
 
 def _leaf(obs, path: str):
@@ -435,8 +544,25 @@ def _leaf(obs, path: str):
     return obs
 
 
-def read_minari(dataset_id: str, env_id: Optional[str] = None, source: Optional[str] = None) -> ImportResult:
-    """A Minari dataset, found by id under MINARI_DATASETS_PATH (default ~/.minari/datasets)."""
+def _image_keys(paths, where: str) -> dict[str, str]:
+    """{leaf path: image key}: '/' becomes '.'; a key that cannot name a file, or two paths giving one key, fail."""
+    keys: dict[str, str] = {}
+    for p in paths:
+        key = p.replace("/", ".")
+        _check_image_key(where, f"observations/{p}", key)
+        other = next((q for q, k in keys.items() if k == key), None)
+        if other is not None:
+            _fail(f"{where}, field 'observations/{p}': its image key '{key}' is also the key of 'observations/{other}' "
+                  "('/' becomes '.'); rename one of them in the source, or pass --no-images")
+        keys[p] = key
+    return keys
+
+
+def read_minari(dataset_id: str, env_id: Optional[str] = None, source: Optional[str] = None, images: bool = True) -> ImportResult:
+    """A Minari dataset, found by id under MINARI_DATASETS_PATH (default ~/.minari/datasets).
+
+    Dict observation leaves that are uint8 Boxes of shape (H, W, C) become image observations (key: the
+    leaf path with '/' replaced by '.'; unless `images` is False); other leaves with ndim > 1 are skipped."""
     try:
         import gymnasium as gym
         import minari
@@ -463,14 +589,33 @@ def read_minari(dataset_id: str, env_id: Optional[str] = None, source: Optional[
     if not isinstance(act_space, gym.spaces.Box):
         _fail(f"{where}, field 'actions': action space {act_space} is not a Box; Q-Transformer needs continuous actions")
     leaves: list[str] = []
-    images: list[str] = []
-    _obs_leaves(obs_space, "", where, leaves, images)
-    if images:
-        notes.append(f"skipped image observation keys (ndim > 1 per step): {', '.join(p or '<observation>' for p in images)}")
-    if not leaves:
-        _fail(f"{where}, field 'observations': every observation is an image; Q-Transformer here reads low-dimensional states only")
+    image_shapes: dict[str, tuple] = {}
+    skipped: dict[str, str] = {}
+    _obs_leaves(obs_space, "", where, leaves, image_shapes, skipped, images)
+    image_keys = _image_keys(image_shapes, where)
+    if skipped:
+        listed = ", ".join(f"{p or '<observation>'} ({r})" for p, r in skipped.items())
+        notes.append(f"skipped image observation keys (ndim > 1 per step): {listed}")
+    if not leaves and not image_shapes:
+        fix = "drop --no-images" if not images else "store low-dimensional states or uint8 (H, W, C) images in a Dict observation"
+        _fail(f"{where}, field 'observations': every observation is an image, and none can be imported; {fix}")
+    if image_shapes:
+        notes.append("image observation keys imported as uint8 (H, W, C) images: "
+                     + ", ".join(f"{image_keys[p]} {shape}" + (f" (from '{p}')" if image_keys[p] != p else "") for p, shape in image_shapes.items()))
+        if getattr(getattr(mds, "storage", None), "jpeg_encoding", False):
+            try:
+                from minari.dataset.minari_storage import is_image_space
+
+                lossy = [image_keys[p] for p in image_shapes if is_image_space(_leaf_space(obs_space, p))]
+            except Exception:  # noqa: BLE001 - another minari version: say nothing
+                lossy = []
+            if lossy:
+                notes.append(f"Minari stored images {', '.join(lossy)} JPEG-encoded: the imported images are the decoded (lossy) frames")
     if isinstance(obs_space, gym.spaces.Dict):
-        notes.append(f"state = Dict observation keys flattened in sorted order: {', '.join(leaves)}")
+        if leaves:
+            notes.append(f"state = Dict observation keys flattened in sorted order: {', '.join(leaves)}")
+        else:
+            notes.append("state: empty (every observation key is an image); the model reads the images only")
 
     episodes = []
     try:
@@ -490,7 +635,15 @@ def read_minari(dataset_id: str, env_id: Optional[str] = None, source: Optional[
                 arr = arr.reshape(T + 1, -1)
                 _check_finite(ew, name, arr)
                 parts.append(arr)
-            all_obs = np.concatenate(parts, axis=1)
+            all_obs = np.concatenate([np.zeros((T + 1, 0), np.float32), *parts], axis=1)
+            imgs = {}
+            for p, shape in image_shapes.items():
+                name = f"observations/{p}"
+                arr = np.asarray(_leaf(ep.observations, p))
+                if arr.dtype != np.uint8 or arr.shape != (T + 1, *shape):
+                    _fail(f"{ew}, field '{name}': dtype {arr.dtype}, shape {arr.shape}, but the observation space says uint8 "
+                          f"{(T + 1, *shape)} (one more observation than actions); the dataset is corrupted, or pass --no-images")
+                imgs[image_keys[p]] = arr
             rewards = _per_step(ew, "rewards", ep.rewards)
             terms = _per_step(ew, "terminations", ep.terminations).astype(bool)
             truncs = _per_step(ew, "truncations", ep.truncations).astype(bool)
@@ -505,7 +658,10 @@ def read_minari(dataset_id: str, env_id: Optional[str] = None, source: Optional[
                 _fail(f"{ew}, step {t}, field 'terminations'/'truncations': set before the episode's last step; split the episode there")
             if not (terms[-1] or truncs[-1]):
                 notes.append(f"episode {e} ends with neither termination nor truncation: imported as a timeout")
-            episodes.append(_episode(all_obs[:-1], all_obs[1:], actions, rewards, bool(terms[-1]), source))
+            episode = _episode(all_obs[:-1], all_obs[1:], actions, rewards, bool(terms[-1]), source)
+            episode["images"] = {k: v[:-1] for k, v in imgs.items()}  # (T, H, W, C): the image at each step
+            episode["final_images"] = {k: v[-1] for k, v in imgs.items()}  # observation T: after the last step
+            episodes.append(episode)
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or corrupted episode data
@@ -529,11 +685,15 @@ def read_minari(dataset_id: str, env_id: Optional[str] = None, source: Optional[
 READERS = {"d4rl": read_d4rl, "robomimic": read_robomimic, "minari": read_minari}
 
 
-def import_dataset(source, fmt: str, out, env_id: Optional[str] = None, source_label: Optional[str] = None) -> ImportResult:
-    """Read `source` in format `fmt` and save it as a dataset folder at `out` (nothing written on failure)."""
+def import_dataset(
+    source, fmt: str, out, env_id: Optional[str] = None, source_label: Optional[str] = None, images: bool = True
+) -> ImportResult:
+    """Read `source` in format `fmt` and save it as a dataset folder at `out` (nothing written on failure).
+    `images=False` skips image observations (robomimic, Minari; D4RL files hold none)."""
     if fmt not in READERS:
         raise ImportSourceError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
-    result = READERS[fmt](source, env_id=env_id, source=source_label)
+    extra = {} if fmt == "d4rl" else {"images": images}
+    result = READERS[fmt](source, env_id=env_id, source=source_label, **extra)
     result.dataset.save(Path(out))
     return result
 
