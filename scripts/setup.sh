@@ -17,5 +17,5 @@ pip_install() {
 }
 pip_install torch==2.13.0
 echo "torch==2.13.0" > .venv/torch-pin.txt
-pip_install -c .venv/torch-pin.txt -e ".[dev,tensorboard,import]"
+pip_install -c .venv/torch-pin.txt -e ".[dev,tensorboard,import,sim]"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, qtransformer; print("torch", torch.__version__, "| qtransformer", qtransformer.__version__)')"

@@ -15,7 +15,7 @@ import tyro
 from .config import ConfigError, TrainConfig, apply_overrides, load_config_file, preset
 
 COMMANDS = {
-    "make-dataset": "Make the built-in dataset: scripted demonstrations plus noisy autonomous episodes.",
+    "make-dataset": "Make a dataset of demonstrations plus autonomous episodes: `builtin` (default) or `metaworld`.",
     "train": "Train Q-Transformer on a dataset (presets, config files, resume).",
     "eval": "Evaluate a checkpoint's greedy policy: success rate over fixed seeds, written as JSON.",
     "collect": "Run a checkpoint's policy with exploration and append the episodes to a dataset.",
@@ -43,6 +43,31 @@ class MakeDatasetArgs:
 
 
 @dataclass
+class MetaWorldDatasetArgs:
+    """Make a MetaWorld dataset: scripted-expert demonstrations plus autonomous episodes that mostly fail."""
+
+    out: Path
+    """Output dataset folder."""
+    tasks: str = "mt10"
+    """'mt10', or MetaWorld v3 task names separated by commas (reach-v3,push-v3)."""
+    demos: int = 10
+    """Demonstrations per task (the scripted expert with small action noise)."""
+    autonomous: int = 40
+    """Autonomous episodes per task."""
+    autonomous_recipe: Literal["replay", "perturbed"] = "perturbed"
+    """replay: a demonstration's actions replayed open-loop with noise, from its start (the paper's
+    simulated recipe); perturbed: the expert with a per-episode perturbation (bias, wrong sub-goal,
+    stalls, dropped grasp). Noise levels are tuned per task for 10-40 % success (docs/metaworld.md)."""
+    paper_mix: bool = False
+    """The paper's simulation mix: demonstrations are about 8 % of the episodes, the rest noisy replays
+    (sets autonomous = round(demos * 92 / 8) and the replay recipe)."""
+    seed: int = 0
+    """Seed of the task variations, the episodes and the noise."""
+    max_steps: int = 200
+    """Time limit per episode (a timeout)."""
+
+
+@dataclass
 class EvalArgs:
     """Evaluate a checkpoint's greedy policy over fixed seeds."""
 
@@ -58,6 +83,8 @@ class EvalArgs:
     """Write the results (success_rate, episodes, per-episode outcomes) to this JSON file."""
     device: str = "cpu"
     """Device for the policy."""
+    task: Optional[int] = None
+    """Task id for a multi-task policy (found by name for metaworld:<task> ids; metaworld:mt10 runs every task)."""
 
 
 @dataclass
@@ -155,6 +182,8 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
 
 
 def cmd_make_dataset(argv: list[str]) -> None:
+    if argv and argv[0] == "metaworld":
+        return cmd_make_metaworld(argv[1:])
     if argv and argv[0] == "builtin":
         argv = argv[1:]
     args = tyro.cli(MakeDatasetArgs, args=argv, prog="qtransformer make-dataset builtin")
@@ -164,6 +193,33 @@ def cmd_make_dataset(argv: list[str]) -> None:
     ds.save(args.out)
     print(f"wrote {args.out}: {ds.num_episodes} episodes, {ds.num_steps} steps")
     print(dataset_table(ds))
+
+
+def cmd_make_metaworld(argv: list[str]) -> None:
+    args = tyro.cli(MetaWorldDatasetArgs, args=argv, prog="qtransformer make-dataset metaworld")
+    from .data import EpisodeStore
+    from .envs.metaworld_tasks import make_metaworld_dataset, tasks_from_env_id
+
+    tasks = tasks_from_env_id(f"metaworld:{args.tasks}")
+    autonomous, recipe = args.autonomous, args.autonomous_recipe
+    if args.paper_mix:
+        autonomous, recipe = int(round(args.demos * 92 / 8)), "replay"
+    ds = make_metaworld_dataset(tasks, args.demos, autonomous, recipe=recipe, seed=args.seed, max_steps=args.max_steps)
+    store = EpisodeStore.create(args.out, ds)
+    print(f"wrote {args.out}: {store.num_episodes} episodes, {store.num_steps} steps, env {store.env_id}")
+    print(task_source_table(store))
+
+
+def task_source_table(store) -> str:
+    """Episodes and success rate per task and source."""
+    sources, tasks, success = store.episode_table()
+    lines = ["| task | source | episodes | success rate |", "|---|---|---|---|"]
+    for t, name in enumerate(store.task_names):
+        for s in sorted(set(sources.tolist())):
+            sel = (tasks == t) & (sources == s)
+            if sel.any():
+                lines.append(f"| {name} | {s} | {int(sel.sum())} | {success[sel].mean():.3f} |")
+    return "\n".join(lines)
 
 
 def dataset_table(ds, by: str = "source") -> str:
@@ -218,8 +274,10 @@ def cmd_eval(argv: list[str]) -> None:
     from .policy import QTPolicy
 
     policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device)
-    result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True)
+    result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task)
     result["checkpoint"] = str(args.checkpoint)
+    for name, r in result.get("per_task", {}).items():
+        print(f"  {name}: success rate {r['success_rate']:.3f} over {r['episodes']} episodes")
     print(f"{result['env_id']}: success rate {result['success_rate']:.3f} over {result['episodes']} episodes")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .envs import make_env
+from .envs import is_multi_task, make_env
 
 # Evaluation seeds start here, far from the seeds the built-in dataset generator uses.
 EVAL_SEED_OFFSET = 10_000_000
@@ -95,9 +95,36 @@ def random_policy(env_id: str, seed: int = 0) -> Callable[[np.ndarray], np.ndarr
     return act
 
 
-def evaluate_policy(policy, env_id: Optional[str], episodes: int, seed: int = 0, progress: bool = False) -> dict:
-    """Evaluate a QTPolicy greedily in `env_id` (default: the environment recorded with the model)."""
+def evaluate_policy(
+    policy, env_id: Optional[str], episodes: int, seed: int = 0, progress: bool = False, task: Optional[int] = None
+) -> dict:
+    """Evaluate a QTPolicy greedily in `env_id` (default: the environment recorded with the model).
+
+    A multi-task id ("metaworld:mt10") is evaluated task by task, each with its task id, `episodes`
+    episodes per task; the result holds `per_task` success rates and their mean as `success_rate`.
+    For a multi-task policy in a single-task MetaWorld id, the task id is looked up by name."""
     env_id = env_id or policy.env_id
     if not env_id:
         raise ValueError("this checkpoint records no environment; pass --env")
-    return evaluate(policy.act, env_id, episodes, seed=seed, progress=progress)
+    names = list(policy.meta.get("task_names") or [])
+    if is_multi_task(env_id):
+        from .envs.metaworld_tasks import tasks_from_env_id
+
+        results = {t: evaluate_policy(policy, f"metaworld:{t}", episodes, seed, progress) for t in tasks_from_env_id(env_id)}
+        return {
+            "env_id": env_id,
+            "episodes": episodes * len(results),
+            "seed": seed,
+            "success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
+            "mean_return": float(np.mean([r["mean_return"] for r in results.values()])),
+            "per_task": {t: {"success_rate": r["success_rate"], "episodes": r["episodes"]} for t, r in results.items()},
+        }
+    if task is None and policy.net.task_embedding is not None and env_id.startswith("metaworld:"):
+        name = env_id.split(":", 1)[1]
+        if name not in names:
+            raise ValueError(f"this policy was trained on tasks {names}, not '{name}'")
+        task = names.index(name)
+    result = evaluate(lambda obs: policy.act(obs, task=task), env_id, episodes, seed=seed, progress=progress)
+    if task is not None:
+        result["task"] = task
+    return result

@@ -18,7 +18,7 @@ from .algo import QTransformerLearner
 from .checkpoint import load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import EpisodeStore, TransitionSampler, build_transitions
-from .envs import make_env
+from .envs import is_multi_task, make_env
 from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text
@@ -69,6 +69,10 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
 
 def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
     fix = "install it, pass --eval-env ID, or --eval-episodes 0 to train without evaluation"
+    if is_multi_task(env_id):  # evaluated task by task: check the first
+        from .envs.metaworld_tasks import tasks_from_env_id
+
+        env_id = f"metaworld:{tasks_from_env_id(env_id)[0]}"
     try:
         env = make_env(env_id)
     except Exception as exc:  # noqa: BLE001 - any failure to build the environment

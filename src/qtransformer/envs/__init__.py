@@ -11,8 +11,27 @@ if BUILTIN_IMAGE_ENV_ID not in gym.registry:
     gym.register(id=BUILTIN_IMAGE_ENV_ID, entry_point="qtransformer.envs.point_reach:PointReach3DImageEnv")
 
 
+def is_multi_task(env_id: str) -> bool:
+    """A MetaWorld id naming several tasks ("metaworld:mt10", "metaworld:a,b"): evaluated task by task."""
+    if not env_id.startswith("metaworld:"):
+        return False
+    from .metaworld_tasks import tasks_from_env_id
+
+    return len(tasks_from_env_id(env_id)) > 1
+
+
 def make_env(env_id: str, **kwargs) -> gym.Env:
-    """gymnasium.make, with our own environments registered first and a clear error for unknown ids."""
+    """gymnasium.make, with our own environments registered first and a clear error for unknown ids.
+
+    "metaworld:<task>" (e.g. "metaworld:reach-v3") makes that MetaWorld task with the sparse success
+    reward (needs the sim extra); reset(seed=s) picks its variation s % 50."""
+    if env_id.startswith("metaworld:"):
+        from .metaworld_tasks import make_metaworld_env, tasks_from_env_id
+
+        tasks = tasks_from_env_id(env_id)
+        if len(tasks) != 1:
+            raise ValueError(f"'{env_id}' names {len(tasks)} tasks; make one at a time with metaworld:<task>")
+        return make_metaworld_env(tasks[0], seed=0, vary_task=True, **kwargs)
     try:
         return gym.make(env_id, disable_env_checker=True, **kwargs)
     except gym.error.Error as exc:
@@ -21,4 +40,4 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         ) from exc
 
 
-__all__ = ["BUILTIN_ENV_ID", "BUILTIN_IMAGE_ENV_ID", "make_env"]
+__all__ = ["BUILTIN_ENV_ID", "BUILTIN_IMAGE_ENV_ID", "is_multi_task", "make_env"]

@@ -1,0 +1,114 @@
+"""MetaWorld adapter: the sparse-reward env, the scripted experts, the recipes and the dataset maker."""
+
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld")
+
+from qtransformer.envs.metaworld_tasks import (  # noqa: E402
+    MT10_TASKS,
+    instruction_for,
+    make_metaworld_dataset,
+    make_metaworld_env,
+    metaworld_env_id,
+    perturbed_policy,
+    replay_policy,
+    scripted_expert,
+    tasks_from_env_id,
+)
+from qtransformer.envs.rollout import rollout  # noqa: E402
+
+
+def test_reset_and_step_shapes():
+    env = make_metaworld_env("reach-v3", seed=0, max_steps=10)
+    assert env.observation_space.shape == (39,) and env.observation_space.dtype == np.float32
+    assert env.action_space.shape == (4,)
+    assert np.all(env.action_space.low == -1.0) and np.all(env.action_space.high == 1.0)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (39,) and obs.dtype == np.float32 and info["success"] is False
+    obs, reward, terminated, truncated, info = env.step(np.zeros(4, np.float32))
+    assert obs.shape == (39,) and obs.dtype == np.float32
+    assert reward == 0.0 and terminated is False and truncated is False
+
+
+def test_timeout_without_success():
+    env = make_metaworld_env("reach-v3", seed=0, max_steps=12)
+    ep = rollout(env, lambda o: np.zeros(4, np.float32), seed=0)
+    assert len(ep["rewards"]) == 12
+    assert ep["rewards"].sum() == 0.0 and not ep["terminals"].any()
+    assert ep["timeouts"][-1] and not ep["timeouts"][:-1].any()
+
+
+def test_expert_reaches_with_sparse_reward_and_termination():
+    env = make_metaworld_env("reach-v3", seed=3)
+    ep = rollout(env, scripted_expert("reach-v3"), seed=0)
+    T = len(ep["rewards"])
+    assert T < env.max_steps
+    assert ep["rewards"][-1] == 1.0 and ep["rewards"][:-1].sum() == 0.0
+    assert ep["terminals"][-1] and not ep["terminals"][:-1].any() and not ep["timeouts"].any()
+
+
+def test_seed_fixes_the_variation_and_vary_task_follows_reset_seed():
+    a, b = make_metaworld_env("push-v3", seed=0), make_metaworld_env("push-v3", seed=1)
+    oa0, _ = a.reset(seed=0)
+    oa1, _ = a.reset(seed=1)
+    ob, _ = b.reset(seed=0)
+    np.testing.assert_array_equal(oa0, oa1)  # one fixed variation per env
+    assert not np.allclose(oa0, ob)  # chosen by the env's seed
+    v = make_metaworld_env("push-v3", seed=0, vary_task=True)
+    o0, i0 = v.reset(seed=0)
+    o1, i1 = v.reset(seed=1)
+    assert i0["variation"] != i1["variation"] and not np.allclose(o0, o1)
+
+
+def test_expert_class_names_and_errors():
+    assert callable(scripted_expert("peg-insert-side-v3"))  # SawyerPegInsertionSideV3Policy
+    a = scripted_expert("button-press-topdown-v3")(make_metaworld_env("button-press-topdown-v3", 0).reset(seed=0)[0])
+    assert a.shape == (4,) and a.dtype == np.float32
+    with pytest.raises(ValueError, match="unknown MetaWorld task"):
+        make_metaworld_env("reach-v9", seed=0)
+    with pytest.raises(ValueError, match="recipe"):
+        make_metaworld_dataset(["reach-v3"], 1, 1, recipe="nope", seed=0, max_steps=10, progress=False)
+
+
+def test_replay_without_noise_repeats_the_demonstration():
+    env = make_metaworld_env("reach-v3", seed=0, vary_task=True)
+    demo = rollout(env, scripted_expert("reach-v3"), seed=5)
+    again = rollout(env, replay_policy(demo["actions"], np.random.default_rng(0), noise=0.0), seed=5)
+    np.testing.assert_array_equal(demo["observations"], again["observations"])
+    assert again["rewards"][-1] == 1.0
+
+
+def test_perturbed_policy_actions_in_bounds():
+    env = make_metaworld_env("pick-place-v3", seed=0, max_steps=30)
+    ep = rollout(env, perturbed_policy("pick-place-v3", np.random.default_rng(0), severity=3.0), seed=0)
+    assert np.all(np.abs(ep["actions"]) <= 1.0) and ep["actions"].dtype == np.float32
+
+
+@pytest.mark.parametrize("recipe", ["replay", "perturbed"])
+def test_dataset_one_task(recipe):
+    ds = make_metaworld_dataset(["reach-v3"], demos=2, autonomous=3, recipe=recipe, seed=0, max_steps=150, progress=False)
+    ds.validate()
+    assert ds.num_episodes == 5 and ds.obs_dim == 39 and ds.action_dim == 4
+    assert ds.episode_source == ["demonstration"] * 2 + ["autonomous"] * 3
+    assert ds.task_names == ["reach-v3"] and ds.env_id == "metaworld:reach-v3"
+    assert ds.episode_instruction == ["reach the goal"] * 5
+    assert ds.episode_success()[:2].all()  # the noisy expert reaches
+    assert set(np.unique(ds.rewards)) <= {0.0, 1.0}
+
+
+def test_names_and_instructions():
+    assert metaworld_env_id(list(MT10_TASKS)) == "metaworld:mt10"
+    assert metaworld_env_id(["reach-v3", "push-v3"]) == "metaworld:reach-v3,push-v3"
+    assert tasks_from_env_id("metaworld:mt10") == MT10_TASKS
+    assert tasks_from_env_id("metaworld:reach-v3,push-v3") == ["reach-v3", "push-v3"]
+    assert instruction_for("drawer-open-v3") == "open the drawer"
+    assert instruction_for("coffee-pull-v3") == "coffee pull"
+
+
+def test_missing_metaworld_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "metaworld", None)
+    with pytest.raises(ImportError, match=r"\.\[sim\]"):
+        make_metaworld_env("reach-v3", seed=0)
