@@ -85,6 +85,8 @@ class EvalArgs:
     """Device for the policy."""
     task: Optional[int] = None
     """Task id for a multi-task policy (found by name for metaworld:<task> ids; metaworld:mt10 runs every task)."""
+    workers: int = 1
+    """Worker processes that share the episodes (each loads the policy)."""
 
 
 @dataclass
@@ -274,7 +276,7 @@ def cmd_eval(argv: list[str]) -> None:
     from .policy import QTPolicy
 
     policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device)
-    result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task)
+    result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers)
     result["checkpoint"] = str(args.checkpoint)
     for name, r in result.get("per_task", {}).items():
         print(f"  {name}: success rate {r['success_rate']:.3f} over {r['episodes']} episodes")

@@ -20,30 +20,21 @@ def success_of(info: dict, reward: float) -> bool:
     return reward > 0
 
 
-def evaluate(
-    act: Callable[[np.ndarray], np.ndarray],
-    env_id: str,
-    episodes: int,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict:
-    """Run `episodes` episodes side by side; `act` maps a batch of observations (B, obs_dim) to (B, d).
-
-    Episode i resets with seed EVAL_SEED_OFFSET + seed + i, so results are repeatable.
-    """
-    if episodes < 1:
-        raise ValueError(f"episodes must be at least 1, got {episodes}")
-    envs = [make_env(env_id) for _ in range(episodes)]
-    obs = [env.reset(seed=EVAL_SEED_OFFSET + seed + i)[0] for i, env in enumerate(envs)]
-    active = np.ones(episodes, dtype=bool)
-    success = np.zeros(episodes, dtype=bool)
-    returns = np.zeros(episodes)
-    lengths = np.zeros(episodes, dtype=np.int64)
+def run_episodes(act: Callable, env_id: str, seeds: list[int], progress: bool = False) -> list[dict]:
+    """Run one episode per reset seed, side by side; `act` maps a batch of observations to (B, d) actions.
+    Returns per episode: seed, success, return, length."""
+    n = len(seeds)
+    envs = [make_env(env_id) for _ in range(n)]
+    obs = [env.reset(seed=s)[0] for s, env in zip(seeds, envs)]
+    active = np.ones(n, dtype=bool)
+    success = np.zeros(n, dtype=bool)
+    returns = np.zeros(n)
+    lengths = np.zeros(n, dtype=np.int64)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=episodes, desc="eval episodes", leave=False)
+        bar = tqdm(total=n, desc="eval episodes", leave=False)
     while active.any():
         idx = np.nonzero(active)[0]
         actions = np.asarray(act(stack_observations([obs[i] for i in idx])))  # (n_active, d)
@@ -62,18 +53,41 @@ def evaluate(
         bar.close()
     for env in envs:
         env.close()
+    return [{"seed": int(s), "success": bool(ok), "return": float(r), "length": int(k)} for s, ok, r, k in zip(seeds, success, returns, lengths)]
+
+
+def summarize(env_id: str, seed: int, per_episode: list[dict]) -> dict:
     return {
         "env_id": env_id,
-        "episodes": episodes,
+        "episodes": len(per_episode),
         "seed": seed,
-        "success_rate": float(success.mean()),
-        "mean_return": float(returns.mean()),
-        "mean_length": float(lengths.mean()),
-        "per_episode": [
-            {"seed": EVAL_SEED_OFFSET + seed + i, "success": bool(s), "return": float(r), "length": int(n)}
-            for i, (s, r, n) in enumerate(zip(success, returns, lengths))
-        ],
+        "success_rate": float(np.mean([e["success"] for e in per_episode])),
+        "mean_return": float(np.mean([e["return"] for e in per_episode])),
+        "mean_length": float(np.mean([e["length"] for e in per_episode])),
+        "per_episode": per_episode,
     }
+
+
+def eval_seeds(episodes: int, seed: int) -> list[int]:
+    """Episode i resets with seed EVAL_SEED_OFFSET + seed + i, so results are repeatable."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    return [EVAL_SEED_OFFSET + seed + i for i in range(episodes)]
+
+
+def evaluate(act: Callable, env_id: str, episodes: int, seed: int = 0, progress: bool = False) -> dict:
+    """Run `episodes` episodes of `act` over the fixed evaluation seeds and summarise them."""
+    return summarize(env_id, seed, run_episodes(act, env_id, eval_seeds(episodes, seed), progress))
+
+
+def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int]) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    from .policy import QTPolicy
+
+    policy = QTPolicy.from_checkpoint(model_dir)
+    return run_episodes(lambda obs: policy.act(obs, task=task), env_id, seeds)
 
 
 def stack_observations(observations: list):
@@ -96,13 +110,20 @@ def random_policy(env_id: str, seed: int = 0) -> Callable[[np.ndarray], np.ndarr
 
 
 def evaluate_policy(
-    policy, env_id: Optional[str], episodes: int, seed: int = 0, progress: bool = False, task: Optional[int] = None
+    policy,
+    env_id: Optional[str],
+    episodes: int,
+    seed: int = 0,
+    progress: bool = False,
+    task: Optional[int] = None,
+    workers: int = 1,
 ) -> dict:
     """Evaluate a QTPolicy greedily in `env_id` (default: the environment recorded with the model).
 
     A multi-task id ("metaworld:mt10") is evaluated task by task, each with its task id, `episodes`
     episodes per task; the result holds `per_task` success rates and their mean as `success_rate`.
-    For a multi-task policy in a single-task MetaWorld id, the task id is looked up by name."""
+    For a multi-task policy in a single-task MetaWorld id, the task id is looked up by name.
+    `workers` > 1 splits the episodes over that many processes (a policy loaded from a checkpoint)."""
     env_id = env_id or policy.env_id
     if not env_id:
         raise ValueError("this checkpoint records no environment; pass --env")
@@ -110,7 +131,7 @@ def evaluate_policy(
     if is_multi_task(env_id):
         from .envs.metaworld_tasks import tasks_from_env_id
 
-        results = {t: evaluate_policy(policy, f"metaworld:{t}", episodes, seed, progress) for t in tasks_from_env_id(env_id)}
+        results = {t: evaluate_policy(policy, f"metaworld:{t}", episodes, seed, progress, workers=workers) for t in tasks_from_env_id(env_id)}
         return {
             "env_id": env_id,
             "episodes": episodes * len(results),
@@ -124,7 +145,19 @@ def evaluate_policy(
         if name not in names:
             raise ValueError(f"this policy was trained on tasks {names}, not '{name}'")
         task = names.index(name)
-    result = evaluate(lambda obs: policy.act(obs, task=task), env_id, episodes, seed=seed, progress=progress)
+    seeds = eval_seeds(episodes, seed)
+    workers = min(workers, episodes)
+    if workers > 1 and policy.model_dir is not None:  # processes, each with its own copy of the policy
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        parts = [seeds[k::workers] for k in range(workers)]
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            done = list(pool.map(_worker, [str(policy.model_dir)] * workers, [env_id] * workers, parts, [task] * workers))
+        per_episode = sorted((e for part in done for e in part), key=lambda e: e["seed"])
+    else:
+        per_episode = run_episodes(lambda obs: policy.act(obs, task=task), env_id, seeds, progress)
+    result = summarize(env_id, seed, per_episode)
     if task is not None:
         result["task"] = task
     return result

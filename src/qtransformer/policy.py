@@ -66,13 +66,18 @@ class QTPolicy:
         self.net = net.to(self.device).eval()
         self.discretizer = discretizer
         self.meta = meta or {}
+        self.model_dir: Optional[Path] = None  # set when loaded from a checkpoint (evaluation workers reload it)
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], device: str = "cpu") -> "QTPolicy":
         from .checkpoint import load_model
 
+        from .checkpoint import resolve_model_dir
+
         net, discretizer, meta = load_model(path, device=device)
-        return cls(net, discretizer, meta, device)
+        policy = cls(net, discretizer, meta, device)
+        policy.model_dir = resolve_model_dir(path)
+        return policy
 
     @property
     def env_id(self) -> Optional[str]:

@@ -150,3 +150,15 @@ def test_collect_appends_episodes_that_info_counts_and_training_uses(tmp_path, c
     store = EpisodeStore.open(other)
     np.testing.assert_array_equal(store.chunks[0].actions, store.chunks[1].actions)
     assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(tmp_path / "run2"), "--no-progress", "--steps", "2", "--eval-episodes", "0"]) == 0
+
+
+def test_eval_workers_split_the_episodes_without_changing_them(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["make-dataset", "builtin", "--demos", "3", "--autonomous", "3", "--out", str(data)]) == 0
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "30", "--eval-episodes", "0"]) == 0
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    assert main(["eval", "--checkpoint", str(run), "--episodes", "6", "--out", str(one)]) == 0
+    assert main(["eval", "--checkpoint", str(run), "--episodes", "6", "--workers", "2", "--out", str(two)]) == 0
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert a["per_episode"] == b["per_episode"] and len(a["per_episode"]) == 6
+    assert [e["seed"] for e in b["per_episode"]] == [10_000_000 + i for i in range(6)]
