@@ -15,6 +15,11 @@ pip_install() {
   .venv/bin/python -m pip install --disable-pip-version-check -q "$@" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ldconfig -p | grep -q libOSMesa; then
+  # MuJoCo's software renderer, for MetaWorld videos on machines without a display or GPU
+  (apt-get install -y -q libosmesa6 >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libosmesa6 >/dev/null 2>&1; }) \
+    || echo "[setup] note: could not install libosmesa6; MetaWorld videos (eval --video) need it"
+fi
 pip_install torch==2.13.0
 echo "torch==2.13.0" > .venv/torch-pin.txt
 pip_install -c .venv/torch-pin.txt -e ".[dev,tensorboard,import,sim]"

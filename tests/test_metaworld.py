@@ -112,3 +112,11 @@ def test_missing_metaworld_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "metaworld", None)
     with pytest.raises(ImportError, match=r"\.\[sim\]"):
         make_metaworld_env("reach-v3", seed=0)
+
+
+def test_offscreen_rendering_gives_frames():
+    env = make_metaworld_env("reach-v3", seed=0, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    env.close()
+    assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8 and frame.std() > 5  # a picture, not a blank

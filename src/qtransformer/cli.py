@@ -87,6 +87,11 @@ class EvalArgs:
     """Task id for a multi-task policy (found by name for metaworld:<task> ids; metaworld:mt10 runs every task)."""
     workers: int = 1
     """Worker processes that share the episodes (each loads the policy)."""
+    video: Optional[Path] = None
+    """Also save animated GIFs of the first --video-episodes episodes into this folder (offscreen rendering;
+    MetaWorld uses MuJoCo's software renderer, OSMesa, unless MUJOCO_GL says otherwise)."""
+    video_episodes: int = 2
+    """How many episodes (per task) to record with --video."""
 
 
 @dataclass
@@ -281,6 +286,12 @@ def cmd_eval(argv: list[str]) -> None:
     for name, r in result.get("per_task", {}).items():
         print(f"  {name}: success rate {r['success_rate']:.3f} over {r['episodes']} episodes")
     print(f"{result['env_id']}: success rate {result['success_rate']:.3f} over {result['episodes']} episodes")
+    if args.video is not None:
+        from .evaluate import record_videos
+
+        paths = record_videos(policy, result["env_id"], args.video, args.video_episodes, seed=args.seed, task=args.task)
+        result["videos"] = [str(p) for p in paths]
+        print(f"wrote {len(paths)} videos to {args.video}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -88,6 +89,42 @@ def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int]) 
 
     policy = QTPolicy.from_checkpoint(model_dir)
     return run_episodes(lambda obs: policy.act(obs, task=task), env_id, seeds)
+
+
+def record_videos(policy, env_id: str, out_dir: Path, episodes: int, seed: int = 0, task: Optional[int] = None, fps: int = 15) -> list[Path]:
+    """Roll the greedy policy out on the first `episodes` evaluation seeds and save each as an animated
+    GIF (offscreen frames from env.render()). Multi-task ids record every task."""
+    from PIL import Image
+
+    if is_multi_task(env_id):
+        from .envs.metaworld_tasks import tasks_from_env_id
+
+        names = list(policy.meta.get("task_names") or [])
+        return [p for t in tasks_from_env_id(env_id) for p in record_videos(policy, f"metaworld:{t}", out_dir, episodes, seed, names.index(t), fps)]
+    if task is None and policy.net.task_embedding is not None and env_id.startswith("metaworld:"):
+        task = list(policy.meta.get("task_names") or []).index(env_id.split(":", 1)[1])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = make_env(env_id, render_mode="rgb_array")
+    written = []
+    for s in eval_seeds(episodes, seed):
+        obs, _ = env.reset(seed=s)
+        frames = [env.render()]
+        if frames[0] is None:
+            raise ValueError(f"'{env_id}' renders no frames (render_mode='rgb_array' unsupported); drop --video")
+        done, ok = False, False
+        while not done:
+            obs, r, terminated, truncated, info = env.step(policy.act(obs, task=task))
+            ok = ok or success_of(info, r)
+            frames.append(env.render())
+            done = terminated or truncated
+        name = env_id.replace("/", "_").replace(":", "_")
+        path = out_dir / f"{name}_seed{s}_{'success' if ok else 'failure'}.gif"
+        images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        written.append(path)
+    env.close()
+    return written
 
 
 def stack_observations(observations: list):

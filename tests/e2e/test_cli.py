@@ -162,3 +162,18 @@ def test_eval_workers_split_the_episodes_without_changing_them(tmp_path):
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert a["per_episode"] == b["per_episode"] and len(a["per_episode"]) == 6
     assert [e["seed"] for e in b["per_episode"]] == [10_000_000 + i for i in range(6)]
+
+
+def test_eval_video_writes_one_gif_per_recorded_episode(tmp_path):
+    from PIL import Image
+
+    data, run, videos = tmp_path / "data", tmp_path / "run", tmp_path / "videos"
+    assert main(["make-dataset", "builtin", "--demos", "2", "--autonomous", "2", "--out", str(data)]) == 0
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "2", "--eval-episodes", "0"]) == 0
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(run), "--episodes", "3", "--video", str(videos), "--video-episodes", "2", "--out", str(report)]) == 0
+    gifs = sorted(videos.glob("*.gif"))
+    assert len(gifs) == 2 and json.loads(report.read_text())["videos"] == [str(p) for p in gifs]
+    for gif, episode in zip(gifs, json.loads(report.read_text())["per_episode"]):
+        with Image.open(gif) as im:
+            assert im.size == (128, 128) and im.n_frames == episode["length"] + 1  # the reset frame, then one per step

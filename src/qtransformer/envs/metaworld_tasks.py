@@ -18,6 +18,8 @@ that need it, so the core package never imports it. See docs/metaworld.md.
 
 from __future__ import annotations
 
+import os
+
 import warnings
 from typing import Callable, Optional
 
@@ -70,6 +72,9 @@ REPLAY_CORRELATION = 0.9  # step-to-step correlation of the replay noise (AR(1))
 
 
 def _import_metaworld():
+    # Headless rendering (videos): MuJoCo's software renderer unless the user chose one (egl on a GPU).
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     try:
         import metaworld  # noqa: F401
         import metaworld.policies  # noqa: F401
@@ -108,7 +113,9 @@ class MetaWorldSparseEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False):
+    def __init__(
+        self, name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None
+    ):
         metaworld = _import_metaworld()
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -118,7 +125,11 @@ class MetaWorldSparseEnv(gym.Env):
         self.name, self.seed, self.max_steps, self.vary_task = name, int(seed), int(max_steps), vary_task
         benchmark = metaworld.MT1(name, seed=self.seed)  # 50 variations, drawn from `seed`
         self._tasks = list(benchmark.train_tasks)
-        self._env = benchmark.train_classes[name]()
+        self.render_mode = render_mode
+        if render_mode is None:
+            self._env = benchmark.train_classes[name]()
+        else:  # offscreen frames from the "corner" camera, for videos
+            self._env = benchmark.train_classes[name](render_mode=render_mode, camera_name="corner", width=128, height=128)
         self._env.max_path_length = max(self.max_steps, 1)  # we cut episodes ourselves
         self.variation = 0
         self._env.set_task(self._tasks[self.variation])
@@ -144,13 +155,27 @@ class MetaWorldSparseEnv(gym.Env):
         info = dict(info, success=success)
         return np.asarray(obs, dtype=np.float32), float(success), success, truncated, info
 
+    def render(self):
+        if self.render_mode is None:
+            return None
+        try:
+            frame = self._env.render()
+        except Exception as exc:  # noqa: BLE001 - no OpenGL for offscreen rendering
+            raise RuntimeError(
+                f"MuJoCo could not render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({exc}); "
+                "install Mesa's software renderer (Debian: apt-get install libosmesa6) or set MUJOCO_GL=egl on a GPU machine"
+            ) from exc
+        return np.asarray(frame)[::-1].copy() if frame is not None else None  # MuJoCo's rows run bottom-up
+
     def close(self):
         self._env.close()
 
 
-def make_metaworld_env(name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False) -> gym.Env:
+def make_metaworld_env(
+    name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None
+) -> gym.Env:
     """A MetaWorld v3 task ("reach-v3") with the sparse success reward; see MetaWorldSparseEnv."""
-    return MetaWorldSparseEnv(name, seed=seed, max_steps=max_steps, vary_task=vary_task)
+    return MetaWorldSparseEnv(name, seed=seed, max_steps=max_steps, vary_task=vary_task, render_mode=render_mode)
 
 
 def _policy_class_name(name: str) -> str:

@@ -20,9 +20,10 @@ import numpy as np
 
 
 class PointReach3DEnv(gym.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, max_steps: int = 30, max_move: float = 0.15, goal_radius: float = 0.15):
+    def __init__(self, max_steps: int = 30, max_move: float = 0.15, goal_radius: float = 0.15, render_mode: Optional[str] = None):
+        self.render_mode = render_mode
         self.max_steps, self.max_move, self.goal_radius = max_steps, max_move, goal_radius
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(6,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
@@ -32,6 +33,18 @@ class PointReach3DEnv(gym.Env):
 
     def _obs(self) -> np.ndarray:
         return np.concatenate([self._pos, self._goal]).astype(np.float32)
+
+    def draw(self, size: int) -> np.ndarray:
+        """A top-down (size, size, 3) uint8 picture: the point in red, the goal in green, brighter when higher."""
+        img = np.zeros((size, size, 3), np.uint8)
+        r = max(size // 32, 1)
+        for channel, p in ((0, self._pos), (1, self._goal)):
+            col, row = ((p[:2] + 1.0) / 2.0 * (size - 1)).round().astype(int)
+            img[max(row - r, 0) : row + r + 1, max(col - r, 0) : col + r + 1, channel] = int(90 + 82 * (p[2] + 1.0))
+        return img
+
+    def render(self):
+        return self.draw(128) if self.render_mode == "rgb_array" else None
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
         super().reset(seed=seed)
@@ -68,11 +81,7 @@ class PointReach3DImageEnv(PointReach3DEnv):
         })
 
     def _obs(self):
-        img = np.zeros((self.SIZE, self.SIZE, 3), np.uint8)
-        for channel, p in ((0, self._pos), (1, self._goal)):
-            col, row = ((p[:2] + 1.0) / 2.0 * (self.SIZE - 1)).round().astype(int)
-            img[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2, channel] = int(90 + 82 * (p[2] + 1.0))
-        return {"state": super()._obs(), "image": img}
+        return {"state": super()._obs(), "image": self.draw(self.SIZE)}
 
 
 def expert_action(obs: np.ndarray, rng: np.random.Generator, noise: float = 0.1, max_move: float = 0.15) -> np.ndarray:
