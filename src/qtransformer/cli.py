@@ -65,6 +65,8 @@ class MetaWorldDatasetArgs:
     """Seed of the task variations, the episodes and the noise."""
     max_steps: int = 200
     """Time limit per episode (a timeout)."""
+    workers: int = 1
+    """Processes that make tasks in parallel (the dataset is the same for any number)."""
 
 
 @dataclass
@@ -211,7 +213,7 @@ def cmd_make_metaworld(argv: list[str]) -> None:
     autonomous, recipe = args.autonomous, args.autonomous_recipe
     if args.paper_mix:
         autonomous, recipe = int(round(args.demos * 92 / 8)), "replay"
-    ds = make_metaworld_dataset(tasks, args.demos, autonomous, recipe=recipe, seed=args.seed, max_steps=args.max_steps)
+    ds = make_metaworld_dataset(tasks, args.demos, autonomous, recipe=recipe, seed=args.seed, max_steps=args.max_steps, workers=args.workers)
     store = EpisodeStore.create(args.out, ds)
     print(f"wrote {args.out}: {store.num_episodes} episodes, {store.num_steps} steps, env {store.env_id}")
     print(task_source_table(store))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("metaworld")
@@ -36,3 +37,13 @@ def test_paper_mix_and_an_unknown_task(tmp_path, capsys):
     assert "| reach-v3 | autonomous | 12 |" in capsys.readouterr().out  # round(1 * 92 / 8) replays
     assert main(["make-dataset", "metaworld", "--tasks", "reech-v3", "--out", str(tmp_path / "x")]) == 2
     assert "reech-v3" in capsys.readouterr().err
+
+
+def test_workers_make_the_same_dataset(tmp_path):
+    from qtransformer.envs.metaworld_tasks import make_metaworld_dataset
+
+    kw = dict(demos=1, autonomous=1, recipe="replay", seed=3, max_steps=30, progress=False)
+    one = make_metaworld_dataset(["reach-v3", "push-v3"], workers=1, **kw)
+    two = make_metaworld_dataset(["reach-v3", "push-v3"], workers=2, **kw)
+    for key in ("observations", "actions", "rewards", "terminals", "timeouts", "episode_starts", "episode_task"):
+        np.testing.assert_array_equal(getattr(one, key), getattr(two, key))

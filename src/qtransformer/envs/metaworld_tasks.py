@@ -294,6 +294,41 @@ def _default(table: dict, name: str) -> float:
 # -- datasets --------------------------------------------------------------------------------------
 
 
+def _task_episodes(
+    name: str, task_id: int, demos: int, autonomous: int, recipe: str, seed: int, max_steps: int,
+    expert_noise: float, noise: Optional[float],
+) -> list[dict]:
+    """One task's episodes. Its random numbers depend on (seed, task_id) only, so tasks can be made in
+    any order or in parallel with the same result."""
+    rng = np.random.default_rng([seed, task_id])
+    env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True)
+    instruction = instruction_for(name)
+    base_seed = seed * 1_000_003 + task_id * 10_007
+    episodes, demo_records = [], []  # demo_records: (reset seed, actions)
+    for i in range(demos):
+        reset_seed = base_seed + i
+        ep = rollout(env, noisy_expert(name, rng, expert_noise), seed=reset_seed)
+        demo_records.append((reset_seed, ep["actions"]))
+        episodes.append(dict(ep, source="demonstration", task=task_id, instruction=instruction))
+    for j in range(autonomous):
+        if recipe == "replay":
+            level = _default(DEFAULT_REPLAY_NOISE, name) if noise is None else noise
+            if demo_records:
+                reset_seed, actions = demo_records[j % len(demo_records)]
+            else:
+                reset_seed = base_seed + demos + j
+                actions = rollout(env, scripted_expert(name), seed=reset_seed)["actions"]
+            policy = replay_policy(actions, rng, noise=level)
+        else:
+            level = _default(DEFAULT_PERTURB_SEVERITY, name) if noise is None else noise
+            reset_seed = base_seed + demos + j
+            policy = perturbed_policy(name, rng, severity=level)
+        ep = rollout(env, policy, seed=reset_seed)
+        episodes.append(dict(ep, source="autonomous", task=task_id, instruction=instruction))
+    env.close()
+    return episodes
+
+
 def make_metaworld_dataset(
     tasks: list[str],
     demos: int,
@@ -304,6 +339,7 @@ def make_metaworld_dataset(
     progress: bool = True,
     expert_noise: float = 0.1,
     noise: Optional[float] = None,
+    workers: int = 1,
 ) -> EpisodeDataset:
     """Per task, `demos` demonstrations (the scripted expert plus `expert_noise` Gaussian action noise)
     and `autonomous` episodes of `recipe` ("replay" or "perturbed"). Every episode resets with its own
@@ -311,7 +347,8 @@ def make_metaworld_dataset(
     noise std; perturbed: severity); default: the tuned per-task value. Task ids index `task_names` = `tasks`.
 
     `replay` replays demonstration j % demos of the same task (its actions, its reset seed); with demos=0
-    it replays unrecorded noise-free expert episodes instead."""
+    it replays unrecorded noise-free expert episodes instead. `workers` > 1 makes tasks in parallel
+    processes (same dataset as one process)."""
     from tqdm import tqdm
 
     tasks = list(tasks)
@@ -321,38 +358,16 @@ def make_metaworld_dataset(
         raise ValueError(f"unknown recipe '{recipe}'; choose one of {RECIPES}")
     if demos < 0 or autonomous < 0 or demos + autonomous == 0 or seed < 0:
         raise ValueError(f"need demos >= 0, autonomous >= 0 (not both 0) and seed >= 0; got {demos}, {autonomous}, {seed}")
-    rng = np.random.default_rng(seed)
-    episodes = []
-    bar = tqdm(total=len(tasks) * (demos + autonomous), desc="episodes", disable=not progress, leave=False)
-    for task_id, name in enumerate(tasks):
-        env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True)
-        instruction = instruction_for(name)
-        base_seed = seed * 1_000_003 + task_id * 10_007
-        demo_records = []  # (reset seed, actions)
-        for i in range(demos):
-            reset_seed = base_seed + i
-            ep = rollout(env, noisy_expert(name, rng, expert_noise), seed=reset_seed)
-            demo_records.append((reset_seed, ep["actions"]))
-            episodes.append(dict(ep, source="demonstration", task=task_id, instruction=instruction))
-            bar.update(1)
-        for j in range(autonomous):
-            if recipe == "replay":
-                level = _default(DEFAULT_REPLAY_NOISE, name) if noise is None else noise
-                if demo_records:
-                    reset_seed, actions = demo_records[j % len(demo_records)]
-                else:
-                    reset_seed = base_seed + demos + j
-                    actions = rollout(env, scripted_expert(name), seed=reset_seed)["actions"]
-                policy = replay_policy(actions, rng, noise=level)
-            else:
-                level = _default(DEFAULT_PERTURB_SEVERITY, name) if noise is None else noise
-                reset_seed = base_seed + demos + j
-                policy = perturbed_policy(name, rng, severity=level)
-            ep = rollout(env, policy, seed=reset_seed)
-            episodes.append(dict(ep, source="autonomous", task=task_id, instruction=instruction))
-            bar.update(1)
-        env.close()
-    bar.close()
+    args = [(name, task_id, demos, autonomous, recipe, seed, max_steps, expert_noise, noise) for task_id, name in enumerate(tasks)]
+    if workers > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+            per_task = list(tqdm(pool.map(_task_episodes, *zip(*args)), total=len(tasks), desc="tasks", disable=not progress, leave=False))
+    else:
+        per_task = [_task_episodes(*a) for a in tqdm(args, desc="tasks", disable=not progress, leave=False)]
+    episodes = [ep for eps in per_task for ep in eps]
     space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
     return EpisodeDataset.from_episodes(episodes, space.low, space.high, env_id=metaworld_env_id(tasks), task_names=tasks)
 
