@@ -63,7 +63,7 @@ DEFAULT_REPLAY_NOISE = {  # std of the (AR(1), correlation 0.9) action noise of 
     "window-open-v3": 0.4, "window-close-v3": 0.5, "*": 0.25,
 }
 DEFAULT_PERTURB_SEVERITY = {  # severity of `perturbed` (scales every perturbation)
-    "reach-v3": 1.5, "push-v3": 0.9, "pick-place-v3": 0.8, "door-open-v3": 3.0, "drawer-open-v3": 1.75,
+    "reach-v3": 1.5, "push-v3": 0.8, "pick-place-v3": 0.8, "door-open-v3": 3.0, "drawer-open-v3": 1.75,
     "drawer-close-v3": 8.0, "button-press-topdown-v3": 3.0, "peg-insert-side-v3": 0.75,
     "window-open-v3": 3.0, "window-close-v3": 4.0, "*": 1.5,
 }
