@@ -27,7 +27,7 @@ def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator:
     return bins
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode(
     net: QTransformerNet,
     obs: torch.Tensor,
