@@ -105,6 +105,10 @@ def train(cfg: TrainConfig) -> Path:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     ds = EpisodeStore.open(cfg.dataset)
+    eval_env = cfg.eval_env or ds.env_id
+    can_eval = bool(eval_env) and cfg.eval_episodes > 0
+    if can_eval:  # fail now, before the run folder is touched, not after the first eval_every steps
+        _check_eval_env(eval_env, ds)
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
 
@@ -131,10 +135,6 @@ def train(cfg: TrainConfig) -> Path:
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     dataset_path = str(Path(cfg.dataset).resolve())
     logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None)
-    eval_env = cfg.eval_env or ds.env_id
-    can_eval = bool(eval_env) and cfg.eval_episodes > 0
-    if can_eval:  # fail now, not after the first eval_every steps
-        _check_eval_env(eval_env, ds)
 
     def run_eval(step: int) -> dict:
         policy = QTPolicy(learner.online, discretizer, model_meta, device)
