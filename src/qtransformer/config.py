@@ -72,6 +72,12 @@ class AlgoConfig:
     n-step return, skipping the per-dimension maxima."""
     mc_bound: bool = True
     """Lower-bound every target by the data episode's discounted return-to-go (Monte-Carlo bound)."""
+    regularizer: Literal["zero", "cql"] = "zero"
+    """The conservative term (weight alpha): 'zero', the paper's, regresses bins not in the data to 0;
+    'cql', the CQL-style softmax push-down, logsumexp over bins minus the data bin's value (an ablation)."""
+    method: Literal["qtransformer", "bc"] = "qtransformer"
+    """'qtransformer', or 'bc': behaviour cloning with the same network and bins (cross-entropy per
+    dimension, RT-1 style), a baseline; combine with --only-successful for filtered BC."""
 
     def __post_init__(self) -> None:
         _check(self.num_bins >= 2, "algo.num_bins", f"must be at least 2, got {self.num_bins}")
@@ -81,6 +87,8 @@ class AlgoConfig:
         _check(self.lr > 0.0, "algo.lr", f"must be > 0, got {self.lr}")
         _check(self.n_step >= 1, "algo.n_step", f"must be >= 1 (1 turns n-step returns off), got {self.n_step}")
         _check(self.n_step_mode in ("last_dim", "all_dims"), "algo.n_step_mode", f"must be 'last_dim' or 'all_dims', got {self.n_step_mode!r}")
+        _check(self.regularizer in ("zero", "cql"), "algo.regularizer", f"must be 'zero' or 'cql', got {self.regularizer!r}")
+        _check(self.method in ("qtransformer", "bc"), "algo.method", f"must be 'qtransformer' or 'bc', got {self.method!r}")
 
 
 @dataclass
@@ -126,6 +134,8 @@ class TrainConfig:
     over the other sources' steps. Empty: uniform over all steps."""
     prefetch: int = 4
     """Batches a background thread prepares ahead of the learner (0: sample on the main thread)."""
+    only_successful: bool = False
+    """Train only on the steps of successful episodes (with --algo.method bc: filtered BC)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 

@@ -117,7 +117,10 @@ def train(cfg: TrainConfig) -> Path:
         mean, std = ds.observation_stats()
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
     learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16)
-    sampler = TransitionSampler(transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix)
+    sampler = TransitionSampler(
+        transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,
+        only_successful=cfg.only_successful,
+    )
     model_meta = model_config(
         net, discretizer, cfg.model,
         {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo), "image_shapes": ds.image_shapes},
@@ -165,7 +168,8 @@ def train(cfg: TrainConfig) -> Path:
                 tick, tick_step = now, step
                 window.clear()
                 logger.log(step, row, prefix="train")
-                bar.set_postfix(loss=f"{row['loss']:.4f}", td=f"{row['td_loss']:.4f}", q=f"{row['q_data']:.3f}", refresh=False)
+                shown = {"loss": "loss", "td": "td_loss", "q": "q_data", "acc": "bin_accuracy"}
+                bar.set_postfix({k: f"{row[m]:.4f}" for k, m in shown.items() if m in row}, refresh=False)
             if can_eval and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.steps:
                 last_eval = run_eval(step)
                 bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")

@@ -177,3 +177,13 @@ def test_eval_video_writes_one_gif_per_recorded_episode(tmp_path):
     for gif, episode in zip(gifs, json.loads(report.read_text())["per_episode"]):
         with Image.open(gif) as im:
             assert im.size == (128, 128) and im.n_frames == episode["length"] + 1  # the reset frame, then one per step
+
+
+def test_baselines_train_from_the_command_line(tmp_path):
+    data = tmp_path / "data"
+    assert main(["make-dataset", "builtin", "--demos", "2", "--autonomous", "3", "--out", str(data)]) == 0
+    base = ["train", "--preset", "smoke", "--dataset", str(data), "--no-progress", "--steps", "3", "--eval-episodes", "0"]
+    assert main([*base, "--out", str(tmp_path / "bc"), "--algo.method", "bc", "--only-successful"]) == 0
+    assert main([*base, "--out", str(tmp_path / "cql"), "--algo.regularizer", "cql"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "bc" / "metrics.jsonl").read_text().splitlines()]
+    assert "train/bc_loss" in rows[-1] and "train/td_loss" not in rows[-1]

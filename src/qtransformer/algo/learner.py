@@ -9,7 +9,7 @@ import torch
 
 from ..config import AlgoConfig
 from ..nets import QTransformerNet
-from .losses import data_bin_values, qtransformer_loss
+from .losses import bc_loss, data_bin_values, qtransformer_loss
 from .targets import per_dimension_targets
 
 
@@ -71,23 +71,14 @@ class QTransformerLearner:
 
     def update(self, batch: dict) -> dict[str, float]:
         self.online.train()
+        if self.cfg.method == "bc":
+            return self._bc_update(batch)
         targets = self.compute_targets(batch)  # (B, d)
         with self._autocast():
             values = self.online(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, K)
-        losses = qtransformer_loss(values.float(), batch["bins"], targets, self.cfg.alpha)
+        losses = qtransformer_loss(values.float(), batch["bins"], targets, self.cfg.alpha, self.cfg.regularizer)
 
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        params = [p for p in self.online.parameters() if p.grad is not None]
-        if self.cfg.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-        self.optimizer.step()
-        self.polyak_update()
-        self.num_updates += 1
+        grad_norm = self._step(losses["loss"])
 
         with torch.no_grad():
             q_data = data_bin_values(values.float(), batch["bins"])  # (B, d)
@@ -104,6 +95,33 @@ class QTransformerLearner:
             "grad_norm": float(grad_norm),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+
+    def _step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, AdamW step, Polyak target update; returns the gradient norm before clipping."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.online.parameters() if p.grad is not None]
+        if self.cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        self.optimizer.step()
+        self.polyak_update()
+        self.num_updates += 1
+        return float(grad_norm)
+
+    def _bc_update(self, batch: dict) -> dict[str, float]:
+        """The behaviour-cloning baseline: cross-entropy of the data's bins, same network and optimizer."""
+        with self._autocast():
+            logits = self.online.logits(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, K)
+        loss = bc_loss(logits.float(), batch["bins"])
+        grad_norm = self._step(loss)
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == batch["bins"]).float().mean()
+        return {"loss": loss.item(), "bc_loss": loss.item(), "bin_accuracy": accuracy.item(),
+                "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"]}
 
     @torch.no_grad()
     def polyak_update(self) -> None:

@@ -34,7 +34,19 @@ def conservative_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return per_dim.mean()
 
 
-def qtransformer_loss(values: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor, alpha: float) -> dict:
+def cql_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """CQL-style push-down, for the paper's ablation: mean_{b,j} [ logsumexp_k Q[b,j,k] - Q[b,j,a_bj] ],
+    on values (after the sigmoid), like every other term here."""
+    return (torch.logsumexp(values, dim=-1) - data_bin_values(values, bins)).mean()
+
+
+def qtransformer_loss(values: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor, alpha: float, regularizer: str = "zero") -> dict:
     td = td_loss(values, bins, targets.detach())
-    cons = conservative_loss(values, bins)
+    cons = conservative_loss(values, bins) if regularizer == "zero" else cql_loss(values, bins)
     return {"loss": td + alpha * cons, "td_loss": td, "conservative_loss": cons}
+
+
+def bc_loss(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Behaviour cloning: cross-entropy of each dimension's K logits against the data's bin, mean over
+    batch and dimensions. logits (B, d, K), bins (B, d)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), bins.reshape(-1).long())

@@ -78,7 +78,7 @@ def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step
     """Per step: bins, n-step reward/discount/bootstrap, next_index, mc_return, task, source; plus the
     observations and next observations as RowSources. `data` is an EpisodeDataset or an EpisodeStore."""
     chunks: list[EpisodeDataset] = list(getattr(data, "chunks", [data]))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*SMALL_KEYS, "next_index", "source")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*SMALL_KEYS, "next_index", "source", "successful")}
     labels = sorted({s for c in chunks for s in c.episode_source})
     offset = 0
     for c in chunks:
@@ -92,6 +92,7 @@ def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step
         parts["task"].append(c.step_task())
         source_ids = np.asarray([labels.index(s) for s in c.episode_source], dtype=np.int64)
         parts["source"].append(np.repeat(source_ids, np.diff(c.episode_starts)))
+        parts["successful"].append(np.repeat(c.episode_success(), np.diff(c.episode_starts)))
         offset += c.num_steps
     out = {k: np.concatenate(v) for k, v in parts.items()}
     out["source_labels"] = labels
@@ -128,6 +129,7 @@ class TransitionSampler:
     source_mix: {source label: fraction of each batch}, e.g. {"demonstration": 0.5}; each listed source
     gives that share of the batch (uniform over its steps), the rest is uniform over the other steps.
     prefetch: how many batches a background thread prepares ahead (0: none, everything on the caller).
+    only_successful: draw only steps of successful episodes (filtered BC; combines with source_mix).
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class TransitionSampler:
         seed: int,
         prefetch: int = 0,
         source_mix: Optional[dict[str, float]] = None,
+        only_successful: bool = False,
     ):
         self.device = torch.device(device)
         self.small = {k: torch.as_tensor(transitions[k]) for k in SMALL_KEYS}
@@ -148,7 +151,12 @@ class TransitionSampler:
         self.image_row, self.next_image_row = transitions.get("image_row"), transitions.get("next_image_row")
         self.size = len(self.next_index)
         self.batch_size, self.seed, self.prefetch = batch_size, seed, prefetch
-        self.pools = _mix_pools(transitions, source_mix or {}, batch_size)
+        allowed = None
+        if only_successful:
+            allowed = np.asarray(transitions["successful"], dtype=bool)
+            if not allowed.any():
+                raise ValueError("only_successful: the dataset holds no successful episode")
+        self.pools = _mix_pools(transitions, source_mix or {}, batch_size, allowed)
         self.batches_drawn = 0
         self._queue: Optional[queue.Queue] = None
         self._stop = threading.Event()
@@ -232,8 +240,13 @@ def _rows(x) -> RowSource:
     return x if isinstance(x, RowSource) else RowSource([np.asarray(x)])
 
 
-def _mix_pools(transitions: dict, source_mix: dict[str, float], batch_size: int) -> list[tuple[np.ndarray, int]]:
-    """[(step indices, count per batch)] for a mixed batch; [] for uniform sampling."""
+def _mix_pools(
+    transitions: dict, source_mix: dict[str, float], batch_size: int, allowed: Optional[np.ndarray] = None
+) -> list[tuple[np.ndarray, int]]:
+    """[(step indices, count per batch)] for a mixed or filtered batch; [] for uniform sampling over all steps.
+    `allowed` (N,) bool keeps only those steps in every pool."""
+    if allowed is not None and not source_mix:
+        return [(np.flatnonzero(allowed), batch_size)]
     if not source_mix:
         return []
     labels = transitions["source_labels"]
@@ -243,14 +256,18 @@ def _mix_pools(transitions: dict, source_mix: dict[str, float], batch_size: int)
         raise ValueError(f"source_mix names sources {unknown} that the dataset does not have; it has {labels}")
     if any(f < 0 for f in source_mix.values()) or sum(source_mix.values()) > 1 + 1e-9:
         raise ValueError(f"source_mix fractions must be >= 0 and add up to at most 1, got {source_mix}")
+    keep = np.ones(len(source), bool) if allowed is None else allowed
     pools, used = [], 0
     for name, frac in sorted(source_mix.items()):
         n = int(round(frac * batch_size))
-        pools.append((np.flatnonzero(source == labels.index(name)), n))
+        pool = np.flatnonzero((source == labels.index(name)) & keep)
+        if n > 0 and len(pool) == 0:
+            raise ValueError(f"source_mix: no step of source '{name}' is left to sample (only_successful?)")
+        pools.append((pool, n))
         used += n
-    rest = np.flatnonzero(~np.isin(source, [labels.index(n) for n in source_mix]))
+    rest = np.flatnonzero(~np.isin(source, [labels.index(n) for n in source_mix]) & keep)
     if batch_size - used > 0:
         if len(rest) == 0:
-            rest = np.arange(len(source))
+            rest = np.flatnonzero(keep)
         pools.append((rest, batch_size - used))
     return [(p, n) for p, n in pools if n > 0]

@@ -125,6 +125,17 @@ class QTransformerNet(nn.Module):
     def _values(self, h: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.head(h).float())  # (B, T, K) in [0, 1]
 
+    def logits(
+        self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
+    ) -> torch.Tensor:
+        """The head's outputs before the sigmoid, (B, d, K), teacher-forced like forward (for the BC baseline).
+        Greedy decoding is the same on logits and values: the sigmoid is increasing."""
+        x = self._prefix(obs, task, images)
+        if self.action_dim > 1:
+            x = torch.cat([x, self._bin_tokens(bins[:, : self.action_dim - 1], 0)], dim=1)
+        h, _ = self.transformer(x)
+        return self.head(h[:, self.num_prefix :]).float()
+
     # -- passes ---------------------------------------------------------------------------------
     def forward(
         self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
@@ -133,11 +144,7 @@ class QTransformerNet(nn.Module):
 
         values[:, i, k] = Q(s, a^1..a^i given by `bins`, a^{i+1} = k) in 0-based dims; bins[:, d-1] is unused.
         """
-        x = self._prefix(obs, task, images)  # (B, P+1, C)
-        if self.action_dim > 1:
-            x = torch.cat([x, self._bin_tokens(bins[:, : self.action_dim - 1], 0)], dim=1)  # (B, P+d, C)
-        h, _ = self.transformer(x)
-        return self._values(h[:, self.num_prefix :])  # (B, d, K)
+        return torch.sigmoid(self.logits(obs, bins, task, images))  # (B, d, K) in [0, 1]
 
     def first_dim_values(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None) -> torch.Tensor:
         """Values of the first action dimension only: (B, K). Needs just the prefix tokens."""
