@@ -170,3 +170,16 @@ def test_policy_on_multi_task_net_uses_task(make_net):
     assert not np.array_equal(pol.act(obs, task=0), pol.act(obs, task=2))
     per_row = pol.act(obs, task=np.arange(32) % 3)
     np.testing.assert_array_equal(per_row[0::3], pol.act(obs[0::3], task=0))
+
+
+def test_task_for_env_finds_a_metaworld_task_by_name(make_net):
+    pol = QTPolicy(make_net(OBS_DIM, 2, 4, num_tasks=3, seed=4), ActionDiscretizer([-1, -1], [1, 1], 4),
+                   {"task_names": ["reach-v3", "push-v3", "door-open-v3"]})
+    assert pol.task_for_env("metaworld:push-v3") == 1
+    assert pol.task_for_env("metaworld:push-v3", task=2) == 2  # an explicit task wins
+    with pytest.raises(ValueError, match="not 'window-open-v3'"):
+        pol.task_for_env("metaworld:window-open-v3")
+    with pytest.raises(ValueError, match="--task"):
+        pol.task_for_env("qtransformer/PointReach3D-v0")
+    single = QTPolicy(make_net(OBS_DIM, 2, 4, seed=4), ActionDiscretizer([-1, -1], [1, 1], 4), {"task_names": ["reach"]})
+    assert single.task_for_env("metaworld:push-v3") is None

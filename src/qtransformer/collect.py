@@ -51,12 +51,8 @@ def collect(
     env = make_env(env_id)
     generator = torch.Generator().manual_seed(seed)
     task_names = list(policy.meta.get("task_names") or ["default"])
+    task = policy.task_for_env(env_id, task)
     task_id = 0 if task is None else int(task)
-    if policy.net.task_embedding is not None and task is None:
-        name = env_id.split(":", 1)[1] if env_id.startswith("metaworld:") else None
-        if name not in task_names:
-            raise ValueError(f"this policy was trained on tasks {task_names}: pass --task with a task id")
-        task = task_id = task_names.index(name)
 
     def act(obs):
         return policy.act(obs, task=task, epsilon=epsilon, temperature=temperature, generator=generator)

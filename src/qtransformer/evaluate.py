@@ -99,10 +99,8 @@ def record_videos(policy, env_id: str, out_dir: Path, episodes: int, seed: int =
     if is_multi_task(env_id):
         from .envs.metaworld_tasks import tasks_from_env_id
 
-        names = list(policy.meta.get("task_names") or [])
-        return [p for t in tasks_from_env_id(env_id) for p in record_videos(policy, f"metaworld:{t}", out_dir, episodes, seed, names.index(t), fps)]
-    if task is None and policy.net.task_embedding is not None and env_id.startswith("metaworld:"):
-        task = list(policy.meta.get("task_names") or []).index(env_id.split(":", 1)[1])
+        return [p for t in tasks_from_env_id(env_id) for p in record_videos(policy, f"metaworld:{t}", out_dir, episodes, seed, None, fps)]
+    task = policy.task_for_env(env_id, task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(env_id, render_mode="rgb_array")
@@ -164,7 +162,6 @@ def evaluate_policy(
     env_id = env_id or policy.env_id
     if not env_id:
         raise ValueError("this checkpoint records no environment; pass --env")
-    names = list(policy.meta.get("task_names") or [])
     if is_multi_task(env_id):
         from .envs.metaworld_tasks import tasks_from_env_id
 
@@ -177,11 +174,7 @@ def evaluate_policy(
             "mean_return": float(np.mean([r["mean_return"] for r in results.values()])),
             "per_task": {t: {"success_rate": r["success_rate"], "episodes": r["episodes"]} for t, r in results.items()},
         }
-    if task is None and policy.net.task_embedding is not None and env_id.startswith("metaworld:"):
-        name = env_id.split(":", 1)[1]
-        if name not in names:
-            raise ValueError(f"this policy was trained on tasks {names}, not '{name}'")
-        task = names.index(name)
+    task = policy.task_for_env(env_id, task)
     seeds = eval_seeds(episodes, seed)
     workers = min(workers, episodes)
     if workers > 1 and policy.model_dir is not None:  # processes, each with its own copy of the policy

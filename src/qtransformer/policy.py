@@ -43,7 +43,7 @@ def decode(
     values[:, i] is the value of the bin chosen at dimension i. With the cache, one pass over the prefix
     then d-1 one-token steps; without it, d full passes over the growing sequence (same result).
     """
-    B, d = (obs.shape[0] if net.encoder is not None else next(iter(images.values())).shape[0]), net.action_dim
+    B, d = obs.shape[0], net.action_dim  # obs is (B, obs_dim), (B, 0) for an image-only model
     bins = torch.zeros(B, d, dtype=torch.long, device=obs.device)
     chosen_values = torch.zeros(B, d, device=obs.device)
     if use_cache:
@@ -82,6 +82,19 @@ class QTPolicy:
     @property
     def env_id(self) -> Optional[str]:
         return self.meta.get("env_id")
+
+    def task_for_env(self, env_id: str, task: Optional[int] = None) -> Optional[int]:
+        """The task id to act with in `env_id`: `task` when given; None for a single-task policy; for a
+        multi-task policy in "metaworld:<task>", that task's id by name; otherwise an error."""
+        if task is not None or self.net.task_embedding is None:
+            return task
+        names = list(self.meta.get("task_names") or [])
+        name = env_id.split(":", 1)[1] if env_id.startswith("metaworld:") else None
+        if name is None:
+            raise ValueError(f"this policy was trained on tasks {names}: pass a task id (--task)")
+        if name not in names:
+            raise ValueError(f"this policy was trained on tasks {names}, not '{name}'")
+        return names.index(name)
 
     def _inputs(self, obs, task):
         images = None

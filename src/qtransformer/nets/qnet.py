@@ -157,7 +157,6 @@ class QTransformerNet(nn.Module):
 
     def step(self, prev_bin: torch.Tensor, dim: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
         """Feed the bin chosen for dimension dim-1 (B,), get dimension dim's values (B, K) and the cache."""
-        # the token of dimension `dim` carries the bin chosen at dim-1 (as _bin_tokens, without its index tensors)
-        x = self.bin_embedding.weight[(dim - 1) * self.num_bins + prev_bin.long()] + self.pos_embedding[self.num_prefix + dim]
-        h, cache = self.transformer(x.unsqueeze(1), cache)  # x (B, C) -> (B, 1, C)
+        x = self._bin_tokens(prev_bin.view(-1, 1), dim - 1)  # (B, 1, C)
+        h, cache = self.transformer(x, cache)
         return self._values(h[:, -1]), cache
