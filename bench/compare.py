@@ -1,0 +1,493 @@
+"""The paper's comparison on MetaWorld: Q-Transformer against BC, filtered BC, BC on demonstrations
+only (the paper's RT-1 baseline), Decision Transformer, CQL and IQL (d3rlpy), and three ablations.
+
+    python -m bench.compare --quick          # about 15 minutes on 2 cores: 1 seed, short runs
+    python -m bench.compare                  # the full run: 3 seeds, the data-scaling table
+    python -m bench.compare --write-docs     # also put the tables into docs/benchmarks.md
+
+Needs the `sim` and `bench` extras (`bash scripts/setup.sh --bench`). Every run writes its own result
+JSON under --out and a finished run is skipped when the command is repeated, so an interrupted
+benchmark resumes where it stopped. At the end it prints the tables and writes summary.json,
+table.md, success.png (bars) and curves.png (success against training steps) into --out.
+
+All methods see the same dataset (made by the same code as `qtransformer make-dataset metaworld`),
+train for the same number of gradient steps at batch 256 (DT: d3rlpy's 64 sequences of 20 steps) and
+are evaluated on the same reset seeds of the same environments, per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+# The tasks of the benchmark preset: five MT10 tasks the scripted experts solve reliably, with the
+# paper's mix of data (about 8 % demonstrations, the rest noisy replays of them).
+TASKS = "reach-v3,button-press-topdown-v3,drawer-open-v3,door-open-v3,window-open-v3"
+
+# Method -> overrides of the backbone's TrainConfig (ours) or the d3rlpy algorithm's name.
+OURS = {
+    "qtransformer": {},
+    "bc_demos": {"algo": {"method": "bc"}, "source_mix": {"demonstration": 1.0}},
+    "bc_all": {"algo": {"method": "bc"}},
+    "bc_filtered": {"algo": {"method": "bc"}, "only_successful": True},
+    "qt_no_conservative": {"algo": {"alpha": 0.0}},
+    "qt_no_mc_bound": {"algo": {"mc_bound": False}},
+    "qt_lse_regularizer": {"algo": {"regularizer": "cql"}},
+}
+D3RLPY = ("cql", "iql", "dt")
+METHODS = tuple(OURS) + D3RLPY
+LABELS = {
+    "qtransformer": "Q-Transformer",
+    "bc_demos": "BC, demonstrations only (RT-1 style)",
+    "bc_all": "BC, all episodes",
+    "bc_filtered": "filtered BC (successful episodes)",
+    "cql": "CQL (d3rlpy)",
+    "iql": "IQL (d3rlpy)",
+    "dt": "Decision Transformer (d3rlpy)",
+    "qt_no_conservative": "ablation: no conservative term (alpha 0)",
+    "qt_no_mc_bound": "ablation: no Monte-Carlo bound",
+    "qt_lse_regularizer": "ablation: CQL-style log-sum-exp regulariser",
+}
+# The paper's simulated results (Fig. 3 / Table 1 of arXiv 2309.10150, ../shared/PAPER.md), for the side-by-side.
+PAPER = {
+    "qtransformer": 0.57, "cql": 0.43, "iql": 0.24, "bc_demos": 0.14, "dt": 0.04,
+    "qt_lse_regularizer": 0.07, "qt_no_mc_bound": 0.02, "qt_no_conservative": 0.01,
+}
+
+
+@dataclass
+class Args:
+    """Train and evaluate every method on a MetaWorld demonstrations-plus-failures dataset."""
+
+    quick: bool = False
+    """Under 20 minutes on 2 cores: 1 seed, 1500 steps, 5 evaluation episodes per task, scaling for Q-Transformer only."""
+    out: Path = Path("bench/results/compare")
+    """Results folder: datasets/, runs/, summary.json, table.md, success.png, curves.png."""
+    tasks: str = TASKS
+    """MetaWorld tasks (comma-separated) or mt10."""
+    demos: int = 8
+    """Demonstrations per task; the main dataset adds round(demos * 92 / 8) noisy replays per task (the paper's mix)."""
+    scale: tuple[float, ...] = (0.1, 0.3, 1.0)
+    """The data-scaling table: autonomous episodes as fractions of the main dataset's (1.0 is the main dataset itself)."""
+    seeds: int = 3
+    """Training seeds per method."""
+    steps: int = 4000
+    """Gradient steps per run, every method."""
+    eval_episodes: int = 10
+    """Evaluation episodes per task (the same reset seeds for every method)."""
+    curve_points: int = 4
+    """Evaluations per run, evenly spaced, for the learning curves (the last is at the end)."""
+    methods: tuple[str, ...] = METHODS
+    """Methods to run."""
+    scale_methods: tuple[str, ...] = ("qtransformer", "bc_filtered")
+    """Methods run on the data-scaling datasets."""
+    jobs: int = 2
+    """Runs side by side, one CPU thread each."""
+    data_seed: int = 0
+    """Seed of the datasets."""
+    write_docs: bool = False
+    """Replace the generated section of docs/benchmarks.md with the tables."""
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.seeds, self.steps, self.eval_episodes, self.curve_points = 1, 1500, 5, 3
+            self.scale_methods = ("qtransformer",)
+            if self.out == Path("bench/results/compare"):
+                self.out = Path("bench/results/compare_quick")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+
+
+# -- datasets ----------------------------------------------------------------------------------------
+def main_autonomous(args: Args) -> int:
+    return int(round(args.demos * 92 / 8))
+
+
+def dataset_name(autonomous: int) -> str:
+    return f"paper_mix_auto{autonomous}"
+
+
+def make_dataset(args: Args, autonomous: int) -> Path:
+    from qtransformer.data import EpisodeStore
+    from qtransformer.envs.metaworld_tasks import make_metaworld_dataset, tasks_from_env_id
+
+    path = args.out / "datasets" / dataset_name(autonomous)
+    if (path / "meta.json").exists():
+        return path
+    t = time.perf_counter()
+    ds = make_metaworld_dataset(tasks_from_env_id(f"metaworld:{args.tasks}"), args.demos, autonomous, recipe="replay", seed=args.data_seed, workers=args.jobs)
+    EpisodeStore.create(path, ds)
+    print(f"made {path}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.perf_counter() - t:.0f} s", flush=True)
+    return path
+
+
+def data_success(path: Path) -> dict:
+    """The dataset's own success rates: per source, and per task and source."""
+    from qtransformer.data import EpisodeStore
+
+    store = EpisodeStore.open(path)
+    ds = store.to_dataset()
+    success = np.array([ds.rewards[a:b].sum() > 0 for a, b in zip(ds.episode_starts[:-1], ds.episode_starts[1:])])
+    sources = np.array(ds.episode_source)
+    out = {"steps": ds.num_steps, "episodes": ds.num_episodes, "by_source": {}, "by_task": {}}
+    for src in sorted(set(sources)):
+        out["by_source"][src] = float(success[sources == src].mean())
+    for t, name in enumerate(ds.task_names):
+        mask = ds.episode_task == t
+        out["by_task"][name] = {src: float(success[mask & (sources == src)].mean()) for src in sorted(set(sources[mask]))}
+    return out
+
+
+# -- one run -------------------------------------------------------------------------------------------
+def run_one(spec: dict) -> dict:
+    """Train one method on one dataset with one seed, evaluate it, write and return the result JSON."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    out = Path(spec["result"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run = _run_ours(spec) if spec["method"] in OURS else _run_d3rlpy(spec)
+    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps")} | run
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    return result
+
+
+def _run_ours(spec: dict) -> dict:
+    import shutil
+
+    from qtransformer.config import apply_overrides, preset
+    from qtransformer.train import train
+
+    run_dir = Path(spec["result"]).with_suffix("")
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run killed half-way starts again
+    steps, every = spec["steps"], spec["steps"] // spec["curve_points"]
+    cfg = apply_overrides(preset("builtin"), {
+        "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": "cpu",
+        "eval_every": every, "eval_episodes": spec["eval_episodes"], "save_every": steps, "progress": False, "prefetch": 2,
+    } | OURS[spec["method"]], f"method {spec['method']}")
+    t = time.perf_counter()
+    train(cfg)
+    wall = time.perf_counter() - t
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [[r["step"], r["eval/success_rate"]] for r in rows if "eval/success_rate" in r]
+    final = json.loads((run_dir / "eval_info.json").read_text())
+    train_rows = [r for r in rows if "train/steps_per_s" in r]
+    steps_per_s = float(np.median([r["train/steps_per_s"] for r in train_rows]))
+    eval_time = max(wall - steps / steps_per_s, 0.0)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the benchmark keeps results, not weights
+    return {
+        "success_rate": final["success_rate"], "per_task": {k: v["success_rate"] for k, v in final["per_task"].items()},
+        "curve": curve, "wall_s": wall, "train_s": wall - eval_time, "steps_per_s": steps_per_s,
+    }
+
+
+def _run_d3rlpy(spec: dict) -> dict:
+    import d3rlpy
+    import torch
+
+    from qtransformer.data import EpisodeStore
+    from qtransformer.evaluate import eval_seeds, run_episodes
+    from qtransformer.envs import make_env
+
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # d3rlpy logs every epoch
+    d3rlpy.seed(spec["seed"])
+    ds = EpisodeStore.open(spec["dataset"]).to_dataset()
+    n_tasks = len(ds.task_names)
+    task_of_step = np.repeat(ds.episode_task, np.diff(ds.episode_starts))
+
+    def with_task(obs: np.ndarray, task: np.ndarray) -> np.ndarray:  # (B, obs_dim) -> (B, obs_dim + n_tasks)
+        return np.concatenate([obs, np.eye(n_tasks, dtype=np.float32)[task]], axis=1).astype(np.float32)
+
+    # d3rlpy refuses a step that is both terminal and timeout, and needs every episode to end in one.
+    timeouts = ds.timeouts & ~ds.terminals
+    timeouts[ds.episode_starts[1:] - 1] |= ~ds.terminals[ds.episode_starts[1:] - 1]
+    dataset = d3rlpy.dataset.MDPDataset(
+        with_task(ds.observations, task_of_step), ds.actions.astype(np.float32), ds.rewards.astype(np.float32),
+        ds.terminals.astype(np.float32), timeouts.astype(np.float32),
+    )
+    scalers = {
+        "observation_scaler": d3rlpy.preprocessing.StandardObservationScaler(),
+        "action_scaler": d3rlpy.preprocessing.MinMaxActionScaler(minimum=ds.action_low, maximum=ds.action_high),
+    }
+    method = spec["method"]
+    if method == "cql":
+        algo = d3rlpy.algos.CQLConfig(batch_size=256, **scalers).create(device="cpu:0")
+    elif method == "iql":
+        algo = d3rlpy.algos.IQLConfig(batch_size=256, **scalers).create(device="cpu:0")
+    else:  # the DT paper's size (embedding 128, 3 layers, 1 head, context 20); d3rlpy's default embeds at 256
+        algo = d3rlpy.algos.DecisionTransformerConfig(
+            batch_size=64, context_size=20, max_timestep=1000, encoder_factory=d3rlpy.models.VectorEncoderFactory([128]), **scalers,
+        ).create(device="cpu:0")
+
+    def evaluate() -> tuple[float, dict]:
+        per_task = {}
+        for t, name in enumerate(ds.task_names):
+            env_id, seeds = f"metaworld:{name}", eval_seeds(spec["eval_episodes"], 0)
+            if method == "dt":
+                wins = []
+                for s in seeds:  # DT is stateful (a context of past steps): one episode at a time
+                    wrapper, env = algo.as_stateful_wrapper(target_return=1.0), make_env(env_id)
+                    obs, _ = env.reset(seed=s)
+                    reward, done, ok = 0.0, False, False
+                    while not done:
+                        a = wrapper.predict(with_task(obs[None], np.array([t]))[0], reward)
+                        obs, reward, terminated, truncated, info = env.step(a)
+                        ok = ok or bool(info.get("success", reward > 0))
+                        done = terminated or truncated
+                    env.close()
+                    wins.append(ok)
+                per_task[name] = float(np.mean(wins))
+            else:
+                eps = run_episodes(lambda obs, t=t: algo.predict(with_task(obs, np.full(len(obs), t))), env_id, seeds)
+                per_task[name] = float(np.mean([e["success"] for e in eps]))
+        return float(np.mean(list(per_task.values()))), per_task
+
+    # One budget for all: the same number of training transitions. The others take 256 transitions a
+    # step; DT takes 64 sequences of 20, so it gets steps * 256 / 1280 gradient steps.
+    steps = spec["steps"] * 256 // (64 * 20) if method == "dt" else spec["steps"]
+    every, curve, eval_time = steps // spec["curve_points"], [], 0.0
+
+    def callback(algo_, epoch: int, total_step: int) -> None:
+        nonlocal eval_time
+        if total_step % every == 0 and total_step < steps:
+            t = time.perf_counter()
+            curve.append([total_step, evaluate()[0]])
+            eval_time += time.perf_counter() - t
+
+    t = time.perf_counter()
+    with torch.inference_mode(False):
+        algo.fit(
+            dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9,
+            logger_adapter=d3rlpy.logging.NoopAdapterFactory(), callback=callback,
+        )
+    train_s = time.perf_counter() - t - eval_time
+    te = time.perf_counter()
+    final, per_task = evaluate()
+    eval_time += time.perf_counter() - te
+    curve.append([steps, final])
+    return {
+        "success_rate": final, "per_task": per_task, "curve": curve, "wall_s": train_s + eval_time, "train_s": train_s,
+        "steps_per_s": steps / train_s, "gradient_steps": steps, "d3rlpy": d3rlpy.__version__,
+    }
+
+
+# -- summaries ---------------------------------------------------------------------------------------------
+def mean_std(xs: list[float]) -> str:
+    return f"{np.mean(xs):.2f} ± {np.std(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
+def summarize(args: Args, results: list[dict], data: dict, main: str, scale_names: dict[str, int]) -> dict:
+    by = {}
+    for r in results:
+        by.setdefault((Path(r["dataset"]).name, r["method"]), []).append(r)
+    tasks = list(data[main]["by_task"])
+    table = {}
+    for m in args.methods:
+        rs = by.get((main, m), [])
+        if not rs:
+            continue
+        table[m] = {
+            "seeds": len(rs),
+            "success": [r["success_rate"] for r in rs],
+            "per_task": {t: [r["per_task"][t] for r in rs] for t in tasks},
+            "wall_s": float(np.mean([r["wall_s"] for r in rs])),
+            "train_s": float(np.mean([r["train_s"] for r in rs])),
+            # x in batch-256 steps for all (DT's gradient steps take 5x the transitions)
+            "curve_steps": [round(c[0] / rs[0]["curve"][-1][0] * args.steps) for c in rs[0]["curve"]],
+            "curve": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(len(rs[0]["curve"]))],
+        }
+    scaling = {}
+    for name, auto in scale_names.items():
+        for m in args.scale_methods:
+            rs = by.get((name, m), [])
+            if rs:
+                scaling.setdefault(m, {})[auto] = [r["success_rate"] for r in rs]
+    return {"main_dataset": main, "data": data, "table": table, "scaling": scaling, "tasks": tasks}
+
+
+def versions() -> dict:
+    import torch
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(), "cpus": os.cpu_count()}
+    for pkg in ("qtransformer", "d3rlpy", "metaworld", "gymnasium"):
+        try:
+            from importlib.metadata import version
+
+            v[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - a missing package is reported as such
+            v[pkg] = "not installed"
+    return v
+
+
+def markdown(args: Args, summary: dict, command: str) -> str:
+    data, table, tasks = summary["data"][summary["main_dataset"]], summary["table"], summary["tasks"]
+    short = [t.replace("-v3", "") for t in tasks]
+    lines = [
+        f"Command: `{command}`  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + "  ",
+        f"Dataset: {len(tasks)} MetaWorld tasks, {args.demos} demonstrations + {main_autonomous(args)} noisy replays per task "
+        f"(the paper's mix), {data['episodes']} episodes, {data['steps']} steps. Every method: {args.steps} gradient steps, "
+        f"{args.seeds} seed(s), {args.eval_episodes} evaluation episodes per task on the same reset seeds.",
+        "",
+        "| method | success (mean ± std over seeds) | " + " | ".join(short) + " | train s | wall s | paper |",
+        "|---|---|" + "---|" * len(tasks) + "---|---|---|",
+    ]
+    for src, rate in data["by_source"].items():
+        cells = " | ".join(f"{data['by_task'][t].get(src, float('nan')):.2f}" for t in tasks)
+        lines.append(f"| *data: {src} episodes* | {rate:.2f} | {cells} | | | |")
+    for m, row in table.items():
+        cells = " | ".join(f"{np.mean(row['per_task'][t]):.2f}" for t in tasks)
+        paper = f"{PAPER[m]:.2f}" if m in PAPER else ""
+        lines.append(f"| {LABELS[m]} | {mean_std(row['success'])} | {cells} | {row['train_s']:.0f} | {row['wall_s']:.0f} | {paper} |")
+    if summary["scaling"]:
+        autos = sorted({a for s in summary["scaling"].values() for a in s})
+        lines += ["", "Data scaling (success against autonomous episodes per task; demonstrations fixed at "
+                  f"{args.demos} per task):", "", "| method | " + " | ".join(str(a) for a in autos) + " |", "|---|" + "---|" * len(autos)]
+        for m, s in summary["scaling"].items():
+            lines.append(f"| {LABELS[m]} | " + " | ".join(mean_std(s[a]) if a in s else "" for a in autos) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(summary: dict, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (the bench extra): no plots", file=sys.stderr)
+        return
+    table = summary["table"]
+    names = list(table)
+    means = [np.mean(table[m]["success"]) for m in names]
+    stds = [np.std(table[m]["success"]) for m in names]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    colors = ["tab:blue" if m == "qtransformer" else "tab:gray" if m.startswith("qt_") else "tab:orange" for m in names]
+    ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=3)
+    ax.set_xticks(range(len(names)), [LABELS[m].replace(" (", "\n(").replace(": ", ":\n") for m in names], fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1)
+    ax.set_title("MetaWorld, paper mix: success at the end of training (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "success.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for m in names:
+        ax.plot(table[m]["curve_steps"], table[m]["curve"], marker="o", label=LABELS[m], lw=2.5 if m == "qtransformer" else 1.2)
+    ax.set_xlabel("training budget: gradient steps at batch 256 (DT: the same number of transitions)")
+    ax.set_ylabel("success rate (mean over seeds and tasks)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+DOCS_BEGIN, DOCS_END = "<!-- bench.compare: begin -->", "<!-- bench.compare: end -->"
+
+
+def write_docs(text: str, images: Path, docs: Path = Path("docs/benchmarks.md")) -> None:
+    import shutil
+
+    (docs.parent / "images").mkdir(exist_ok=True)
+    for name in ("success.png", "curves.png"):
+        if (images / name).exists():
+            shutil.copyfile(images / name, docs.parent / "images" / f"compare_{name}")
+    block = f"{DOCS_BEGIN}\n{text}\n![success](images/compare_success.png)\n\n![learning curves](images/compare_curves.png)\n{DOCS_END}"
+    old = docs.read_text()
+    if DOCS_BEGIN in old:
+        head, rest = old.split(DOCS_BEGIN, 1)
+        new = head + block + rest.split(DOCS_END, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    docs.write_text(new)
+
+
+# -- main ------------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    try:
+        import metaworld  # noqa: F401
+    except ImportError:
+        raise SystemExit("bench.compare needs MetaWorld: pip install -e '.[sim,bench]' (or bash scripts/setup.sh --bench)") from None
+    if set(args.methods) & set(D3RLPY):
+        try:
+            import d3rlpy  # noqa: F401
+        except ImportError:
+            raise SystemExit("CQL, IQL and DT come from d3rlpy: bash scripts/setup.sh --bench, or drop them with --methods") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    main_auto = main_autonomous(args)
+    main_path = make_dataset(args, main_auto)
+    scale_autos = sorted({max(1, int(round(f * main_auto))) for f in args.scale})
+    scale_paths = {a: (main_path if a == main_auto else make_dataset(args, a)) for a in scale_autos}
+    data = {p.name: data_success(p) for p in {main_path, *scale_paths.values()}}
+
+    specs = []
+    for seed in range(args.seeds):  # seed-major, so a stopped run has every method at the first seeds
+        jobs = [(main_path, m) for m in args.methods]
+        jobs += [(p, m) for a, p in scale_paths.items() if p != main_path for m in args.scale_methods]
+        for path, m in jobs:
+            specs.append({
+                "method": m, "dataset": str(path), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
+                "curve_points": args.curve_points, "threads": 1 if args.jobs > 1 else 2,
+                "result": str(args.out / "runs" / path.name / m / f"seed{seed}.json"),
+            })
+    results, todo = [], []
+    for s in specs:
+        r = Path(s["result"])
+        if r.exists():
+            results.append(json.loads(r.read_text()))
+        else:
+            todo.append(s)
+    print(f"{len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, s): s for s in todo}
+        bar = tqdm(total=len(todo), desc="runs", dynamic_ncols=True)
+        for f in as_completed(futures):
+            s = futures[f]
+            r = f.result()
+            results.append(r)
+            bar.write(f"{s['method']:>20} {Path(s['dataset']).name} seed {s['seed']}: success {r['success_rate']:.2f} "
+                      f"({r['train_s']:.0f} s training, {r['wall_s']:.0f} s in all)")
+            bar.update(1)
+        bar.close()
+
+    summary = summarize(args, results, data, main_path.name, {p.name: a for a, p in scale_paths.items()})
+    summary["versions"], summary["args"] = versions(), {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
+    summary["wall_s"] = time.perf_counter() - t0
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    command = "python -m bench.compare " + " ".join(sys.argv[1:])
+    text = markdown(args, summary, command.strip())
+    (args.out / "table.md").write_text(text)
+    plots(summary, args.out)
+    print(text)
+    print(f"wrote {args.out}/summary.json, table.md, success.png, curves.png ({summary['wall_s'] / 60:.1f} min)")
+    if args.write_docs:
+        write_docs(text, args.out)
+        print("updated docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))
