@@ -196,8 +196,13 @@ def _run_ours(spec: dict) -> dict:
 
 
 def _run_d3rlpy(spec: dict) -> dict:
-    import d3rlpy
+    import contextlib
+    import io
+
     import torch
+
+    with contextlib.redirect_stderr(io.StringIO()):  # d3rlpy imports the old gym, which prints a notice
+        import d3rlpy
 
     from qtransformer.data import EpisodeStore
     from qtransformer.evaluate import eval_seeds, run_episodes
