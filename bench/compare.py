@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -71,26 +71,31 @@ class Args:
     """Train and evaluate every method on a MetaWorld demonstrations-plus-failures dataset."""
 
     quick: bool = False
-    """Under 20 minutes on 2 cores: 1 seed, 1500 steps, 5 evaluation episodes per task, scaling for Q-Transformer only."""
+    """Under 20 minutes on 2 cores: 1 seed, 1500 steps, 5 evaluation episodes per task, 3 evaluations per run."""
     out: Path = Path("bench/results/compare")
     """Results folder: datasets/, runs/, summary.json, table.md, success.png, curves.png."""
     tasks: str = TASKS
     """MetaWorld tasks (comma-separated) or mt10."""
     demos: int = 8
     """Demonstrations per task; the main dataset adds round(demos * 92 / 8) noisy replays per task (the paper's mix)."""
+    recipe: Literal["replay", "perturbed"] = "replay"
+    """How autonomous episodes are made: 'replay', the paper's (a demonstration replayed open-loop with
+    noise, from its own start); 'perturbed', a perturbed expert from new starts (`make-dataset metaworld`'s default)."""
+    autonomous: Optional[int] = None
+    """Autonomous episodes per task in the main dataset; default round(demos * 92 / 8), the paper's mix."""
     scale: tuple[float, ...] = (0.1, 0.3, 1.0)
     """The data-scaling table: autonomous episodes as fractions of the main dataset's (1.0 is the main dataset itself)."""
     seeds: int = 3
     """Training seeds per method."""
-    steps: int = 4000
+    steps: int = 3000
     """Gradient steps per run, every method."""
     eval_episodes: int = 10
     """Evaluation episodes per task (the same reset seeds for every method)."""
-    curve_points: int = 4
+    curve_points: int = 3
     """Evaluations per run, evenly spaced, for the learning curves (the last is at the end)."""
     methods: tuple[str, ...] = METHODS
     """Methods to run."""
-    scale_methods: tuple[str, ...] = ("qtransformer", "bc_filtered")
+    scale_methods: tuple[str, ...] = ("qtransformer",)
     """Methods run on the data-scaling datasets."""
     jobs: int = 2
     """Runs side by side, one CPU thread each."""
@@ -102,7 +107,6 @@ class Args:
     def __post_init__(self) -> None:
         if self.quick:
             self.seeds, self.steps, self.eval_episodes, self.curve_points = 1, 1500, 5, 3
-            self.scale_methods = ("qtransformer",)
             if self.out == Path("bench/results/compare"):
                 self.out = Path("bench/results/compare_quick")
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -112,22 +116,22 @@ class Args:
 
 # -- datasets ----------------------------------------------------------------------------------------
 def main_autonomous(args: Args) -> int:
-    return int(round(args.demos * 92 / 8))
+    return int(round(args.demos * 92 / 8)) if args.autonomous is None else args.autonomous
 
 
-def dataset_name(autonomous: int) -> str:
-    return f"paper_mix_auto{autonomous}"
+def dataset_name(args: Args, autonomous: int) -> str:
+    return f"{'paper_mix' if args.recipe == 'replay' else 'perturbed'}_demos{args.demos}_auto{autonomous}"
 
 
 def make_dataset(args: Args, autonomous: int) -> Path:
     from qtransformer.data import EpisodeStore
     from qtransformer.envs.metaworld_tasks import make_metaworld_dataset, tasks_from_env_id
 
-    path = args.out / "datasets" / dataset_name(autonomous)
+    path = args.out / "datasets" / dataset_name(args, autonomous)
     if (path / "meta.json").exists():
         return path
     t = time.perf_counter()
-    ds = make_metaworld_dataset(tasks_from_env_id(f"metaworld:{args.tasks}"), args.demos, autonomous, recipe="replay", seed=args.data_seed, workers=args.jobs)
+    ds = make_metaworld_dataset(tasks_from_env_id(f"metaworld:{args.tasks}"), args.demos, autonomous, recipe=args.recipe, seed=args.data_seed, workers=args.jobs)
     EpisodeStore.create(path, ds)
     print(f"made {path}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.perf_counter() - t:.0f} s", flush=True)
     return path
@@ -188,9 +192,12 @@ def _run_ours(spec: dict) -> dict:
     train_rows = [r for r in rows if "train/steps_per_s" in r]
     steps_per_s = float(np.median([r["train/steps_per_s"] for r in train_rows]))
     eval_time = max(wall - steps / steps_per_s, 0.0)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the benchmark keeps results, not weights
+    for state in run_dir.glob("checkpoints/*/training_state"):  # keep the policy (for bench.diagnose), not the resume state
+        shutil.rmtree(state)
     return {
-        "success_rate": final["success_rate"], "per_task": {k: v["success_rate"] for k, v in final["per_task"].items()},
+        "success_rate": final["success_rate"],
+        "per_task": {k: v["success_rate"] for k, v in final["per_task"].items()} if "per_task" in final  # several tasks
+        else {final["env_id"].split(":", 1)[-1]: final["success_rate"]},
         "curve": curve, "wall_s": wall, "train_s": wall - eval_time, "steps_per_s": steps_per_s,
     }
 
@@ -348,8 +355,9 @@ def markdown(args: Args, summary: dict, command: str) -> str:
     lines = [
         f"Command: `{command}`  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + "  ",
-        f"Dataset: {len(tasks)} MetaWorld tasks, {args.demos} demonstrations + {main_autonomous(args)} noisy replays per task "
-        f"(the paper's mix), {data['episodes']} episodes, {data['steps']} steps. Every method: {args.steps} gradient steps, "
+        f"Dataset: {len(tasks)} MetaWorld tasks, {args.demos} demonstrations + {main_autonomous(args)} autonomous episodes per task "
+        f"({'noisy replays of the demonstrations, the paper' + chr(39) + 's recipe' if args.recipe == 'replay' else 'a perturbed expert from new starts'}), "
+        f"{data['episodes']} episodes, {data['steps']} steps. Every method: {args.steps} gradient steps, "
         f"{args.seeds} seed(s), {args.eval_episodes} evaluation episodes per task on the same reset seeds.",
         "",
         "| method | success (mean ± std over seeds) | " + " | ".join(short) + " | train s | wall s | paper |",
@@ -390,7 +398,7 @@ def plots(summary: dict, out: Path) -> None:
     ax.set_xticks(range(len(names)), [LABELS[m].replace(" (", "\n(").replace(": ", ":\n") for m in names], fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1)
-    ax.set_title("MetaWorld, paper mix: success at the end of training (mean ± std over seeds)")
+    ax.set_title(f"MetaWorld, {summary['main_dataset']}: success at the end of training (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(out / "success.png", dpi=110)
     plt.close(fig)
@@ -445,16 +453,18 @@ def main(args: Args) -> None:
     scale_paths = {a: (main_path if a == main_auto else make_dataset(args, a)) for a in scale_autos}
     data = {p.name: data_success(p) for p in {main_path, *scale_paths.values()}}
 
-    specs = []
-    for seed in range(args.seeds):  # seed-major, so a stopped run has every method at the first seeds
-        jobs = [(main_path, m) for m in args.methods]
-        jobs += [(p, m) for a, p in scale_paths.items() if p != main_path for m in args.scale_methods]
-        for path, m in jobs:
-            specs.append({
-                "method": m, "dataset": str(path), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
-                "curve_points": args.curve_points, "threads": 1 if args.jobs > 1 else 2,
-                "result": str(args.out / "runs" / path.name / m / f"seed{seed}.json"),
-            })
+    # The main table first, then the scaling runs; each seed-major, so a stopped benchmark has every
+    # method at its first seeds.
+    jobs = [(seed, main_path, m) for seed in range(args.seeds) for m in args.methods]
+    jobs += [(seed, p, m) for seed in range(args.seeds) for p in scale_paths.values() if p != main_path for m in args.scale_methods]
+    specs = [
+        {
+            "method": m, "dataset": str(path), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
+            "curve_points": args.curve_points, "threads": 1 if args.jobs > 1 else 2,
+            "result": str(args.out / "runs" / path.name / m / f"seed{seed}.json"),
+        }
+        for seed, path, m in jobs
+    ]
     results, todo = [], []
     for s in specs:
         r = Path(s["result"])

@@ -1,6 +1,10 @@
-"""Speed benchmark: machine peak, training step throughput, decoding latency. Prints a table, writes JSON.
+"""Speed benchmark: machine peak, training step throughput, decoding latency, peers. Prints a table, writes JSON.
 
-    python -m bench.speed [--quick] [--out bench/results/speed.json]
+    python -m bench.speed [--quick] [--out bench/results/speed.json] [--peer-python /work/peers/qtpkg/bin/python]
+
+Peers, in the same run: d3rlpy's CQL at the same batch size (when d3rlpy is installed, the bench
+extra), and the `q-transformer` package from PyPI through bench/peer_qtransformer.py run by another
+interpreter (--peer-python: it needs its own venv, see that script).
 
 Every figure is measured in this one run, and speeds are reported beside a baseline from the same run
 (matmul peak for training, uncached decoding for the KV cache), because shared machines are noisy.
@@ -20,7 +24,7 @@ import torch
 from qtransformer.algo import QTransformerLearner
 from qtransformer.config import preset
 from qtransformer.nets import QTransformerNet
-from qtransformer.policy import decode
+from qtransformer.policy import decode, greedy_decode
 
 
 def timeit(fn, min_seconds: float, warmup: int = 3) -> float:
@@ -75,19 +79,82 @@ def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp:
             "steps_per_s": 1 / sec, "samples_per_s": B / sec, "model_gflops_per_s": flops / sec / 1e9}
 
 
-def bench_decoding(action_dim: int, batch: int, cache: bool, seconds: float) -> dict:
+def bench_decoding(action_dim: int, batch: int, mode: str, seconds: float) -> dict:
+    """mode: 'uncached' (d full passes), 'cached' (KV cache), 'compiled' (KV cache under torch.compile,
+    what QTPolicy(compile=True) runs)."""
     cfg = preset("default")
     torch.manual_seed(0)
     net = QTransformerNet(39, action_dim, 256, 1, cfg.model).eval()
     obs = torch.randn(batch, 39)
-    sec = timeit(lambda: decode(net, obs, use_cache=cache), seconds)
-    return {"d": action_dim, "batch": batch, "kv_cache": cache, "ms_per_action_batch": sec * 1e3}
+    row = {"d": action_dim, "batch": batch, "mode": mode}
+    if mode == "compiled":
+        fn = torch.compile(lambda o: greedy_decode(net, o), dynamic=False)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            fn(obs)
+        row["compile_s"] = time.perf_counter() - t
+
+        def call():
+            with torch.inference_mode():
+                fn(obs)
+    else:
+        def call():
+            decode(net, obs, use_cache=mode == "cached")
+    row["ms_per_action_batch"] = timeit(call, seconds) * 1e3
+    return row
+
+
+def bench_d3rlpy_cql(obs_dim: int, action_dim: int, batch: int, seconds: float) -> dict | None:
+    """d3rlpy's CQL (its default networks) on random transitions: gradient steps per second."""
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()):  # d3rlpy imports the old gym, which prints a notice
+            import d3rlpy
+    except ImportError:
+        return None
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, ep = 20_000, 100
+    terminals = np.zeros(n, np.float32)
+    terminals[ep - 1 :: ep] = 1.0
+    data = d3rlpy.dataset.MDPDataset(
+        rng.standard_normal((n, obs_dim)).astype(np.float32), rng.uniform(-1, 1, (n, action_dim)).astype(np.float32),
+        rng.random(n).astype(np.float32), terminals,
+    )
+    algo = d3rlpy.algos.CQLConfig(batch_size=batch).create(device="cpu:0")
+    algo.build_with_dataset(data)
+    buffer = d3rlpy.dataset.ReplayBuffer(d3rlpy.dataset.InfiniteBuffer(), episodes=data.episodes)
+    mini = buffer.sample_transition_batch(batch)
+    sec = timeit(lambda: algo.update(mini), seconds)
+    return {"name": f"d3rlpy {d3rlpy.__version__} CQL (default MLPs 256x256)", "batch": batch, "obs_dim": obs_dim,
+            "action_dim": action_dim, "steps_per_s": 1 / sec, "samples_per_s": batch / sec}
+
+
+def bench_peer(python: Path, quick: bool) -> dict | None:
+    """Run bench/peer_qtransformer.py in another interpreter (the q-transformer package's venv)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "peer.json"
+        cmd = [str(python), str(Path(__file__).with_name("peer_qtransformer.py")), "--json", str(out),
+               "--threads", str(torch.get_num_threads())] + (["--quick"] if quick else [])
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not out.exists():
+            print(f"peer benchmark failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+            return None
+        return json.loads(out.read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timings (noisier)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/speed.json"))
+    parser.add_argument("--peer-python", type=Path, default=None, help="the interpreter of a venv with the q-transformer package")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile'd decoding (compiling takes minutes)")
     args = parser.parse_args()
     s = 1.0 if args.quick else 3.0
 
@@ -97,10 +164,15 @@ def main() -> None:
         bench_training("builtin fp32", "builtin", 6, 3, False, s),
         bench_training("default fp32", "default", 39, 4, False, s),
         bench_training("default bf16", "default", 39, 4, True, s),
+        bench_training("large fp32", "large", 39, 4, False, s),
+        bench_training("large bf16", "large", 39, 4, True, s),
     ]
     for row in training:
         row["fraction_of_fp32_peak"] = row["model_gflops_per_s"] * 1e9 / peak32
-    decoding = [bench_decoding(d, b, c, s / 2) for d in (4, 7) for b in (1, 64) for c in (True, False)]
+    modes = ("uncached", "cached") + (() if args.no_compile else ("compiled",))
+    decoding = [bench_decoding(d, b, m, s / 2) for d in (4, 7) for b in (1, 64) for m in modes]
+    cql = bench_d3rlpy_cql(39, 4, 256, s)
+    peer = bench_peer(args.peer_python, args.quick) if args.peer_python else None
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"matmul peak (1024^3): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s\n")
@@ -109,20 +181,38 @@ def main() -> None:
     for r in training:
         print(f"| {r['name']} | {r['batch']} | {r['bins']} | {r['d']} | {r['steps_per_s']:.1f} | {r['samples_per_s']:.0f} | "
               f"{r['model_gflops_per_s']:.1f} | {r['fraction_of_fp32_peak']:.1%} |")
-    fp32 = next(r for r in training if r["name"] == "default fp32")["steps_per_s"]
-    bf16 = next(r for r in training if r["name"] == "default bf16")["steps_per_s"]
-    print(f"\nbf16 / fp32 training speed (default preset): {bf16 / fp32:.2f}x\n")
-    print("| decoding (default model, K=256) | batch | KV cache | ms per call | speed-up of the cache |")
+    speed = {r["name"]: r["steps_per_s"] for r in training}
+    bf16 = {p: speed[f"{p} bf16"] / speed[f"{p} fp32"] for p in ("default", "large")}
+    print("\nbf16 / fp32 training speed: " + ", ".join(f"{p} {x:.2f}x" for p, x in bf16.items()))
+    if cql:
+        ours = next(r for r in training if r["name"] == "default fp32")
+        print(f"context: {cql['name']}, batch {cql['batch']}, {cql['obs_dim']}-d observations, {cql['action_dim']}-d actions: "
+              f"{cql['steps_per_s']:.1f} steps/s ({ours['steps_per_s'] / cql['steps_per_s']:.1f}x fewer than our default fp32 step)")
+    print("\n| decoding (default model, K=256) | batch | mode | ms per call | speed-up over uncached |")
     print("|---|---|---|---|---|")
     for r in decoding:
-        base = next(x for x in decoding if x["d"] == r["d"] and x["batch"] == r["batch"] and not x["kv_cache"])
-        print(f"| d={r['d']} | {r['batch']} | {'yes' if r['kv_cache'] else 'no'} | {r['ms_per_action_batch']:.2f} | "
+        base = next(x for x in decoding if x["d"] == r["d"] and x["batch"] == r["batch"] and x["mode"] == "uncached")
+        note = f" (compiled in {r['compile_s']:.0f} s)" if "compile_s" in r else ""
+        print(f"| d={r['d']} | {r['batch']} | {r['mode']}{note} | {r['ms_per_action_batch']:.2f} | "
               f"{base['ms_per_action_batch'] / r['ms_per_action_batch']:.2f}x |")
+    if peer:
+        print(f"\npeer: q-transformer {peer['package_version']} (torch {peer['torch_version']}, {peer['threads']} threads), "
+              f"{peer['params']['total']:,} parameters ({peer['params']['q_head']:,} in its Q head); config in the JSON")
+        print("| decoding d=7, K=256 | batch | peer head only, ms | peer with its encoder, ms | ours cached, ms | ours compiled, ms | peer head / ours best |")
+        print("|---|---|---|---|---|---|---|")
+        for row in peer["decode"]:
+            mine = {r["mode"]: r["ms_per_action_batch"] for r in decoding if r["d"] == 7 and r["batch"] == row["batch"]}
+            best = min(mine.get("cached", float("inf")), mine.get("compiled", float("inf")))
+            print(f"| | {row['batch']} | {row['head_ms']:.2f} | {row['full_ms']:.2f} | {mine.get('cached', float('nan')):.2f} | "
+                  f"{mine.get('compiled', float('nan')):.2f} | {row['head_ms'] / best:.1f}x |")
+        t = peer["train"]
+        print(f"peer training step, batch {t['batch']}: {t['step_ms']:.0f} ms ({t['samples_per_s']:.0f} samples/s); "
+              f"ours (default fp32, d=4): {1e3 / speed['default fp32']:.0f} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "matmul_peak_gflops": {"fp32": peak32 / 1e9, "bf16": peak16 / 1e9},
-        "training": training, "bf16_over_fp32": bf16 / fp32, "decoding": decoding,
+        "training": training, "bf16_over_fp32": bf16, "decoding": decoding, "d3rlpy_cql": cql, "peer_q_transformer": peer,
     }, indent=1))
     print(f"\nwrote {args.out}")
 

@@ -11,7 +11,7 @@ import torch
 from qtransformer.actions import ActionDiscretizer
 from qtransformer.algo import QTransformerLearner
 from qtransformer.config import AlgoConfig
-from qtransformer.policy import QTPolicy, decode
+from qtransformer.policy import QTPolicy, decode, greedy_decode
 
 OBS_DIM = 4
 
@@ -26,6 +26,30 @@ def test_kv_cached_decoding_equals_uncached(make_net, d, K, num_tasks):
     assert bins_c.shape == (6, d) and values_c.shape == (6, d)
     assert torch.equal(bins_c, bins_u)
     torch.testing.assert_close(values_c, values_u, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_straight_line_greedy_decoding_equals_decode(make_net, num_tasks):
+    net = make_net(OBS_DIM, 4, 5, num_tasks=num_tasks, seed=7)
+    obs = torch.randn(6, OBS_DIM)
+    task = torch.randint(num_tasks, (6,)) if num_tasks > 1 else None
+    with torch.inference_mode():
+        bins_g, values_g = greedy_decode(net, obs, task)
+    bins, values = decode(net, obs, task)
+    assert torch.equal(bins_g, bins)
+    torch.testing.assert_close(values_g, values, rtol=0, atol=1e-6)
+
+
+def test_compiled_policy_acts_like_the_eager_one(make_net):
+    net = make_net(OBS_DIM, 3, 5, seed=3)
+    disc = ActionDiscretizer([-1.0, -1.0, 0.0], [1.0, 1.0, 10.0], 5)
+    eager, compiled = QTPolicy(net, disc), QTPolicy(net, disc, compile=True)
+    obs = np.random.default_rng(0).standard_normal((5, OBS_DIM)).astype(np.float32)
+    np.testing.assert_array_equal(compiled.act(obs), eager.act(obs))
+    np.testing.assert_array_equal(compiled.act(obs[0]), eager.act(obs[0]))  # another batch size: compiled again
+    # exploration goes through the eager path with the same random numbers
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    np.testing.assert_array_equal(compiled.act(obs, epsilon=0.5, generator=g1), eager.act(obs, epsilon=0.5, generator=g2))
 
 
 def enumerate_values(net, obs_row, d, K):

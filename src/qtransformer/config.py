@@ -100,7 +100,7 @@ class TrainConfig:
     out: Path = Path("runs/qtransformer")
     """Run folder: config.json, metrics.jsonl, checkpoints/ (and tensorboard/ when installed)."""
     preset: str = "default"
-    """Start from this preset (smoke, default, builtin); flags and --config override it."""
+    """Start from this preset (smoke, default, builtin, large); flags and --config override it."""
     config: Optional[Path] = None
     """A JSON or YAML file with any of these fields (nested as model/algo); flags override it."""
     resume: bool = False
@@ -169,6 +169,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "save_every": 1000,
         "model": {"d_model": 64, "encoder_hidden": 128},
         "algo": {"num_bins": 16},
+    },
+    # A wider, deeper network for large datasets (4x the default's width x depth); for GPUs mostly.
+    "large": {
+        "model": {"d_model": 256, "n_layers": 4, "n_heads": 8, "encoder_hidden": 512},
     },
 }
 

@@ -1,0 +1,50 @@
+"""bench/compare.py keeps working: a tiny run of our own methods end to end, resuming, and the docs block.
+
+The benchmark's figures are not checked here (they come from the real run, docs/benchmarks.md); this
+checks the plumbing the --quick and full runs rely on."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("metaworld")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import compare  # noqa: E402
+
+
+def test_tiny_comparison_runs_resumes_and_reports(tmp_path, capsys):
+    args = compare.Args(
+        out=tmp_path / "cmp", tasks="reach-v3", demos=1, steps=20, seeds=1, eval_episodes=1, curve_points=2,
+        methods=("qtransformer", "bc_demos"), scale=(0.5, 1.0), scale_methods=("qtransformer",), jobs=1,
+    )
+    compare.main(args)
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert set(summary["table"]) == {"qtransformer", "bc_demos"}
+    row = summary["table"]["qtransformer"]
+    assert row["seeds"] == 1 and set(row["per_task"]) == {"reach-v3"}
+    assert [s for s, _ in zip(row["curve_steps"], row["curve"])] == [10, 20]
+    # the dataset's own success rates: demonstrations succeed, and they are reported per task
+    data = summary["data"][summary["main_dataset"]]
+    assert data["by_source"]["demonstration"] == 1.0 and data["by_task"]["reach-v3"]["demonstration"] == 1.0
+    # data scaling: 12 replays is the main dataset, 6 the half-size one
+    assert set(summary["scaling"]["qtransformer"]) == {"6", "12"}  # JSON keys
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    assert "| Q-Transformer |" in table and "| *data: demonstration episodes* | 1.00 |" in table and "Data scaling" in table
+    capsys.readouterr()
+
+    compare.main(args)  # every run is on disk: nothing is trained again
+    assert "3 runs, 3 done before, 0 to do" in capsys.readouterr().out
+
+
+def test_write_docs_replaces_only_its_block(tmp_path):
+    docs = tmp_path / "docs" / "benchmarks.md"
+    docs.parent.mkdir()
+    docs.write_text("# Benchmarks\n\nintro\n")
+    compare.write_docs("table one\n", tmp_path, docs)
+    compare.write_docs("table two\n", tmp_path, docs)
+    text = docs.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n") and "table two" in text and "table one" not in text
+    assert text.count(compare.DOCS_BEGIN) == 1 and text.count(compare.DOCS_END) == 1
