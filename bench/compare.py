@@ -103,6 +103,8 @@ class Args:
     """Seed of the datasets."""
     write_docs: bool = False
     """Replace the generated section of docs/benchmarks.md with the tables."""
+    no_train: bool = False
+    """Train nothing: report the runs already on disk (e.g. after stopping a long benchmark early)."""
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -163,7 +165,7 @@ def run_one(spec: dict) -> dict:
     out = Path(spec["result"])
     out.parent.mkdir(parents=True, exist_ok=True)
     run = _run_ours(spec) if spec["method"] in OURS else _run_d3rlpy(spec)
-    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps")} | run
+    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points")} | run
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out)
@@ -468,10 +470,13 @@ def main(args: Args) -> None:
     results, todo = [], []
     for s in specs:
         r = Path(s["result"])
-        if r.exists():
-            results.append(json.loads(r.read_text()))
-        else:
+        old = json.loads(r.read_text()) if r.exists() else None
+        if old is not None and all(old.get(k, s[k]) == s[k] for k in ("steps", "eval_episodes", "curve_points")):
+            results.append(old)
+        else:  # not run yet, or run with other settings
             todo.append(s)
+    if args.no_train:
+        todo = []
     print(f"{len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     from tqdm import tqdm
 
