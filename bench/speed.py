@@ -79,6 +79,32 @@ def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp:
             "steps_per_s": 1 / sec, "samples_per_s": B / sec, "model_gflops_per_s": flops / sec / 1e9}
 
 
+def matmul_share(cfg_name: str, obs_dim: int, action_dim: int) -> float:
+    """Share of one fp32 training step's CPU time spent in matrix multiplications (forward and
+    backward), from torch.profiler: the part bf16 can speed up (Amdahl's law bounds the rest)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = preset(cfg_name)
+    torch.manual_seed(0)
+    net = QTransformerNet(obs_dim, action_dim, cfg.algo.num_bins, 1, cfg.model)
+    learner = QTransformerLearner(net, cfg.algo, "cpu")
+    B, K = cfg.batch_size, cfg.algo.num_bins
+    batch = {
+        "obs": torch.randn(B, obs_dim), "bins": torch.randint(K, (B, action_dim)), "reward": torch.rand(B),
+        "discount": torch.full((B,), cfg.algo.gamma), "bootstrap": torch.ones(B), "next_obs": torch.randn(B, obs_dim),
+        "mc_return": torch.rand(B),
+    }
+    for _ in range(3):
+        learner.update(batch)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            learner.update(batch)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
+    return mm / total
+
+
 def bench_decoding(action_dim: int, batch: int, mode: str, seconds: float) -> dict:
     """mode: 'uncached' (d full passes), 'cached' (KV cache), 'compiled' (KV cache under torch.compile,
     what QTPolicy(compile=True) runs)."""
@@ -169,6 +195,7 @@ def main() -> None:
     ]
     for row in training:
         row["fraction_of_fp32_peak"] = row["model_gflops_per_s"] * 1e9 / peak32
+    shares = {p: matmul_share(p, 39, 4) for p in ("default", "large")}
     modes = ("uncached", "cached") + (() if args.no_compile else ("compiled",))
     decoding = [bench_decoding(d, b, m, s / 2) for d in (4, 7) for b in (1, 64) for m in modes]
     cql = bench_d3rlpy_cql(39, 4, 256, s)
@@ -184,6 +211,11 @@ def main() -> None:
     speed = {r["name"]: r["steps_per_s"] for r in training}
     bf16 = {p: speed[f"{p} bf16"] / speed[f"{p} fp32"] for p in ("default", "large")}
     print("\nbf16 / fp32 training speed: " + ", ".join(f"{p} {x:.2f}x" for p, x in bf16.items()))
+    ratio = peak16 / peak32
+    for p in ("default", "large"):
+        f = shares[p]
+        print(f"  {p}: matmuls are {f:.0%} of an fp32 step's CPU time; with bf16 matmuls {ratio:.2f}x faster and the rest "
+              f"unchanged, the step could be at most {1 / ((1 - f) + f / ratio):.2f}x faster (Amdahl)")
     if cql:
         ours = next(r for r in training if r["name"] == "default fp32")
         print(f"context: {cql['name']}, batch {cql['batch']}, {cql['obs_dim']}-d observations, {cql['action_dim']}-d actions: "
@@ -212,7 +244,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "matmul_peak_gflops": {"fp32": peak32 / 1e9, "bf16": peak16 / 1e9},
-        "training": training, "bf16_over_fp32": bf16, "decoding": decoding, "d3rlpy_cql": cql, "peer_q_transformer": peer,
+        "training": training, "bf16_over_fp32": bf16, "matmul_share_fp32": shares, "decoding": decoding, "d3rlpy_cql": cql, "peer_q_transformer": peer,
     }, indent=1))
     print(f"\nwrote {args.out}")
 
