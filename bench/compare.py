@@ -443,8 +443,12 @@ def main(args: Args) -> None:
     except ImportError:
         raise SystemExit("bench.compare needs MetaWorld: pip install -e '.[sim,bench]' (or bash scripts/setup.sh --bench)") from None
     if set(args.methods) & set(D3RLPY):
+        import contextlib
+        import io
+
         try:
-            import d3rlpy  # noqa: F401
+            with contextlib.redirect_stderr(io.StringIO()):  # d3rlpy imports the old gym, which prints a notice
+                import d3rlpy  # noqa: F401
         except ImportError:
             raise SystemExit("CQL, IQL and DT come from d3rlpy: bash scripts/setup.sh --bench, or drop them with --methods") from None
     args.out.mkdir(parents=True, exist_ok=True)
