@@ -140,6 +140,11 @@ def bench_d3rlpy_cql(obs_dim: int, action_dim: int, batch: int, seconds: float) 
             import d3rlpy
     except ImportError:
         return None
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # d3rlpy's info lines
     import numpy as np
 
     rng = np.random.default_rng(0)
