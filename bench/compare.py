@@ -214,8 +214,8 @@ def _run_d3rlpy(spec: dict) -> dict:
         import d3rlpy
 
     from qtransformer.data import EpisodeStore
-    from qtransformer.evaluate import eval_seeds, run_episodes
     from qtransformer.envs import make_env
+    from qtransformer.evaluate import eval_seeds, run_episodes, success_of
 
     import logging
 
@@ -264,7 +264,7 @@ def _run_d3rlpy(spec: dict) -> dict:
                     while not done:
                         a = wrapper.predict(with_task(obs[None], np.array([t]))[0], reward)
                         obs, reward, terminated, truncated, info = env.step(a)
-                        ok = ok or bool(info.get("success", reward > 0))
+                        ok = ok or success_of(info, reward)
                         done = terminated or truncated
                     env.close()
                     wins.append(ok)
