@@ -276,8 +276,8 @@ def _run_d3rlpy(spec: dict) -> dict:
 
     # One budget for all: the same number of training transitions. The others take 256 transitions a
     # step; DT takes 64 sequences of 20, so it gets steps * 256 / 1280 gradient steps.
-    steps = spec["steps"] * 256 // (64 * 20) if method == "dt" else spec["steps"]
-    every, curve, eval_time = steps // spec["curve_points"], [], 0.0
+    steps = max(1, spec["steps"] * 256 // (64 * 20)) if method == "dt" else spec["steps"]
+    every, curve, eval_time = max(1, steps // spec["curve_points"]), [], 0.0
 
     def callback(algo_, epoch: int, total_step: int) -> None:
         nonlocal eval_time
