@@ -81,7 +81,7 @@ def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp:
 
 def matmul_share(cfg_name: str, obs_dim: int, action_dim: int) -> float:
     """Share of one fp32 training step's CPU time spent in matrix multiplications (forward and
-    backward), from torch.profiler: the part bf16 can speed up (Amdahl's law bounds the rest)."""
+    backward), from torch.profiler: the part bf16 speeds up most (elementwise ops gain less)."""
     from torch.profiler import ProfilerActivity, profile
 
     cfg = preset(cfg_name)
@@ -219,8 +219,8 @@ def main() -> None:
     ratio = peak16 / peak32
     for p in ("default", "large"):
         f = shares[p]
-        print(f"  {p}: matmuls are {f:.0%} of an fp32 step's CPU time; with bf16 matmuls {ratio:.2f}x faster and the rest "
-              f"unchanged, the step could be at most {1 / ((1 - f) + f / ratio):.2f}x faster (Amdahl)")
+        print(f"  {p}: matmuls are {f:.0%} of an fp32 step's CPU time; if only they sped up ({ratio:.2f}x, the peak ratio), "
+              f"the step would be {1 / ((1 - f) + f / ratio):.2f}x faster (an estimate: bf16 also shortens some elementwise ops)")
     if cql:
         ours = next(r for r in training if r["name"] == "default fp32")
         print(f"context: {cql['name']}, batch {cql['batch']}, {cql['obs_dim']}-d observations, {cql['action_dim']}-d actions: "
