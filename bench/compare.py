@@ -118,7 +118,9 @@ class Args:
 
 # -- datasets ----------------------------------------------------------------------------------------
 def main_autonomous(args: Args) -> int:
-    return int(round(args.demos * 92 / 8)) if args.autonomous is None else args.autonomous
+    from qtransformer.envs.metaworld_tasks import paper_mix_autonomous
+
+    return paper_mix_autonomous(args.demos) if args.autonomous is None else args.autonomous
 
 
 def dataset_name(args: Args, autonomous: int) -> str:
@@ -144,14 +146,12 @@ def data_success(path: Path) -> dict:
     from qtransformer.data import EpisodeStore
 
     store = EpisodeStore.open(path)
-    ds = store.to_dataset()
-    success = np.array([ds.rewards[a:b].sum() > 0 for a, b in zip(ds.episode_starts[:-1], ds.episode_starts[1:])])
-    sources = np.array(ds.episode_source)
-    out = {"steps": ds.num_steps, "episodes": ds.num_episodes, "by_source": {}, "by_task": {}}
+    sources, tasks, success = store.episode_table()
+    out = {"steps": store.num_steps, "episodes": store.num_episodes, "by_source": {}, "by_task": {}}
     for src in sorted(set(sources)):
         out["by_source"][src] = float(success[sources == src].mean())
-    for t, name in enumerate(ds.task_names):
-        mask = ds.episode_task == t
+    for t, name in enumerate(store.task_names):
+        mask = tasks == t
         out["by_task"][name] = {src: float(success[mask & (sources == src)].mean()) for src in sorted(set(sources[mask]))}
     return out
 
@@ -225,7 +225,7 @@ def _run_d3rlpy(spec: dict) -> dict:
     d3rlpy.seed(spec["seed"])
     ds = EpisodeStore.open(spec["dataset"]).to_dataset()
     n_tasks = len(ds.task_names)
-    task_of_step = np.repeat(ds.episode_task, np.diff(ds.episode_starts))
+    task_of_step = ds.step_task()
 
     def with_task(obs: np.ndarray, task: np.ndarray) -> np.ndarray:  # (B, obs_dim) -> (B, obs_dim + n_tasks)
         return np.concatenate([obs, np.eye(n_tasks, dtype=np.float32)[task]], axis=1).astype(np.float32)
@@ -354,11 +354,12 @@ def versions() -> dict:
 def markdown(args: Args, summary: dict, command: str) -> str:
     data, table, tasks = summary["data"][summary["main_dataset"]], summary["table"], summary["tasks"]
     short = [t.replace("-v3", "") for t in tasks]
+    recipe = "noisy replays of the demonstrations, the paper's recipe" if args.recipe == "replay" else "a perturbed expert from new starts"
     lines = [
         f"Command: `{command}`  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + "  ",
         f"Dataset: {len(tasks)} MetaWorld tasks, {args.demos} demonstrations + {main_autonomous(args)} autonomous episodes per task "
-        f"({'noisy replays of the demonstrations, the paper' + chr(39) + 's recipe' if args.recipe == 'replay' else 'a perturbed expert from new starts'}), "
+        f"({recipe}), "
         f"{data['episodes']} episodes, {data['steps']} steps. Every method: {args.steps} gradient steps, "
         f"{args.seeds} seed(s), {args.eval_episodes} evaluation episodes per task on the same reset seeds.",
         "",

@@ -46,7 +46,7 @@ def diagnose(model_dir: Path, dataset: Path) -> dict:
     ds = EpisodeStore.open(dataset).to_dataset()
     bins = disc.encode(ds.actions).astype(np.int64)  # (N, d)
     lengths = np.diff(ds.episode_starts)
-    task = np.repeat(ds.episode_task, lengths).astype(np.int64)
+    task = ds.step_task()
     values = teacher_forced_values(net, ds.observations.astype(np.float32), bins, task)  # (N, d, K)
     N, d, K = values.shape
     G = returns_to_go(ds.rewards.astype(np.float64), ds.episode_starts, gamma)  # (N,)
@@ -56,7 +56,7 @@ def diagnose(model_dir: Path, dataset: Path) -> dict:
     greedy_is_data = values.argmax(axis=2) == bins  # (N, d)
     greedy_near_data = np.abs(values.argmax(axis=2) - bins) <= 1  # (N, d): the data bin or a neighbour
 
-    success = np.repeat([ds.rewards[a:b].sum() > 0 for a, b in zip(ds.episode_starts[:-1], ds.episode_starts[1:])], lengths)
+    success = np.repeat(ds.episode_success(), lengths)
     source = np.repeat(np.array(ds.episode_source), lengths)
     groups = {
         "demonstration": source == "demonstration",

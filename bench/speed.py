@@ -57,7 +57,8 @@ def model_flops_per_step(net: QTransformerNet, batch: int) -> float:
     return 3 * full + full + prefix
 
 
-def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp: bool, seconds: float) -> dict:
+def learner_and_batch(cfg_name: str, obs_dim: int, action_dim: int, amp: bool = False):
+    """A learner on the preset's network and one random batch of the preset's size (seeded)."""
     cfg = preset(cfg_name)
     torch.manual_seed(0)
     net = QTransformerNet(obs_dim, action_dim, cfg.algo.num_bins, 1, cfg.model)
@@ -73,8 +74,14 @@ def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp:
         "next_obs": torch.randn(B, obs_dim, generator=g),
         "mc_return": torch.rand(B, generator=g),
     }
+    return learner, batch
+
+
+def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp: bool, seconds: float) -> dict:
+    learner, batch = learner_and_batch(cfg_name, obs_dim, action_dim, amp)
+    B, K = batch["bins"].shape[0], learner.online.num_bins
     sec = timeit(lambda: learner.update(batch), seconds)
-    flops = model_flops_per_step(net, B)
+    flops = model_flops_per_step(learner.online, B)
     return {"name": name, "preset": cfg_name, "bf16": amp, "batch": B, "bins": K, "d": action_dim,
             "steps_per_s": 1 / sec, "samples_per_s": B / sec, "model_gflops_per_s": flops / sec / 1e9}
 
@@ -84,16 +91,7 @@ def matmul_share(cfg_name: str, obs_dim: int, action_dim: int) -> float:
     backward), from torch.profiler: the part bf16 speeds up most (elementwise ops gain less)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = preset(cfg_name)
-    torch.manual_seed(0)
-    net = QTransformerNet(obs_dim, action_dim, cfg.algo.num_bins, 1, cfg.model)
-    learner = QTransformerLearner(net, cfg.algo, "cpu")
-    B, K = cfg.batch_size, cfg.algo.num_bins
-    batch = {
-        "obs": torch.randn(B, obs_dim), "bins": torch.randint(K, (B, action_dim)), "reward": torch.rand(B),
-        "discount": torch.full((B,), cfg.algo.gamma), "bootstrap": torch.ones(B), "next_obs": torch.randn(B, obs_dim),
-        "mc_return": torch.rand(B),
-    }
+    learner, batch = learner_and_batch(cfg_name, obs_dim, action_dim)
     for _ in range(3):
         learner.update(batch)
     with profile(activities=[ProfilerActivity.CPU]) as prof:

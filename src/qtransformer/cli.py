@@ -207,12 +207,12 @@ def cmd_make_dataset(argv: list[str]) -> None:
 def cmd_make_metaworld(argv: list[str]) -> None:
     args = tyro.cli(MetaWorldDatasetArgs, args=argv, prog="qtransformer make-dataset metaworld")
     from .data import EpisodeStore
-    from .envs.metaworld_tasks import make_metaworld_dataset, tasks_from_env_id
+    from .envs.metaworld_tasks import make_metaworld_dataset, paper_mix_autonomous, tasks_from_env_id
 
     tasks = tasks_from_env_id(f"metaworld:{args.tasks}")
     autonomous, recipe = args.autonomous, args.autonomous_recipe
     if args.paper_mix:
-        autonomous, recipe = int(round(args.demos * 92 / 8)), "replay"
+        autonomous, recipe = paper_mix_autonomous(args.demos), "replay"
     ds = make_metaworld_dataset(tasks, args.demos, autonomous, recipe=recipe, seed=args.seed, max_steps=args.max_steps, workers=args.workers)
     store = EpisodeStore.create(args.out, ds)
     print(f"wrote {args.out}: {store.num_episodes} episodes, {store.num_steps} steps, env {store.env_id}")
