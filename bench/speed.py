@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -79,28 +80,64 @@ def learner_and_batch(cfg_name: str, obs_dim: int, action_dim: int, amp: bool = 
 
 def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp: bool, seconds: float) -> dict:
     learner, batch = learner_and_batch(cfg_name, obs_dim, action_dim, amp)
+    return _training_row(name, cfg_name, learner, batch, timeit(lambda: learner.update(batch), seconds))
+
+
+def bench_training_pair(cfg_name: str, obs_dim: int, action_dim: int, seconds: float, rounds: int) -> tuple[dict, dict, list[float]]:
+    """fp32 and bf16 autocast on the same preset, timed in alternating rounds (the order swapped every
+    round) so that both see the same machine: the host's speed drifts by 10-30 % over minutes, which
+    made separate measurements disagree. Returns the two rows (median over rounds) and the per-round
+    bf16/fp32 speed ratios."""
+    pair = {amp: learner_and_batch(cfg_name, obs_dim, action_dim, amp) for amp in (False, True)}
+    per_round: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(rounds):
+        for amp in ((False, True) if r % 2 == 0 else (True, False)):
+            learner, batch = pair[amp]
+            per_round[amp].append(timeit(lambda: learner.update(batch), seconds / rounds))
+    ratios = [a / b for a, b in zip(per_round[False], per_round[True])]
+    rows = tuple(
+        _training_row(f"{cfg_name} {'bf16' if amp else 'fp32'}", cfg_name, *pair[amp], statistics.median(per_round[amp]))
+        for amp in (False, True)
+    )
+    return rows[0], rows[1], ratios
+
+
+def _training_row(name: str, cfg_name: str, learner: QTransformerLearner, batch: dict, sec: float) -> dict:
     B, K = batch["bins"].shape[0], learner.online.num_bins
-    sec = timeit(lambda: learner.update(batch), seconds)
     flops = model_flops_per_step(learner.online, B)
-    return {"name": name, "preset": cfg_name, "bf16": amp, "batch": B, "bins": K, "d": action_dim,
+    return {"name": name, "preset": cfg_name, "bf16": learner.amp_bf16, "batch": B, "bins": K, "d": batch["bins"].shape[1],
             "steps_per_s": 1 / sec, "samples_per_s": B / sec, "model_gflops_per_s": flops / sec / 1e9}
 
 
-def matmul_share(cfg_name: str, obs_dim: int, action_dim: int) -> float:
-    """Share of one fp32 training step's CPU time spent in matrix multiplications (forward and
-    backward), from torch.profiler: the part bf16 speeds up most (elementwise ops gain less)."""
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def step_breakdown(cfg_name: str, obs_dim: int, action_dim: int, amp: bool) -> dict[str, float]:
+    """Shares of one training step's CPU time by kind of op, from torch.profiler (self time, forward and
+    backward): matmuls (what bf16 speeds up most), attention, dtype casts, the optimizer, the rest."""
     from torch.profiler import ProfilerActivity, profile
 
-    learner, batch = learner_and_batch(cfg_name, obs_dim, action_dim)
+    learner, batch = learner_and_batch(cfg_name, obs_dim, action_dim, amp)
     for _ in range(3):
         learner.update(batch)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(5):
             learner.update(batch)
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
-    return mm / total
+    kinds = {"matmul": 0.0, "attention": 0.0, "casts": 0.0, "optimizer": 0.0, "other": 0.0}
+    for e in prof.key_averages():
+        if e.key in MATMUL_OPS:
+            kind = "matmul"
+        elif "scaled_dot_product" in e.key:
+            kind = "attention"
+        elif e.key in ("aten::copy_", "aten::_to_copy"):
+            kind = "casts"
+        elif e.key.startswith("Optimizer.") or "adam" in e.key.lower():
+            kind = "optimizer"
+        else:
+            kind = "other"
+        kinds[kind] += e.self_cpu_time_total
+    total = sum(kinds.values())
+    return {k: v / total for k, v in kinds.items()}
 
 
 def bench_decoding(action_dim: int, batch: int, mode: str, seconds: float) -> dict:
@@ -189,16 +226,15 @@ def main() -> None:
 
     peak32 = matmul_peak(torch.float32, 1024, s)
     peak16 = matmul_peak(torch.bfloat16, 1024, s)
-    training = [
-        bench_training("builtin fp32", "builtin", 6, 3, False, s),
-        bench_training("default fp32", "default", 39, 4, False, s),
-        bench_training("default bf16", "default", 39, 4, True, s),
-        bench_training("large fp32", "large", 39, 4, False, s),
-        bench_training("large bf16", "large", 39, 4, True, s),
-    ]
+    rounds = 4 if args.quick else 10
+    default32, default16, default_ratios = bench_training_pair("default", 39, 4, 4 * s, rounds)
+    large32, large16, large_ratios = bench_training_pair("large", 39, 4, 4 * s, rounds)
+    training = [bench_training("builtin fp32", "builtin", 6, 3, False, s), default32, default16, large32, large16]
+    ratios = {"default": default_ratios, "large": large_ratios}
     for row in training:
         row["fraction_of_fp32_peak"] = row["model_gflops_per_s"] * 1e9 / peak32
-    shares = {p: matmul_share(p, 39, 4) for p in ("default", "large")}
+    breakdown = {f"{p} {'bf16' if amp else 'fp32'}": step_breakdown(p, 39, 4, amp) for p in ("default", "large") for amp in (False, True)}
+    shares = {p: breakdown[f"{p} fp32"]["matmul"] for p in ("default", "large")}
     modes = ("uncached", "cached") + (() if args.no_compile else ("compiled",))
     decoding = [bench_decoding(d, b, m, s / 2) for d in (4, 7) for b in (1, 64) for m in modes]
     cql = bench_d3rlpy_cql(39, 4, 256, s)
@@ -212,13 +248,18 @@ def main() -> None:
         print(f"| {r['name']} | {r['batch']} | {r['bins']} | {r['d']} | {r['steps_per_s']:.1f} | {r['samples_per_s']:.0f} | "
               f"{r['model_gflops_per_s']:.1f} | {r['fraction_of_fp32_peak']:.1%} |")
     speed = {r["name"]: r["steps_per_s"] for r in training}
-    bf16 = {p: speed[f"{p} bf16"] / speed[f"{p} fp32"] for p in ("default", "large")}
-    print("\nbf16 / fp32 training speed: " + ", ".join(f"{p} {x:.2f}x" for p, x in bf16.items()))
+    bf16 = {p: statistics.median(x) for p, x in ratios.items()}
+    print(f"\nbf16 / fp32 training speed, {rounds} alternating rounds in this process: " + ", ".join(
+        f"{p} {bf16[p]:.2f}x (rounds {min(x):.2f}-{max(x):.2f})" for p, x in ratios.items()))
     ratio = peak16 / peak32
     for p in ("default", "large"):
         f = shares[p]
         print(f"  {p}: matmuls are {f:.0%} of an fp32 step's CPU time; if only they sped up ({ratio:.2f}x, the peak ratio), "
               f"the step would be {1 / ((1 - f) + f / ratio):.2f}x faster (an estimate: bf16 also shortens some elementwise ops)")
+    print("\n| where a step's CPU time goes (torch.profiler) | " + " | ".join(next(iter(breakdown.values()))) + " |")
+    print("|---|" + "---|" * len(next(iter(breakdown.values()))))
+    for name, kinds in breakdown.items():
+        print(f"| {name} | " + " | ".join(f"{v:.0%}" for v in kinds.values()) + " |")
     if cql:
         ours = next(r for r in training if r["name"] == "default fp32")
         print(f"context: {cql['name']}, batch {cql['batch']}, {cql['obs_dim']}-d observations, {cql['action_dim']}-d actions: "
@@ -247,7 +288,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "matmul_peak_gflops": {"fp32": peak32 / 1e9, "bf16": peak16 / 1e9},
-        "training": training, "bf16_over_fp32": bf16, "matmul_share_fp32": shares, "decoding": decoding, "d3rlpy_cql": cql, "peer_q_transformer": peer,
+        "training": training, "bf16_over_fp32": bf16, "bf16_over_fp32_rounds": ratios, "matmul_share_fp32": shares, "step_breakdown": breakdown, "decoding": decoding, "d3rlpy_cql": cql, "peer_q_transformer": peer,
     }, indent=1))
     print(f"\nwrote {args.out}")
 
