@@ -27,13 +27,21 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, past: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
-        B, T, C = x.shape
         qkv = self.qkv(x)  # (B, T, 3C)
-        if qkv.device.type == "cpu" and qkv.dtype != torch.float32:
+        if qkv.dtype != torch.float32 and qkv.device.type == "cpu":
             # Under bf16 on CPU, the attention kernels at these short sequences are 2-3x slower than
             # in fp32 (measured: docs/benchmarks.md, "Speed"), and attention is a sliver of the
             # FLOPs: run it in fp32, outside autocast (which would cast it back to bf16).
-            qkv = qkv.float()
+            with torch.autocast("cpu", enabled=False):
+                y, present = self._attend(qkv.float(), past)
+        else:
+            y, present = self._attend(qkv, past)
+        return self.proj(y), present
+
+    def _attend(self, qkv: torch.Tensor, past: Optional[tuple[torch.Tensor, torch.Tensor]]):
+        """qkv (B, T, 3C) -> attention output (B, T, C) and this layer's (keys, values) for the cache."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
         q, k, v = qkv.split(C, dim=2)  # each (B, T, C)
         q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, H, T, hd)
         k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
@@ -43,17 +51,15 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat([past[1], v], dim=2)
         t_past = k.shape[2] - T
         p = self.dropout if self.training else 0.0
-        with torch.autocast("cpu", enabled=False):
-            if t_past == 0:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            elif T == 1:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # one new token sees everything
-            else:
-                # New query j sits at absolute position t_past + j and may see keys 0..t_past + j.
-                mask = torch.ones(T, t_past + T, dtype=torch.bool, device=x.device).tril(diagonal=t_past)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.proj(y), (k, v)
+        if t_past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # one new token sees everything
+        else:
+            # New query j sits at absolute position t_past + j and may see keys 0..t_past + j.
+            mask = torch.ones(T, t_past + T, dtype=torch.bool, device=qkv.device).tril(diagonal=t_past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return y.transpose(1, 2).reshape(B, T, C), (k, v)  # (B, T, C)
 
 
 class Block(nn.Module):
