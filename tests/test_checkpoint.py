@@ -185,6 +185,25 @@ def test_training_state_round_trip_continues_identically(make_net, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_resume_keeps_this_machines_optimizer_kernel(make_net, tmp_path):
+    """A checkpoint whose optimizer groups name another kernel (a GPU's fused AdamW, or none from an
+    older version) resumes with the kernel the learner chose here."""
+    disc = ActionDiscretizer([-1] * D, [1] * D, K)
+    learner, sampler = make_learner_and_sampler(make_net)
+    learner.update(sampler.sample())
+    ckpt = save_checkpoint(tmp_path / "run", 1, learner, sampler, model_config(learner.online, disc, tiny_model_config()), TrainConfig())
+    state_path = ckpt / "training_state" / "state.json"
+    state = json.loads(state_path.read_text())
+    here = {k: learner.optimizer.param_groups[0][k] for k in ("fused", "foreach")}
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"], group["foreach"] = (None, True) if here["fused"] else (True, None)
+    state_path.write_text(json.dumps(state))
+    fresh, fresh_sampler = make_learner_and_sampler(make_net, seed=1)
+    load_training_state(ckpt, fresh, fresh_sampler)
+    assert all({k: g[k] for k in here} == here for g in fresh.optimizer.param_groups)
+    fresh.update(fresh_sampler.sample())  # and it steps
+
+
 def test_run_checkpoint_and_model_folders_all_resolve_and_old_ones_are_pruned(make_net, tmp_path):
     disc = ActionDiscretizer([-1] * D, [1] * D, K)
     learner, sampler = make_learner_and_sampler(make_net)

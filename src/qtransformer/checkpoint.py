@@ -205,7 +205,12 @@ def _load_training_state(ckpt: Path, learner, sampler) -> dict:
     learner.online.load_state_dict(load_file(str(ckpt / "model" / "model.safetensors"), device="cpu"))
     learner.target.load_state_dict(load_file(str(ts / "target.safetensors"), device="cpu"))
     opt_tensors = load_file(str(ts / "optimizer.safetensors"), device="cpu")  # the optimizer moves them
+    # Which AdamW kernel runs (fused, multi-tensor) is this machine's choice, not the run's: a checkpoint
+    # from a GPU or from an older version must not impose its own.
+    kernel = {k: learner.optimizer.param_groups[0].get(k) for k in ("fused", "foreach")}
     learner.optimizer.load_state_dict(_optimizer_from_flat(opt_tensors, state["optimizer"]))
+    for group in learner.optimizer.param_groups:
+        group.update(kernel)
     learner.num_updates = state["num_updates"]
     rng = load_file(str(ts / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
