@@ -58,3 +58,11 @@ def test_attention_runs_in_fp32_under_cpu_bf16_autocast(model):
     with torch.no_grad():
         fp32, _ = model(x)
     assert (full.float() - fp32).abs().max() < 0.1  # bf16 projections: close, not equal
+
+
+def test_model_cast_to_bf16_runs_on_cpu(model):
+    """A model converted to bf16 (not autocast) also takes the fp32 attention path and still runs."""
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        h, cache = model.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert h.dtype == torch.bfloat16 and cache[0][0].dtype == torch.float32

@@ -34,6 +34,7 @@ class CausalSelfAttention(nn.Module):
             # FLOPs: run it in fp32, outside autocast (which would cast it back to bf16).
             with torch.autocast("cpu", enabled=False):
                 y, present = self._attend(qkv.float(), past)
+            y = y.to(qkv.dtype)  # back to the projections' precision (also for a model cast to bf16)
         else:
             y, present = self._attend(qkv, past)
         return self.proj(y), present
