@@ -2,7 +2,7 @@
 only (the paper's RT-1 baseline), Decision Transformer, CQL and IQL (d3rlpy), and three ablations.
 
     python -m bench.compare --quick          # about 18 minutes on 2 cores: 1 seed, short runs
-    python -m bench.compare                  # the full run, about 100 minutes: 3 seeds, the data-scaling table
+    python -m bench.compare                  # the full run, 70-100 minutes: 3 seeds, the data-scaling table
     python -m bench.compare --write-docs     # also put the tables into docs/benchmarks.md
 
 Needs the `sim` and `bench` extras (`bash scripts/setup.sh --bench`). Every run writes its own result

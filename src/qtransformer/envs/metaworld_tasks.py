@@ -60,6 +60,7 @@ def paper_mix_autonomous(demos: int) -> int:
     """Autonomous episodes per task for the paper's simulated mix: demonstrations are about 8 % of the episodes."""
     return int(round(demos * 92 / 8))
 
+
 # Noise-level defaults of the two recipes, tuned so that autonomous success is roughly 10-40 % on each
 # MT10 task with max_steps=200 (table in docs/metaworld.md). Other tasks use the "*" entry.
 DEFAULT_REPLAY_NOISE = {  # std of the (AR(1), correlation 0.9) action noise of `replay`
