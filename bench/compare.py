@@ -38,6 +38,7 @@ TASKS = "reach-v3,button-press-topdown-v3,drawer-open-v3,door-open-v3,window-ope
 # Method -> overrides of the backbone's TrainConfig (ours) or the d3rlpy algorithm's name.
 OURS = {
     "qtransformer": {},
+    "qtransformer_paper": {"algo": {"conservative_bins": 0, "head_init": "default"}},  # the `paper` preset's objective
     "bc_demos": {"algo": {"method": "bc"}, "source_mix": {"demonstration": 1.0}},
     "bc_all": {"algo": {"method": "bc"}},
     "bc_filtered": {"algo": {"method": "bc"}, "only_successful": True},
@@ -49,6 +50,7 @@ D3RLPY = ("cql", "iql", "dt")
 METHODS = tuple(OURS) + D3RLPY
 LABELS = {
     "qtransformer": "Q-Transformer",
+    "qtransformer_paper": "Q-Transformer, the paper's objective",
     "bc_demos": "BC, demonstrations only (RT-1 style)",
     "bc_all": "BC, all episodes",
     "bc_filtered": "filtered BC (successful episodes)",

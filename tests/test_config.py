@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from qtransformer.config import (
 )
 
 
-@pytest.mark.parametrize("name", ["smoke", "default"])
+@pytest.mark.parametrize("name", ["smoke", "default", "paper", "builtin"])
 def test_presets_build_and_apply_their_values(name):
     cfg = preset(name)
     assert isinstance(cfg, TrainConfig) and cfg.preset == name
@@ -131,3 +132,23 @@ def test_config_file_values_are_type_checked(tmp_path):
         y.write_text(bad)
         with pytest.raises(ConfigError, match=field):
             parse_train_args(["--config", str(y)])
+
+
+def test_paper_preset_is_the_papers_objective_and_default_is_not():
+    paper, default = preset("paper").algo, preset("default").algo
+    assert (paper.conservative_bins, paper.head_init, paper.imitation_weight, paper.support_tau) == (0, "default", 0.0, 0.0)
+    assert paper.num_bins == 256 and paper.alpha == 1.0 and paper.regularizer == "zero" and paper.mc_bound
+    assert (default.conservative_bins, default.head_init) == (16, "data_mean")
+    assert dataclasses.replace(default, conservative_bins=0, head_init="default") == paper
+
+
+def test_support_options_need_the_imitation_head():
+    with pytest.raises(ConfigError, match="imitation-weight"):
+        AlgoConfig(support_tau=0.3)
+    with pytest.raises(ConfigError, match="support-tau"):
+        AlgoConfig(imitation_weight=1.0, support_in_targets=True)
+    with pytest.raises(ConfigError, match="support_tau"):
+        AlgoConfig(imitation_weight=1.0, support_tau=1.5)
+    with pytest.raises(ConfigError, match="conservative_bins"):
+        AlgoConfig(conservative_bins=1)
+    AlgoConfig(imitation_weight=1.0, support_tau=0.3, support_in_targets=True)  # a valid combination

@@ -136,7 +136,8 @@ def test_reported_loss_is_the_loss_of_the_online_values_against_target_targets(m
     online = copy.deepcopy(learner.online).train()
     with torch.no_grad():
         values = online(batch["obs"], batch["bins"], batch["task"])
-        expected = qtransformer_loss(values, batch["bins"], learner.compute_targets(batch), 0.7)
+        expected = qtransformer_loss(values, batch["bins"], learner.compute_targets(batch), 0.7, reference_bins=learner.cfg.conservative_bins)
+    assert learner.cfg.conservative_bins == 16  # the default: each unseen bin weighed by alpha / 15 whatever K
     metrics = learner.update(batch)
     assert metrics["loss"] == pytest.approx(expected["loss"].item(), abs=1e-6)
     assert metrics["td_loss"] == pytest.approx(expected["td_loss"].item(), abs=1e-6)

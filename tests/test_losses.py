@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from qtransformer.algo.losses import conservative_loss, data_bin_values, qtransformer_loss, td_loss
+from qtransformer.algo.losses import conservative_loss, data_bin_values, masked_bc_loss, qtransformer_loss, td_loss
 
 # B = 1, d = 2, K = 3.
 VALUES = torch.tensor([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]], dtype=torch.float64)
@@ -91,3 +93,26 @@ def test_qtransformer_loss_total_is_td_plus_alpha_cons_and_targets_get_no_gradie
     assert v.grad[0, 1, 2].item() == pytest.approx(0.4, abs=1e-12)
     # unseen bins only the conservative one, scaled by alpha: 0.5 * v / 2 -> dim 0 bin 1: 0.05
     assert v.grad[0, 0, 1].item() == pytest.approx(0.05, abs=1e-12)
+
+
+def test_conservative_weight_per_unseen_bin_does_not_change_with_k():
+    # One unseen bin at 0.6, every other unseen bin at 0, data bin 0 (at any value): with reference N = 16
+    # the term is 0.6^2 / 15 = 0.024 at every K; the paper's weighting gives 0.36 / (K - 1).
+    for K in (4, 16, 256):
+        values = torch.zeros(1, 1, K, dtype=torch.float64)
+        values[0, 0, 0], values[0, 0, 1] = 0.9, 0.6
+        bins = torch.zeros(1, 1, dtype=torch.long)
+        assert conservative_loss(values, bins, reference_bins=16).item() == pytest.approx(0.024, abs=1e-12)
+        assert conservative_loss(values, bins).item() == pytest.approx(0.36 / (K - 1), abs=1e-12)
+        assert conservative_loss(values, bins, reference_bins=K).item() == pytest.approx(0.36 / (K - 1), abs=1e-12)
+
+
+def test_masked_bc_loss_by_hand():
+    # B = 2, d = 1, K = 2: logits [0, 0] for sample 0 (CE = log 2), [log 3, 0] for sample 1 with data bin 0
+    # (p = 3/4, CE = log 4/3); masking sample 1 out leaves log 2, both in gives their mean.
+    logits = torch.tensor([[[0.0, 0.0]], [[math.log(3.0), 0.0]]], dtype=torch.float64)
+    bins = torch.tensor([[1], [0]])
+    assert masked_bc_loss(logits, bins, torch.tensor([1.0, 0.0])).item() == pytest.approx(math.log(2.0), abs=1e-12)
+    both = masked_bc_loss(logits, bins, torch.tensor([1.0, 1.0])).item()
+    assert both == pytest.approx((math.log(2.0) + math.log(4.0 / 3.0)) / 2, abs=1e-12)
+    assert masked_bc_loss(logits, bins, torch.zeros(2)).item() == 0.0  # no sample to imitate: no loss

@@ -104,3 +104,35 @@ def test_resume_without_a_checkpoint_raises(dataset, tmp_path):
 def test_no_dataset_raises(tmp_path):
     with pytest.raises(ConfigError, match="dataset"):
         train(tiny_cfg(None, tmp_path / "run", 2))
+
+
+def test_value_head_starts_at_the_datas_mean_return(dataset, tmp_path):
+    """head_init='data_mean': the head's bias is logit(mean Monte-Carlo return), so a zero trunk output
+    gives every bin that value; one step at a tiny learning rate leaves it there."""
+    import numpy as np
+
+    from qtransformer.actions import ActionDiscretizer
+    from qtransformer.data import EpisodeStore, build_transitions
+
+    algo = AlgoConfig(num_bins=8, warmup_steps=0, lr=1e-9, head_init="data_mean")
+    final = train(tiny_cfg(dataset, tmp_path / "run", steps=1, algo=algo))
+    ds = EpisodeStore.open(dataset)
+    mean = float(np.mean(build_transitions(ds, ActionDiscretizer(ds.action_low, ds.action_high, 8), algo.gamma, 1)["mc_return"]))
+    assert 0.01 < mean < 0.99
+    net = QTPolicy.from_checkpoint(final).net
+    start = net.values(torch.zeros(1, net.head.in_features))[0]  # (K,)
+    torch.testing.assert_close(start, torch.full_like(start, mean), rtol=0, atol=1e-5)
+    paper = train(tiny_cfg(dataset, tmp_path / "paper", steps=1, algo=dataclasses.replace(algo, head_init="default")))
+    bias = QTPolicy.from_checkpoint(paper).net.head.bias
+    assert (torch.sigmoid(bias) - mean).abs().max() > 0.05  # PyTorch's initialisation does not start there
+
+
+def test_imitation_head_trains_saves_and_decodes_within_its_support(dataset, tmp_path):
+    algo = AlgoConfig(num_bins=8, warmup_steps=3, imitation_weight=1.0, imitation_source="demonstration", support_tau=0.5)
+    final = train(tiny_cfg(dataset, tmp_path / "run", steps=4, algo=algo))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/imitation_loss" in r for r in rows)
+    policy = QTPolicy.from_checkpoint(final)
+    assert policy.net.imitation_head is not None and policy.support_tau == 0.5
+    with pytest.raises(ConfigError, match="no source 'human'"):
+        train(tiny_cfg(dataset, tmp_path / "bad", steps=1, algo=dataclasses.replace(algo, imitation_source="human")))

@@ -51,6 +51,7 @@ def model_config(net: QTransformerNet, discretizer: ActionDiscretizer, model_cfg
         "action_dim": net.action_dim,
         "num_tasks": net.num_tasks,
         "image_shapes": {k: list(v) for k, v in image_shapes.items()},
+        "imitation_head": net.imitation_head is not None,
         "model": to_dict(model_cfg),
         "actions": discretizer.to_dict(),
         **extra,
@@ -87,6 +88,7 @@ def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransforme
         net = QTransformerNet(
             cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]),
             image_shapes={k: tuple(v) for k, v in cfg.get("image_shapes", {}).items()},
+            imitation_head=bool(cfg.get("imitation_head", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: missing or invalid field ({exc!r}); the checkpoint is incomplete or corrupted") from exc

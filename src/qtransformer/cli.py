@@ -94,6 +94,9 @@ class EvalArgs:
     MetaWorld uses MuJoCo's software renderer, OSMesa, unless MUJOCO_GL says otherwise)."""
     video_episodes: int = 2
     """How many episodes (per task) to record with --video."""
+    support_tau: Optional[float] = None
+    """Decode only among bins whose imitation probability is >= tau x the best bin's (policies trained with
+    an imitation head; 0: the paper's plain greedy rule). Default: the training run's --algo.support-tau."""
 
 
 @dataclass
@@ -282,7 +285,7 @@ def cmd_eval(argv: list[str]) -> None:
     from .evaluate import evaluate_policy
     from .policy import QTPolicy
 
-    policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device)
+    policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device, support_tau=args.support_tau)
     result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers)
     result["checkpoint"] = str(args.checkpoint)
     for name, r in result.get("per_task", {}).items():

@@ -54,6 +54,26 @@ class AlgoConfig:
     """Discount per time step (applied only at the last action dimension)."""
     alpha: float = 1.0
     """Weight of the conservative term that regresses values of bins not in the data to 0."""
+    conservative_bins: int = 16
+    """N: the conservative term weighs each unseen bin by alpha/(N-1) whatever K is, so its push per bin
+    does not fade as K grows (at K bins: the paper's objective with alpha_paper = alpha*(K-1)/(N-1), 17 at
+    K = 256). 0: the paper's alpha/(K-1)."""
+    head_init: Literal["data_mean", "default"] = "data_mean"
+    """Start of the value head: 'data_mean' sets its bias to the logit of the data's mean Monte-Carlo
+    return, so every bin starts at the data's typical value; 'default' keeps PyTorch's initialisation
+    (every bin near 0.5, an optimistic start on sparse-reward data; the paper does not say)."""
+    imitation_weight: float = 0.0
+    """Weight of an imitation head on the same trunk (per-dimension cross-entropy of the data's bins on
+    --algo.imitation-source); 0: no imitation head. Needed by support_tau and support_in_targets."""
+    imitation_source: str = "all"
+    """The steps the imitation head learns from: 'all', 'successful' (steps of successful episodes), or a
+    source label such as 'demonstration'."""
+    support_tau: float = 0.0
+    """Greedy decoding takes the argmax only over bins whose imitation probability is >= tau x the best
+    bin's (discrete BCQ); 0: every bin (the paper's rule), 1: the imitation argmax. Overridable at eval."""
+    support_in_targets: bool = False
+    """Restrict the per-dimension maxima of the targets to the same support (the target network's
+    imitation head at tau = support_tau)."""
     tau: float = 0.005
     """Polyak rate of the target network: target <- (1 - tau) * target + tau * online, every step."""
     lr: float = 3e-4
@@ -89,6 +109,16 @@ class AlgoConfig:
         _check(self.n_step_mode in ("last_dim", "all_dims"), "algo.n_step_mode", f"must be 'last_dim' or 'all_dims', got {self.n_step_mode!r}")
         _check(self.regularizer in ("zero", "cql"), "algo.regularizer", f"must be 'zero' or 'cql', got {self.regularizer!r}")
         _check(self.method in ("qtransformer", "bc"), "algo.method", f"must be 'qtransformer' or 'bc', got {self.method!r}")
+        _check(self.conservative_bins == 0 or self.conservative_bins >= 2, "algo.conservative_bins", f"must be 0 (the paper's weighting) or >= 2, got {self.conservative_bins}")
+        _check(self.head_init in ("data_mean", "default"), "algo.head_init", f"must be 'data_mean' or 'default', got {self.head_init!r}")
+        _check(self.imitation_weight >= 0.0, "algo.imitation_weight", f"must be >= 0, got {self.imitation_weight}")
+        _check(0.0 <= self.support_tau <= 1.0, "algo.support_tau", f"must be in [0, 1], got {self.support_tau}")
+        _check(
+            self.imitation_weight > 0 or (self.support_tau == 0 and not self.support_in_targets),
+            "algo.support_tau",
+            "support-constrained decoding needs the imitation head: also pass --algo.imitation-weight 1.0",
+        )
+        _check(not self.support_in_targets or self.support_tau > 0, "algo.support_in_targets", "needs --algo.support-tau > 0")
 
 
 @dataclass
@@ -158,8 +188,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "encoder_hidden": 64},
         "algo": {"warmup_steps": 5},
     },
-    # The dataclass defaults: the paper's 256 bins, for datasets large enough to fill them.
+    # The dataclass defaults: the paper's 256 bins, with a conservative weight per unseen bin that does
+    # not fade with K and a value head that starts at the data's mean return (docs/algorithm.md).
     "default": {},
+    # Exactly the paper's objective at the default's size: alpha/(K-1) per unseen bin, PyTorch's head
+    # initialisation, no imitation head, plain greedy decoding.
+    "paper": {"algo": {"conservative_bins": 0, "head_init": "default", "imitation_weight": 0.0, "support_tau": 0.0}},
     # Sized for the built-in task's small dataset (about 15k transitions) on 2 CPU cores, in about
     # 2 minutes. Fewer bins: with 256 bins most bins are never seen at most states of so small a
     # dataset, and learning is far slower (measured: see docs/algorithm.md, "Bins and data size").

@@ -81,13 +81,13 @@ def evaluate(act: Callable, env_id: str, episodes: int, seed: int = 0, progress:
     return summarize(env_id, seed, run_episodes(act, env_id, eval_seeds(episodes, seed), progress))
 
 
-def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int]) -> list[dict]:
+def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int], support_tau: float) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
     from .policy import QTPolicy
 
-    policy = QTPolicy.from_checkpoint(model_dir)
+    policy = QTPolicy.from_checkpoint(model_dir, support_tau=support_tau)
     return run_episodes(lambda obs: policy.act(obs, task=task), env_id, seeds)
 
 
@@ -183,7 +183,10 @@ def evaluate_policy(
 
         parts = [seeds[k::workers] for k in range(workers)]
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            done = list(pool.map(_worker, [str(policy.model_dir)] * workers, [env_id] * workers, parts, [task] * workers))
+            done = list(pool.map(
+                _worker, [str(policy.model_dir)] * workers, [env_id] * workers, parts, [task] * workers,
+                [policy.support_tau] * workers,
+            ))
         per_episode = sorted((e for part in done for e in part), key=lambda e: e["seed"])
     else:
         per_episode = run_episodes(lambda obs: policy.act(obs, task=task), env_id, seeds, progress)

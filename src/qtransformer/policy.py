@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .actions import ActionDiscretizer
+from .algo.support import restrict, support_mask
 from .nets import QTransformerNet
 
 
@@ -28,6 +29,15 @@ def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator:
     return bins
 
 
+def _choice_values(net: QTransformerNet, h: torch.Tensor, support_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trunk output (B, C) -> (values (B, K), the values to choose from: outside the imitation support
+    at `support_tau` set to -inf; the values themselves at tau = 0)."""
+    values = net.values(h)  # (B, K)
+    if support_tau <= 0:
+        return values, values
+    return values, restrict(values, support_mask(net.imitation_logits(h), support_tau))
+
+
 @torch.inference_mode()
 def decode(
     net: QTransformerNet,
@@ -38,39 +48,48 @@ def decode(
     epsilon: float = 0.0,
     temperature: float = 0.0,
     generator: Optional[torch.Generator] = None,
+    support_tau: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Autoregressive decoding over action dimensions. obs (B, obs_dim) -> bins (B, d), values (B, d).
 
     values[:, i] is the value of the bin chosen at dimension i. With the cache, one pass over the prefix
     then d-1 one-token steps; without it, d full passes over the growing sequence (same result).
+    support_tau > 0 chooses (greedily or by temperature) only among bins whose imitation probability is
+    >= tau x the best bin's (algo/support.py); epsilon-exploration stays uniform over all bins.
     """
     B, d = obs.shape[0], net.action_dim  # obs is (B, obs_dim), (B, 0) for an image-only model
     bins = torch.zeros(B, d, dtype=torch.long, device=obs.device)
     chosen_values = torch.zeros(B, d, device=obs.device)
     if use_cache:
-        values, cache = net.start(obs, task, images)  # (B, K)
+        h, cache = net.start_features(obs, task, images)  # (B, C)
     for i in range(d):
         if not use_cache:
-            values = net(obs, bins, task, images)[:, i]  # (B, K): only bins < i influence it (causal)
+            h = net.features(obs, bins, task, images)[:, i]  # (B, C): only bins < i influence it (causal)
         elif i > 0:
-            values, cache = net.step(bins[:, i - 1], i, cache)
-        bins[:, i] = _choose(values, epsilon, temperature, generator)
+            h, cache = net.step_features(bins[:, i - 1], i, cache)
+        values, allowed = _choice_values(net, h, support_tau)  # (B, K) each
+        bins[:, i] = _choose(allowed, epsilon, temperature, generator)
         chosen_values[:, i] = values.gather(1, bins[:, i : i + 1]).squeeze(1)
     return bins, chosen_values
 
 
 def greedy_decode(
-    net: QTransformerNet, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
+    net: QTransformerNet,
+    obs: torch.Tensor,
+    task: Optional[torch.Tensor] = None,
+    images: Optional[dict] = None,
+    support_tau: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy decoding with the KV cache, the same result as `decode(net, obs, task)`, written as one
-    straight-line trace (d is fixed per network) so that torch.compile fuses all d steps into one
-    program: see QTPolicy(compile=True). obs (B, obs_dim) -> bins (B, d), values (B, d)."""
-    values, cache = net.start(obs, task, images)  # (B, K)
+    """Greedy decoding with the KV cache, the same result as `decode(net, obs, task, support_tau=...)`,
+    written as one straight-line trace (d is fixed per network) so that torch.compile fuses all d steps
+    into one program: see QTPolicy(compile=True). obs (B, obs_dim) -> bins (B, d), values (B, d)."""
+    h, cache = net.start_features(obs, task, images)  # (B, C)
     bins, chosen = [], []
     for i in range(net.action_dim):
         if i > 0:
-            values, cache = net.step(bins[-1], i, cache)
-        b = values.argmax(dim=-1)  # (B,)
+            h, cache = net.step_features(bins[-1], i, cache)
+        values, allowed = _choice_values(net, h, support_tau)  # (B, K) each
+        b = allowed.argmax(dim=-1)  # (B,)
         bins.append(b)
         chosen.append(values.gather(1, b[:, None])[:, 0])
     return torch.stack(bins, dim=1), torch.stack(chosen, dim=1)
@@ -80,24 +99,43 @@ class QTPolicy:
     """A trained Q-Transformer as a policy. Load with `QTPolicy.from_checkpoint(path)`."""
 
     def __init__(
-        self, net: QTransformerNet, discretizer: ActionDiscretizer, meta: Optional[dict] = None, device="cpu", compile: bool = False
+        self,
+        net: QTransformerNet,
+        discretizer: ActionDiscretizer,
+        meta: Optional[dict] = None,
+        device="cpu",
+        compile: bool = False,
+        support_tau: Optional[float] = None,
     ):
         """`compile=True` runs greedy actions through torch.compile: about 2x lower latency at batch 1
         on CPU (docs/benchmarks.md), after a one-off compilation of tens of seconds per batch size. For
-        control loops with a fixed batch; exploration (epsilon, temperature) stays eager."""
+        control loops with a fixed batch; exploration (epsilon, temperature) stays eager.
+
+        `support_tau`: decode only among bins whose imitation probability is >= tau x the best bin's
+        (networks with an imitation head); None takes the training run's --algo.support-tau."""
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.discretizer = discretizer
         self.meta = meta or {}
+        if support_tau is None:
+            support_tau = float((self.meta.get("algo") or {}).get("support_tau", 0.0)) if net.imitation_head is not None else 0.0
+        if not 0.0 <= support_tau <= 1.0:
+            raise ValueError(f"support_tau must be in [0, 1], got {support_tau}")
+        if support_tau > 0 and net.imitation_head is None:
+            raise ValueError("support_tau > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
+        self.support_tau = support_tau
         self.model_dir: Optional[Path] = None  # set when loaded from a checkpoint (evaluation workers reload it)
-        self._greedy = torch.compile(partial(greedy_decode, self.net), dynamic=False) if compile else None
+        greedy = partial(greedy_decode, self.net, support_tau=support_tau)
+        self._greedy = torch.compile(greedy, dynamic=False) if compile else None
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], device: str = "cpu", compile: bool = False) -> "QTPolicy":
+    def from_checkpoint(
+        cls, path: Union[str, Path], device: str = "cpu", compile: bool = False, support_tau: Optional[float] = None
+    ) -> "QTPolicy":
         from .checkpoint import load_model, resolve_model_dir
 
         net, discretizer, meta = load_model(path, device=device)
-        policy = cls(net, discretizer, meta, device, compile=compile)
+        policy = cls(net, discretizer, meta, device, compile=compile, support_tau=support_tau)
         policy.model_dir = resolve_model_dir(path)
         return policy
 
@@ -180,13 +218,16 @@ class QTPolicy:
             with torch.inference_mode():
                 bins, _ = self._greedy(obs_t, task_t, images)
         else:
-            bins, _ = decode(self.net, obs_t, task_t, epsilon=epsilon, temperature=temperature, generator=generator, images=images)
+            bins, _ = decode(
+                self.net, obs_t, task_t, epsilon=epsilon, temperature=temperature, generator=generator, images=images,
+                support_tau=self.support_tau,
+            )
         actions = self.discretizer.decode(bins)  # (B, d)
         return actions[0] if single else actions
 
     def q_values(self, obs, task=None) -> np.ndarray:
         """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,)."""
         obs_t, task_t, single, images = self._inputs(obs, task)
-        _, values = decode(self.net, obs_t, task_t, images=images)
+        _, values = decode(self.net, obs_t, task_t, images=images, support_tau=self.support_tau)
         v = values[:, -1].float().cpu().numpy()  # value at the last dimension = Q of the full action
         return v[0] if single else v

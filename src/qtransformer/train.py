@@ -18,6 +18,7 @@ from .algo import QTransformerLearner
 from .checkpoint import load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import EpisodeStore, TransitionSampler, build_transitions
+from .data.sampler import imitation_mask
 from .envs import is_multi_task, make_env
 from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
@@ -89,6 +90,13 @@ def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
         )
 
 
+def init_value_head(net: QTransformerNet, value: float) -> None:
+    """Start every bin's value near `value`: the head's bias at logit(value), clipped to [0.01, 0.99]."""
+    v = min(max(value, 0.01), 0.99)
+    with torch.no_grad():
+        net.head.bias.fill_(float(np.log(v / (1.0 - v))))
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train per `cfg`; return the final checkpoint folder."""
     if cfg.dataset is None:
@@ -111,11 +119,21 @@ def train(cfg: TrainConfig) -> Path:
         _check_eval_env(eval_env, ds)
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
+    with_imitation = cfg.algo.imitation_weight > 0 and cfg.algo.method == "qtransformer"
+    if with_imitation:
+        try:
+            transitions["imitate"] = imitation_mask(transitions, cfg.algo.imitation_source)
+        except ValueError as exc:
+            raise ConfigError(f"{cfg.dataset}: {exc}") from None
 
-    net = QTransformerNet(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes)
+    net = QTransformerNet(
+        ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, imitation_head=with_imitation
+    )
     if net.encoder is not None:
         mean, std = ds.observation_stats()
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
+    if cfg.algo.head_init == "data_mean" and cfg.algo.method == "qtransformer":
+        init_value_head(net, float(np.mean(transitions["mc_return"])))
     learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16)
     sampler = TransitionSampler(
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,

@@ -9,7 +9,8 @@ import torch
 
 from ..config import AlgoConfig
 from ..nets import QTransformerNet
-from .losses import bc_loss, data_bin_values, qtransformer_loss
+from .losses import bc_loss, data_bin_values, masked_bc_loss, qtransformer_loss
+from .support import restrict, support_mask
 from .targets import per_dimension_targets
 
 
@@ -34,7 +35,8 @@ class QTransformerLearner:
 
     obs (B, obs_dim), bins (B, d) int64, reward (B,), discount (B,), bootstrap (B,),
     next_obs (B, obs_dim) the bootstrap state s_{t+m}, mc_return (B,), task (B,) int64 (optional),
-    images / next_images {camera: (B, H, W, C) uint8} at s_t and s_{t+m} (image models only).
+    images / next_images {camera: (B, H, W, C) uint8} at s_t and s_{t+m} (image models only),
+    imitate (B,) float: 1 on the steps the imitation head learns from (networks with an imitation head).
     """
 
     def __init__(self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False):
@@ -62,12 +64,21 @@ class QTransformerLearner:
     def compute_targets(self, batch: dict) -> torch.Tensor:
         """Targets (B, d) from the target network (one teacher-forced pass at s, one prefix pass at s')."""
         skip_dim_max = self.cfg.n_step > 1 and self.cfg.n_step_mode == "all_dims"
+        net = self.target
         with self._autocast():
-            next_values = self.target.first_dim_values(batch["next_obs"], batch.get("task"), batch.get("next_images"))  # (B, K)
+            next_h = net.first_dim_features(batch["next_obs"], batch.get("task"), batch.get("next_images"))  # (B, C)
+            next_values = net.values(next_h)  # (B, K)
             if skip_dim_max:  # the per-dimension maxima are not used: skip the teacher-forced pass
+                h = None
                 target_values = next_values.new_zeros(next_values.shape[0], self.online.action_dim, next_values.shape[1])
             else:
-                target_values = self.target(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, K)
+                h = net.features(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, C)
+                target_values = net.values(h)  # (B, d, K)
+            if self.cfg.support_in_targets:  # the maxima range over the target network's imitation support only
+                tau = self.cfg.support_tau
+                next_values = restrict(next_values, support_mask(net.imitation_logits(next_h), tau))
+                if h is not None:
+                    target_values = restrict(target_values, support_mask(net.imitation_logits(h), tau))
         return per_dimension_targets(
             target_values.float(),
             next_values.float(),
@@ -84,8 +95,15 @@ class QTransformerLearner:
             return self._bc_update(batch)
         targets = self.compute_targets(batch)  # (B, d)
         with self._autocast():
-            values = self.online(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, K)
-        losses = qtransformer_loss(values.float(), batch["bins"], targets, self.cfg.alpha, self.cfg.regularizer)
+            h = self.online.features(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, C)
+            values = self.online.values(h)  # (B, d, K)
+            imitation = self.online.imitation_logits(h) if self.online.imitation_head is not None else None  # (B, d, K)
+        losses = qtransformer_loss(
+            values.float(), batch["bins"], targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
+        )
+        if imitation is not None:
+            losses["imitation_loss"] = masked_bc_loss(imitation.float(), batch["bins"], batch["imitate"])
+            losses["loss"] = losses["loss"] + self.cfg.imitation_weight * losses["imitation_loss"]
 
         grad_norm = self._step(losses["loss"])
 
@@ -94,7 +112,7 @@ class QTransformerLearner:
             K = values.shape[-1]
             q_all_mean = values.float().mean(-1)  # (B, d)
             q_unseen = (q_all_mean * K - q_data) / (K - 1)
-        return {
+        out = {
             "loss": losses["loss"].item(),
             "td_loss": losses["td_loss"].item(),
             "conservative_loss": losses["conservative_loss"].item(),
@@ -104,6 +122,9 @@ class QTransformerLearner:
             "grad_norm": float(grad_norm),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+        if imitation is not None:
+            out["imitation_loss"] = losses["imitation_loss"].item()
+        return out
 
     def _step(self, loss: torch.Tensor) -> float:
         """Backward, clip, AdamW step, Polyak target update; returns the gradient norm before clipping."""

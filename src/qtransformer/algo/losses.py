@@ -3,8 +3,18 @@
 With Q = values (B, d, K), a = the data's bins (B, d), y = targets (B, d):
 
     TD           = mean_{b, j} ( Q[b, j, a_bj] - y_bj )^2
-    conservative = alpha * mean_{b, j} [ 1/(K-1) * sum_{k != a_bj} Q[b, j, k]^2 ]
-    total        = TD + conservative
+    conservative = alpha * mean_{b, j} [ 1/(N-1) * sum_{k != a_bj} Q[b, j, k]^2 ]
+    imitation    = beta * sum_{b, j} m_b CE(l[b, j, :], a_bj) / (d * sum_b m_b)     (optional)
+    total        = TD + conservative + imitation
+
+N is the conservative term's reference bin count. N = K is the paper's weighting: each unseen bin is
+pushed down with weight alpha/(K-1), so the push per bin falls as K grows (1/255 of alpha at K = 256).
+A fixed N (the `default` preset: N = 16) keeps the weight per unseen bin at alpha/(N-1) for every K,
+the paper's objective with alpha_paper = alpha * (K-1)/(N-1) (alpha 1 at K = 256: alpha_paper 17).
+
+The imitation term trains a second head on the same trunk (logits l, teacher-forced like the values)
+by cross-entropy on the data's bins of the samples with m_b = 1 (a chosen source: demonstrations,
+successful episodes or all data); its probabilities restrict decoding to the data's support.
 
 The paper writes both terms with a factor 1/2; dropping it from both scales the loss by 2 and leaves
 the balance between the terms, alpha, unchanged. Means (not sums) over the batch, so that duplicating
@@ -26,11 +36,15 @@ def td_loss(values: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor) -> 
     return F.mse_loss(data_bin_values(values, bins), targets)
 
 
-def conservative_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Mean over batch and dimensions of the mean squared value of the K-1 bins not taken in the data."""
+def conservative_loss(values: torch.Tensor, bins: torch.Tensor, reference_bins: int = 0) -> torch.Tensor:
+    """Mean over batch and dimensions of sum_{k != a} Q^2 / (N-1) over the bins not taken in the data.
+
+    reference_bins N: 0 (or K) is the paper's mean over the K-1 unseen bins; N > 1 weighs each unseen
+    bin by 1/(N-1) whatever K is (see the module docstring)."""
     K = values.shape[-1]
+    N = reference_bins if reference_bins > 0 else K
     unseen = 1.0 - F.one_hot(bins.long(), K).to(values.dtype)  # (B, d, K): 1 on bins not in the data
-    per_dim = (values.square() * unseen).sum(-1) / (K - 1)  # (B, d)
+    per_dim = (values.square() * unseen).sum(-1) / (N - 1)  # (B, d)
     return per_dim.mean()
 
 
@@ -40,10 +54,21 @@ def cql_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(values, dim=-1) - data_bin_values(values, bins)).mean()
 
 
-def qtransformer_loss(values: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor, alpha: float, regularizer: str = "zero") -> dict:
+def qtransformer_loss(
+    values: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor, alpha: float, regularizer: str = "zero", reference_bins: int = 0
+) -> dict:
     td = td_loss(values, bins, targets.detach())
-    cons = conservative_loss(values, bins) if regularizer == "zero" else cql_loss(values, bins)
+    cons = conservative_loss(values, bins, reference_bins) if regularizer == "zero" else cql_loss(values, bins)
     return {"loss": td + alpha * cons, "td_loss": td, "conservative_loss": cons}
+
+
+def masked_bc_loss(logits: torch.Tensor, bins: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the data's bins on the samples with mask 1: logits (B, d, K), bins (B, d), mask (B,)
+    -> sum_{b,j} m_b CE_bj / (d * sum_b m_b); 0 (with gradient 0) when no sample is masked in."""
+    B, d, K = logits.shape
+    ce = F.cross_entropy(logits.reshape(-1, K), bins.reshape(-1).long(), reduction="none").view(B, d)  # (B, d)
+    m = mask.to(ce.dtype)  # (B,)
+    return (ce * m[:, None]).sum() / (d * m.sum().clamp(min=1.0))
 
 
 def bc_loss(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:

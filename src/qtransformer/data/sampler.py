@@ -25,6 +25,7 @@ from .dataset import EpisodeDataset
 from .returns import n_step_returns, returns_to_go
 
 SMALL_KEYS = ("bins", "reward", "discount", "bootstrap", "mc_return", "task")
+OPTIONAL_KEYS = ("imitate",)  # per-step values a learner option adds to the transitions (see imitation_mask)
 
 
 class RowSource:
@@ -102,6 +103,22 @@ def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step
     return out
 
 
+def imitation_mask(transitions: dict, source: str) -> np.ndarray:
+    """Per step 1.0 where the imitation head learns (source 'all', 'successful', or a source label), else 0.0."""
+    if source == "all":
+        return np.ones(len(transitions["source"]), np.float32)
+    if source == "successful":
+        mask = np.asarray(transitions["successful"], dtype=bool)
+    else:
+        labels = transitions["source_labels"]
+        if source not in labels:
+            raise ValueError(f"algo.imitation_source: the dataset has no source '{source}'; use all, successful or one of {labels}")
+        mask = transitions["source"] == labels.index(source)
+    if not mask.any():
+        raise ValueError(f"algo.imitation_source: no step of '{source}' in the dataset; use all, or another source")
+    return mask.astype(np.float32)
+
+
 def _image_rows(chunks: list[EpisodeDataset]) -> dict:
     """Per image key one RowSource over [images, final_images] of every chunk, and per step the row of
     its image and of its next image (the next step's image, or the episode's final image)."""
@@ -143,7 +160,7 @@ class TransitionSampler:
         only_successful: bool = False,
     ):
         self.device = torch.device(device)
-        self.small = {k: torch.as_tensor(transitions[k]) for k in SMALL_KEYS}
+        self.small = {k: torch.as_tensor(transitions[k]) for k in (*SMALL_KEYS, *OPTIONAL_KEYS) if k in transitions}
         self.next_index = transitions["next_index"]
         self.obs = _rows(transitions["obs"])
         self.next_obs = _rows(transitions["next_observations"])

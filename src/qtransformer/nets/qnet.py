@@ -10,7 +10,9 @@ task token when the dataset has several tasks):
 The prefix has a state token when the observation has a state vector, one token per camera for
 image observations (uint8, a small CNN each), and a task token when there are several tasks.
 The causal mask makes the output at action position i (0-based) depend only on the observation and on
-the bins of dimensions < i. A sigmoid head maps each output to K values in [0, 1].
+the bins of dimensions < i. A sigmoid head maps each output to K values in [0, 1]. An optional second
+head on the same outputs gives K imitation logits per dimension (used to keep decoding on the data's
+support; the network itself knows nothing of how either head is trained).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class QTransformerNet(nn.Module):
         num_tasks: int,
         cfg: ModelConfig,
         image_shapes: Optional[dict[str, tuple[int, ...]]] = None,
+        imitation_head: bool = False,
     ):
         super().__init__()
         self.obs_dim, self.action_dim, self.num_bins, self.num_tasks = obs_dim, action_dim, num_bins, num_tasks
@@ -92,6 +95,7 @@ class QTransformerNet(nn.Module):
         self.pos_embedding = nn.Parameter(torch.zeros(self.num_prefix + action_dim, C))
         self.transformer = CausalTransformer(C, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout)
         self.head = nn.Linear(C, num_bins)
+        self.imitation_head = nn.Linear(C, num_bins) if imitation_head else None
         nn.init.normal_(self.start_token, std=0.02)
         nn.init.normal_(self.pos_embedding, std=0.02)
         nn.init.normal_(self.bin_embedding.weight, std=0.02)
@@ -122,19 +126,32 @@ class QTransformerNet(nn.Module):
         pos = self.num_prefix + 1 + dims  # the bin of dim j feeds the token of dim j+1
         return x + self.pos_embedding[pos]
 
-    def _values(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(h).float())  # (B, T, K) in [0, 1]
+    def values(self, h: torch.Tensor) -> torch.Tensor:
+        """Trunk outputs (..., C) -> values (..., K) in [0, 1]."""
+        return torch.sigmoid(self.head(h).float())
+
+    def imitation_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Trunk outputs (..., C) -> imitation logits (..., K); only for a network built with imitation_head."""
+        if self.imitation_head is None:
+            raise ValueError("this network has no imitation head (train with --algo.imitation-weight > 0)")
+        return self.imitation_head(h).float()
+
+    def features(
+        self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
+    ) -> torch.Tensor:
+        """Teacher-forced trunk outputs at the d action positions, (B, d, C); both heads read them."""
+        x = self._prefix(obs, task, images)
+        if self.action_dim > 1:
+            x = torch.cat([x, self._bin_tokens(bins[:, : self.action_dim - 1], 0)], dim=1)
+        h, _ = self.transformer(x)
+        return h[:, self.num_prefix :]  # (B, d, C)
 
     def logits(
         self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
     ) -> torch.Tensor:
         """The head's outputs before the sigmoid, (B, d, K), teacher-forced like forward (for the BC baseline).
         Greedy decoding is the same on logits and values: the sigmoid is increasing."""
-        x = self._prefix(obs, task, images)
-        if self.action_dim > 1:
-            x = torch.cat([x, self._bin_tokens(bins[:, : self.action_dim - 1], 0)], dim=1)
-        h, _ = self.transformer(x)
-        return self.head(h[:, self.num_prefix :]).float()
+        return self.head(self.features(obs, bins, task, images)).float()
 
     # -- passes ---------------------------------------------------------------------------------
     def forward(
@@ -146,17 +163,33 @@ class QTransformerNet(nn.Module):
         """
         return torch.sigmoid(self.logits(obs, bins, task, images))  # (B, d, K) in [0, 1]
 
+    def first_dim_features(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None) -> torch.Tensor:
+        """Trunk output at the first action position only: (B, C). Needs just the prefix tokens."""
+        return self.start_features(obs, task, images)[0]
+
     def first_dim_values(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None) -> torch.Tensor:
-        """Values of the first action dimension only: (B, K). Needs just the prefix tokens."""
-        return self.start(obs, task, images)[0]
+        """Values of the first action dimension only: (B, K)."""
+        return self.values(self.first_dim_features(obs, task, images))
+
+    def start_features(
+        self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Begin autoregressive decoding: the trunk output for the first dimension (B, C) and the KV cache."""
+        h, cache = self.transformer(self._prefix(obs, task, images))
+        return h[:, -1], cache
+
+    def step_features(self, prev_bin: torch.Tensor, dim: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """Feed the bin chosen for dimension dim-1 (B,), get dimension dim's trunk output (B, C) and the cache."""
+        x = self._bin_tokens(prev_bin.view(-1, 1), dim - 1)  # (B, 1, C)
+        h, cache = self.transformer(x, cache)
+        return h[:, -1], cache
 
     def start(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None) -> tuple[torch.Tensor, KVCache]:
         """Begin autoregressive decoding: first dimension's values (B, K) and the KV cache."""
-        h, cache = self.transformer(self._prefix(obs, task, images))
-        return self._values(h[:, -1]), cache
+        h, cache = self.start_features(obs, task, images)
+        return self.values(h), cache
 
     def step(self, prev_bin: torch.Tensor, dim: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
         """Feed the bin chosen for dimension dim-1 (B,), get dimension dim's values (B, K) and the cache."""
-        x = self._bin_tokens(prev_bin.view(-1, 1), dim - 1)  # (B, 1, C)
-        h, cache = self.transformer(x, cache)
-        return self._values(h[:, -1]), cache
+        h, cache = self.step_features(prev_bin, dim, cache)
+        return self.values(h), cache

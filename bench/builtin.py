@@ -1,0 +1,139 @@
+"""Learning quality on the built-in task: presets and options across seeds and two dataset sizes.
+
+    python -m bench.builtin [--variants default,paper,builtin] [--seeds 3] [--data small,large] [--quick]
+
+Each run trains one variant (a preset plus overrides, VARIANTS below) on the built-in dataset and
+evaluates the greedy policy on the same 200 evaluation seeds. The datasets are the demo's
+(100 demonstrations + 400 autonomous episodes, seed 0, about 12k transitions) and a five-times
+larger one (500 + 2000, seed 1, about 60k). Runs go two at a time, one CPU thread each; a finished
+run (same variant, seed, dataset and settings) is reused. Prints a table, writes
+bench/results/builtin/summary.json. Not run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = {"small": (100, 400, 0), "large": (500, 2000, 1)}  # demonstrations, autonomous episodes, seed
+
+# name -> (preset, overrides): what each variant changes, on top of its preset.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "default": ("default", {}),
+    "paper": ("paper", {}),
+    "builtin": ("builtin", {}),
+    "default_paper_alpha": ("default", {"algo": {"conservative_bins": 0}}),
+    "default_paper_head": ("default", {"algo": {"head_init": "default"}}),
+    "default_imitation": ("default", {"algo": {"imitation_weight": 1.0}}),
+    "default_support_0.1": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.1}}),
+    "default_support_0.3": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.3}}),
+    "default_support_demos_0.3": ("default", {"algo": {"imitation_weight": 1.0, "imitation_source": "demonstration", "support_tau": 0.3}}),
+    "default_support_targets_0.1": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.1, "support_in_targets": True}}),
+    "default_nstep3": ("default", {"algo": {"n_step": 3}}),
+}
+EVAL_EPISODES = 200
+
+
+def dataset_dir(root: Path, name: str) -> Path:
+    from qtransformer.data import EpisodeStore
+    from qtransformer.envs.builtin_dataset import make_builtin_dataset
+
+    demos, autonomous, seed = DATASETS[name]
+    path = root / f"dataset_{name}"
+    if not (path / "meta.json").exists():
+        EpisodeStore.create(path, make_builtin_dataset(demos, autonomous, seed=seed))
+    return path
+
+
+def run(root: str, variant: str, data: str, seed: int, steps: int, curve_every: int) -> dict:
+    import torch
+
+    from qtransformer.config import apply_overrides, preset, to_dict
+    from qtransformer.envs import BUILTIN_ENV_ID
+    from qtransformer.evaluate import evaluate_policy
+    from qtransformer.policy import QTPolicy
+    from qtransformer.train import train
+
+    torch.set_num_threads(1)
+    name, overrides = VARIANTS[variant]
+    cfg = apply_overrides(preset(name), overrides, f"variant {variant}")
+    cfg = dataclasses.replace(
+        cfg, dataset=dataset_dir(Path(root), data), out=Path(root) / "runs" / f"{variant}_{data}_s{seed}", seed=seed,
+        steps=steps or cfg.steps, eval_every=0, eval_episodes=0, progress=False,
+    )
+    # evaluations during training leave the training itself unchanged: not part of the settings
+    settings = {"variant": variant, "data": data, "seed": seed, "config": to_dict(dataclasses.replace(cfg, out=Path("."), dataset=None))}
+    if curve_every:
+        cfg = dataclasses.replace(cfg, eval_every=curve_every, eval_episodes=100, eval_env=BUILTIN_ENV_ID)
+    result_file = cfg.out / "bench_result.json"
+    if result_file.exists():
+        saved = json.loads(result_file.read_text())
+        if saved["settings"] == settings:
+            return saved
+    shutil.rmtree(cfg.out, ignore_errors=True)
+    t = time.perf_counter()
+    train(cfg)
+    policy = QTPolicy.from_checkpoint(cfg.out)
+    success = evaluate_policy(policy, BUILTIN_ENV_ID, EVAL_EPISODES)["success_rate"]
+    rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "train/q_data" in r][-1]
+    result = {
+        "settings": settings, "success_rate": success, "wall_s": time.perf_counter() - t,
+        "q_data_end": last["train/q_data"], "q_unseen_end": last["train/q_unseen"],
+        "curve": [[r["step"], r["eval/success_rate"]] for r in rows if "eval/success_rate" in r],  # 100 episodes each
+    }
+    result_file.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("bench/results/builtin"))
+    p.add_argument("--variants", default="default,paper,builtin", help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--data", default="small,large", help="comma-separated: small (100 + 400 episodes), large (500 + 2000)")
+    p.add_argument("--steps", type=int, default=0, help="gradient steps (0: each preset's own)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--curve-every", type=int, default=0, help="also evaluate (100 episodes) every this many steps, for learning curves")
+    a = p.parse_args()
+    variants, datas = a.variants.split(","), a.data.split(",")
+    unknown = [v for v in variants if v not in VARIANTS] + [d for d in datas if d not in DATASETS]
+    if unknown:
+        p.error(f"unknown variant or dataset: {unknown}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    for d in datas:
+        dataset_dir(a.out, d)  # made once, before the workers start
+    jobs = [(str(a.out), v, d, s, a.steps, a.curve_every) for d in datas for v in variants for s in range(a.seeds)]
+    with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
+        results = list(pool.map(run, *zip(*jobs)))
+
+    summary_file = a.out / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {"runs": {}}
+    for r in results:
+        s = r["settings"]
+        summary["runs"][f"{s['variant']}_{s['data']}_s{s['seed']}"] = r
+    table = {}
+    for r in summary["runs"].values():
+        s = r["settings"]
+        table.setdefault((s["variant"], s["data"]), []).append(r["success_rate"])
+    summary["table"] = [
+        {"variant": v, "data": d, "mean": float(np.mean(x)), "std": float(np.std(x)), "per_seed": x} for (v, d), x in sorted(table.items())
+    ]
+    summary["protocol"] = {"datasets": DATASETS, "eval_episodes": EVAL_EPISODES, "variants": {v: VARIANTS[v] for v in variants}}
+    summary_file.write_text(json.dumps(summary, indent=1))
+    print(f"| variant | data | success (mean ± std) | per seed |\n|---|---|---|---|")
+    for row in summary["table"]:
+        print(f"| {row['variant']} | {row['data']} | {row['mean']:.3f} ± {row['std']:.3f} | {', '.join(f'{x:.3f}' for x in row['per_seed'])} |")
+    print(f"wrote {summary_file}")
+
+
+if __name__ == "__main__":
+    main()

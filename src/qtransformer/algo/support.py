@@ -1,0 +1,29 @@
+"""Support-constrained action selection (discrete BCQ, Fujimoto et al. 2019), as pure functions.
+
+An imitation head gives, per action dimension, probabilities p_k over the K bins (a softmax of its
+logits l_k). Bin k is in the support when it is at least tau times as likely as the likeliest bin:
+
+    support_k  =  p_k >= tau * max_j p_j      <=>      l_k - max_j l_j >= log(tau)
+
+tau = 0 keeps every bin (the paper's greedy rule); tau = 1 keeps only the imitation argmax (ties
+aside). The likeliest bin is always in the support, so a restricted max is always finite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def support_mask(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """logits (..., K) -> bool (..., K): the bins whose imitation probability is >= tau * the best one's."""
+    if tau <= 0:
+        return torch.ones_like(logits, dtype=torch.bool)
+    gap = logits.float() - logits.float().amax(dim=-1, keepdim=True)  # (..., K), <= 0
+    return gap >= math.log(tau) - 1e-6  # the tolerance keeps the best bin in at tau = 1
+
+
+def restrict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values (..., K) with the bins outside `mask` set to -inf, for a max or argmax over the support."""
+    return values.masked_fill(~mask, float("-inf"))

@@ -1,0 +1,150 @@
+"""Support-constrained decoding (algo/support.py, policy.py) and the imitation head in the learner."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from qt_testutils import tiny_model_config
+from qtransformer.actions import ActionDiscretizer
+from qtransformer.algo import QTransformerLearner, per_dimension_targets
+from qtransformer.algo.losses import masked_bc_loss, qtransformer_loss
+from qtransformer.algo.support import restrict, support_mask
+from qtransformer.config import AlgoConfig
+from qtransformer.nets import QTransformerNet
+from qtransformer.policy import QTPolicy, decode, greedy_decode
+
+OBS_DIM = 4
+
+
+def imitation_net(d: int, K: int, seed: int = 0) -> QTransformerNet:
+    torch.manual_seed(seed)
+    net = QTransformerNet(OBS_DIM, d, K, 1, tiny_model_config(), imitation_head=True)
+    with torch.no_grad():  # spread values and logits so that argmaxes stand clear of float noise
+        net.head.weight.mul_(5.0)
+        net.imitation_head.weight.mul_(5.0)
+        net.bin_embedding.weight.normal_(0.0, 1.0)
+    return net.eval()
+
+
+def test_support_mask_by_hand():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert support_mask(logits, 0.0).tolist() == [True, True, True, True]  # the paper's greedy rule
+    assert support_mask(logits, 0.2).tolist() == [True, True, True, False]  # p >= 0.1
+    assert support_mask(logits, 0.5).tolist() == [True, True, False, False]  # p >= 0.25
+    assert support_mask(logits, 1.0).tolist() == [True, False, False, False]  # the imitation argmax
+    # logits shifted by a constant give the same probabilities, so the same support
+    assert torch.equal(support_mask(logits + 3.0, 0.5), support_mask(logits, 0.5))
+
+
+def test_restrict_sets_bins_outside_the_support_to_minus_infinity():
+    values = torch.tensor([[0.9, 0.2, 0.4]])
+    out = restrict(values, torch.tensor([[False, True, True]]))
+    assert out[0, 0].item() == -math.inf and out[0, 1:].tolist() == pytest.approx([0.2, 0.4])
+    assert out.argmax(-1).item() == 2  # the best bin inside the support, not the best overall
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.3, 1.0])
+def test_constrained_decoding_is_the_sequential_argmax_over_the_support(tau):
+    d, K = 3, 5
+    net = imitation_net(d, K, seed=4)
+    obs = torch.randn(6, OBS_DIM)
+    bins, chosen = decode(net, obs, support_tau=tau)
+    with torch.no_grad():
+        h = net.features(obs, bins)  # (B, d, C): teacher-forced with the decoded bins, causal
+        values, logits = net.values(h), net.imitation_logits(h)  # (B, d, K) each
+    p = torch.softmax(logits, -1)
+    for i in range(d):
+        allowed = p[:, i] >= tau * p[:, i].max(-1, keepdim=True).values - 1e-6  # (B, K)
+        expected = values[:, i].masked_fill(~allowed, -1.0).argmax(-1)
+        assert torch.equal(bins[:, i], expected)
+        torch.testing.assert_close(chosen[:, i], values[:, i].gather(1, expected[:, None])[:, 0], rtol=0, atol=1e-6)
+        if tau == 1.0:  # tau = 1 is the imitation argmax
+            assert torch.equal(bins[:, i], logits[:, i].argmax(-1))
+    if tau == 0.0:  # tau = 0 is plain greedy decoding
+        plain, _ = decode(net, obs)
+        assert torch.equal(bins, plain)
+
+
+def test_support_changes_the_choice_on_this_net():
+    """The parametrised test above would pass trivially if the support never excluded the greedy bin."""
+    net = imitation_net(3, 5, seed=4)
+    obs = torch.randn(32, OBS_DIM)
+    assert not torch.equal(decode(net, obs, support_tau=1.0)[0], decode(net, obs)[0])
+
+
+def test_straight_line_and_cached_and_uncached_constrained_decoding_agree():
+    net = imitation_net(4, 5, seed=2)
+    obs = torch.randn(6, OBS_DIM)
+    cached, _ = decode(net, obs, support_tau=0.3)
+    uncached, _ = decode(net, obs, use_cache=False, support_tau=0.3)
+    with torch.inference_mode():
+        straight, _ = greedy_decode(net, obs, support_tau=0.3)
+    assert torch.equal(cached, uncached) and torch.equal(cached, straight)
+
+
+def test_policy_takes_the_training_runs_tau_and_an_override():
+    net = imitation_net(3, 5, seed=4)
+    disc = ActionDiscretizer([-1.0] * 3, [1.0] * 3, 5)
+    obs = np.random.default_rng(0).standard_normal((8, OBS_DIM)).astype(np.float32)
+    trained = QTPolicy(net, disc, {"algo": {"support_tau": 1.0}})
+    assert trained.support_tau == 1.0
+    expected = disc.decode(decode(net, torch.from_numpy(obs), support_tau=1.0)[0])
+    np.testing.assert_array_equal(trained.act(obs), expected)
+    override = QTPolicy(net, disc, {"algo": {"support_tau": 1.0}}, support_tau=0.0)
+    np.testing.assert_array_equal(override.act(obs), disc.decode(decode(net, torch.from_numpy(obs))[0]))
+
+
+def test_support_without_an_imitation_head_is_refused():
+    torch.manual_seed(0)
+    net = QTransformerNet(OBS_DIM, 2, 3, 1, tiny_model_config())
+    with pytest.raises(ValueError, match="imitation head"):
+        QTPolicy(net, ActionDiscretizer([-1.0] * 2, [1.0] * 2, 3), support_tau=0.5)
+
+
+def make_batch(B: int = 8, d: int = 3, K: int = 5, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.randn(B, OBS_DIM, generator=g),
+        "next_obs": torch.randn(B, OBS_DIM, generator=g),
+        "bins": torch.randint(K, (B, d), generator=g),
+        "reward": torch.randint(2, (B,), generator=g).float(),
+        "discount": torch.full((B,), 0.9),
+        "bootstrap": torch.tensor([1.0, 0.0] * (B // 2)),
+        "mc_return": torch.rand(B, generator=g),
+        "imitate": torch.tensor([1.0, 0.0] * (B // 2)),
+    }
+
+
+def test_targets_with_support_take_their_maxima_over_the_target_networks_support():
+    net = imitation_net(3, 5, seed=1)
+    learner = QTransformerLearner(net, AlgoConfig(num_bins=5, imitation_weight=1.0, support_tau=0.5, support_in_targets=True, mc_bound=False), "cpu")
+    batch = make_batch()
+    with torch.no_grad():
+        h, nh = learner.target.features(batch["obs"], batch["bins"]), learner.target.first_dim_features(batch["next_obs"])
+        tv = learner.target.values(h).masked_fill(~support_mask(learner.target.imitation_logits(h), 0.5), -1.0)
+        nv = learner.target.values(nh).masked_fill(~support_mask(learner.target.imitation_logits(nh), 0.5), -1.0)
+    expected = per_dimension_targets(tv, nv, batch["reward"], batch["discount"], batch["bootstrap"])
+    got = learner.compute_targets(batch)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    plain = QTransformerLearner(imitation_net(3, 5, seed=1), AlgoConfig(num_bins=5, mc_bound=False), "cpu").compute_targets(batch)
+    assert (got - plain).abs().max() > 1e-3  # the support does change the targets here
+    assert torch.isfinite(got).all()
+
+
+def test_update_adds_the_weighted_imitation_loss_on_the_chosen_steps():
+    net = imitation_net(3, 5, seed=1)
+    cfg = AlgoConfig(num_bins=5, imitation_weight=0.5, warmup_steps=0, mc_bound=False)
+    learner = QTransformerLearner(net, cfg, "cpu")
+    batch = make_batch()
+    with torch.no_grad():
+        h = learner.online.features(batch["obs"], batch["bins"])
+        q = qtransformer_loss(learner.online.values(h), batch["bins"], learner.compute_targets(batch), cfg.alpha, reference_bins=16)
+        imitation = masked_bc_loss(learner.online.imitation_logits(h), batch["bins"], batch["imitate"])
+    metrics = learner.update(batch)
+    assert metrics["imitation_loss"] == pytest.approx(imitation.item(), abs=1e-6)
+    assert metrics["loss"] == pytest.approx(q["loss"].item() + 0.5 * imitation.item(), abs=1e-6)
+    assert learner.online.imitation_head.weight.grad.abs().sum() > 0
