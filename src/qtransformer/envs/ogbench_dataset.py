@@ -95,13 +95,14 @@ _WORKER: dict = {}
 
 def _init_worker(env: str, episode_length: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER["env"] = make_collection_env(env, episode_length)
+    _WORKER[(env, episode_length)] = make_collection_env(env, episode_length)
 
 
 def _episode(recipe: RawRecipe, index: int) -> dict:
-    if "env" not in _WORKER:
-        _init_worker(recipe.env, recipe.episode_length)
-    ep = generate_episode(recipe.env, recipe.dataset, episode_seed(recipe.seed, index), env=_WORKER["env"], episode_length=recipe.episode_length)
+    key = (recipe.env, recipe.episode_length)
+    if key not in _WORKER:  # one environment per process and (env, length), reused across episodes
+        _init_worker(*key)
+    ep = generate_episode(recipe.env, recipe.dataset, episode_seed(recipe.seed, index), env=_WORKER[key], episode_length=recipe.episode_length)
     ep["index"] = index
     return ep
 
