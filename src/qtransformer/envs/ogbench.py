@@ -37,7 +37,9 @@ P_RANDOM_ACTION = {"cube-single": 0.1, "cube-double": 0.1, "scene": 0.1, "puzzle
 
 
 def _import_ogbench():
-    os.environ.setdefault("MUJOCO_GL", "egl" if os.environ.get("DISPLAY") is None and os.path.exists("/dev/dri") else "osmesa")
+    # Headless rendering, as for MetaWorld: MuJoCo's software renderer unless the user chose one (egl on a GPU).
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     import warnings
 
     # these environments build a float64 Box on every access of action_space, and gymnasium warns each time
