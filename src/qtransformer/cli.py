@@ -15,7 +15,7 @@ import tyro
 from .config import ConfigError, TrainConfig, apply_overrides, load_config_file, preset
 
 COMMANDS = {
-    "make-dataset": "Make a dataset of demonstrations plus autonomous episodes: `builtin` (default) or `metaworld`.",
+    "make-dataset": "Make a dataset: `builtin` (default), `metaworld`, or `ogbench` (OGBench's scripted oracles).",
     "train": "Train Q-Transformer on a dataset (presets, config files, resume).",
     "eval": "Evaluate a checkpoint's greedy policy: success rate over fixed seeds, written as JSON.",
     "collect": "Run a checkpoint's policy with exploration and append the episodes to a dataset.",
@@ -67,6 +67,33 @@ class MetaWorldDatasetArgs:
     """Time limit per episode (a timeout)."""
     workers: int = 1
     """Processes that make tasks in parallel (the dataset is the same for any number)."""
+
+
+@dataclass
+class OGBenchDatasetArgs:
+    """Make an OGBench manipulation dataset from the package's scripted oracles, as OGBench's published
+    recipe does (1000 episodes x 1001 steps), relabelled for one single task (docs/ogbench.md)."""
+
+    out: Path
+    """Output dataset folder."""
+    env: Literal["cube-single", "cube-double", "scene", "puzzle-3x3", "puzzle-4x4"] = "cube-single"
+    """OGBench manipulation environment."""
+    dataset: Literal["play", "noisy"] = "play"
+    """play: the plan oracles (non-Markovian, smoothed plan noise); noisy: the Markov oracles with
+    Gaussian action noise and random actions."""
+    task: int = 1
+    """Single task 1..5: reward 1 and a terminal at the step from a state that solves every subtask."""
+    episodes: int = 1000
+    """Raw episodes (each episode_length states, episode_length - 1 transitions)."""
+    workers: int = 1
+    """Processes that generate episodes (the dataset is the same for any number)."""
+    seed: int = 0
+    """Seed; raw episode i is seeded by (seed, i)."""
+    episode_length: int = 1001
+    """States per raw episode (OGBench: 1001, so 1000 transitions); shorter for quick tests."""
+    cache: Optional[Path] = None
+    """Folder of the raw-episode cache (task-independent, reused across tasks and re-runs); default
+    $QTRANSFORMER_CACHE or ~/.cache/qtransformer, under ogbench/<env>-<dataset>-len<L>-seed<S>."""
 
 
 @dataclass
@@ -196,6 +223,8 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
 def cmd_make_dataset(argv: list[str]) -> None:
     if argv and argv[0] == "metaworld":
         return cmd_make_metaworld(argv[1:])
+    if argv and argv[0] == "ogbench":
+        return cmd_make_ogbench(argv[1:])
     if argv and argv[0] == "builtin":
         argv = argv[1:]
     args = tyro.cli(MakeDatasetArgs, args=argv, prog="qtransformer make-dataset builtin")
@@ -220,6 +249,16 @@ def cmd_make_metaworld(argv: list[str]) -> None:
     store = EpisodeStore.create(args.out, ds)
     print(f"wrote {args.out}: {store.num_episodes} episodes, {store.num_steps} steps, env {store.env_id}")
     print(task_source_table(store))
+
+
+def cmd_make_ogbench(argv: list[str]) -> None:
+    args = tyro.cli(OGBenchDatasetArgs, args=argv, prog="qtransformer make-dataset ogbench")
+    from .envs.ogbench_dataset import make_ogbench_dataset, summary_table
+
+    s = make_ogbench_dataset(args.env, args.dataset, args.task, args.episodes, args.out, seed=args.seed, workers=args.workers,
+                             episode_length=args.episode_length, cache=args.cache)
+    print(f"wrote {args.out}: {s['stored_episodes']} episodes, {s['transitions']} steps, env {s['env_id']} (raw episodes cached in {s['cache']})")
+    print(summary_table(s))
 
 
 def task_source_table(store) -> str:

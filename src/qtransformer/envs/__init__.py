@@ -24,7 +24,13 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
     """gymnasium.make, with our own environments registered first and a clear error for unknown ids.
 
     "metaworld:<task>" (e.g. "metaworld:reach-v3") makes that MetaWorld task with the sparse success
-    reward (needs the sim extra); reset(seed=s) picks its variation s % 50."""
+    reward (needs the sim extra); reset(seed=s) picks its variation s % 50. "ogbench:<id>" (e.g.
+    "ogbench:cube-single-singletask-task1-v0") makes that OGBench single-task environment with the sparse
+    success reward, ending at success (needs the ogbench extra; see docs/ogbench.md)."""
+    if env_id.startswith("ogbench:"):
+        from .ogbench import make_ogbench_env
+
+        return make_ogbench_env(env_id, **kwargs)
     if env_id.startswith("metaworld:"):
         from .metaworld_tasks import make_metaworld_env, tasks_from_env_id
 
