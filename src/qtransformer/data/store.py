@@ -43,6 +43,7 @@ from .dataset import DTYPES, STEP_FIELDS, DatasetError, EpisodeDataset
 
 FORMAT_VERSION = 2
 CHUNK_ARRAYS = (*STEP_FIELDS, "episode_starts", "episode_task")
+_BLOCK = 262_144  # rows per block of a streamed pass over a chunk
 # Tests set this to a file path: an append then creates the file and waits after writing its chunk and
 # before committing it, so a test can kill the process at that exact point.
 _PAUSE_ENV = "QTRANSFORMER_TEST_APPEND_PAUSE_FILE"
@@ -188,6 +189,37 @@ class EpisodeStore:
                 _release(arr)
         mean = total / n
         return mean.astype(np.float32), np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)).astype(np.float32)
+
+    def check_values(self) -> None:
+        """Check every stored value once, chunk by chunk in blocks (vectorised; memory maps stay small):
+        observations, next observations, actions and rewards finite, rewards in [0, 1], actions inside
+        the dataset's bounds. Raises a DatasetError naming the file, the episode and the step."""
+        low, high = self.action_low, self.action_high
+        tol = 1e-5 * np.maximum(1.0, high - low)
+        first_episode = 0
+        for c in self.chunks:
+            for name in ("observations", "next_observations", "actions", "rewards"):
+                arr = getattr(c, name)
+                for start in range(0, arr.shape[0], _BLOCK):
+                    rows = np.asarray(arr[start : start + _BLOCK]).reshape(-1, int(np.prod(arr.shape[1:], dtype=np.int64)))
+                    problems = [(~np.isfinite(rows).all(axis=1), "NaN or inf", "clean or drop that episode")]
+                    if name == "rewards":
+                        problems.append((((rows < 0) | (rows > 1)).any(axis=1), "outside [0, 1]",
+                                         "Q-Transformer's sigmoid head assumes sparse rewards in [0, 1] (1 on success): rescale them"))
+                    if name == "actions":
+                        problems.append((((rows < low - tol) | (rows > high + tol)).any(axis=1),
+                                         f"outside the dataset's bounds [{low.tolist()}, {high.tolist()}] (meta.json 'action_low'/'action_high')",
+                                         "clip the actions or widen the bounds"))
+                    for mask, what, fix in problems:
+                        if mask.any():
+                            t = start + int(np.argmax(mask))
+                            e = int(np.searchsorted(c.episode_starts, t, side="right")) - 1
+                            raise DatasetError(
+                                f"{Path(c.source_path) / (name + '.npy')}: episode {first_episode + e} (episode {e} of this chunk), "
+                                f"step {t - int(c.episode_starts[e])}, field '{name}': {np.asarray(arr[t]).tolist()} is {what}; {fix}"
+                            )
+                _release(arr)
+            first_episode += c.num_episodes
 
     def to_dataset(self) -> EpisodeDataset:
         """All chunks concatenated in memory, fully validated."""

@@ -1,0 +1,87 @@
+"""Bad inputs and failures that must end in one clear error and lose no data (issue 16).
+
+The inputs come from tests/bad_inputs.py, which writes each one into the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import bad_inputs
+from qt_testutils import tiny_model_config
+from qtransformer.config import AlgoConfig, TrainConfig
+from qtransformer.data import DatasetError
+from qtransformer.train import TrainingDiverged, train
+
+
+def tiny_cfg(dataset, out, steps=20, **overrides):
+    cfg = TrainConfig(
+        dataset=dataset, out=out, steps=steps, batch_size=8, device="cpu", seed=0, log_every=1, eval_every=0,
+        eval_episodes=0, save_every=10, keep_checkpoints=1, progress=False, prefetch=0,
+        model=tiny_model_config(), algo=AlgoConfig(num_bins=8, warmup_steps=1),
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
+def all_finite(ckpt) -> bool:
+    files = [ckpt / "model" / "model.safetensors", *(ckpt / "training_state").glob("*.safetensors")]
+    return all(bool(torch.isfinite(t).all()) for f in files for t in load_file(str(f)).values() if t.is_floating_point())
+
+
+# -- 1. a non-finite loss stops training ----------------------------------------------------------------
+def test_a_diverging_run_stops_with_a_diagnosis_and_keeps_its_last_healthy_checkpoint(tmp_path):
+    data, run = bad_inputs.good_dataset(tmp_path), tmp_path / "run"
+    cfg = tiny_cfg(data, run, steps=300, save_every=2, algo=AlgoConfig(num_bins=8, warmup_steps=1, lr=1000.0))
+    with pytest.raises(TrainingDiverged) as info:
+        train(cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and "went non-finite first" in msg and "learning rate is too high" in msg and "--algo.lr" in msg
+    step = int(msg.split("training stopped at step ")[1].split(":")[0])
+    last = (run / "checkpoints" / "last").read_text().strip()
+    assert int(last.split("_")[1]) < step and f"{last} is kept" in msg
+    for ckpt in (run / "checkpoints").glob("step_*"):
+        assert all_finite(ckpt), ckpt
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/"))
+
+
+def test_the_learner_skips_a_non_finite_update_and_names_the_first_non_finite_quantity(make_net):
+    from qtransformer.algo import QTransformerLearner
+
+    net = make_net(3, 2, 8)
+    learner = QTransformerLearner(net, AlgoConfig(num_bins=8, warmup_steps=1), torch.device("cpu"))
+    B = 4
+    batch = {"obs": torch.randn(B, 3), "bins": torch.randint(8, (B, 2)), "reward": torch.zeros(B), "discount": torch.full((B,), 0.9),
+             "bootstrap": torch.ones(B), "next_obs": torch.randn(B, 3), "mc_return": torch.zeros(B)}
+    bad = dict(batch, obs=batch["obs"].clone())
+    bad["obs"][1, 2] = float("nan")
+    before = {k: v.clone() for k, v in learner.online.state_dict().items()}
+    metrics = learner.update(bad)
+    assert not math.isfinite(metrics["loss"]) and learner.num_updates == 0
+    for k, v in learner.online.state_dict().items():
+        assert torch.equal(v, before[k]), k  # not stepped
+    assert learner.find_nonfinite(bad) == ("batch inputs", "batch field 'obs'")
+    with torch.no_grad():
+        next(learner.online.parameters())[0].fill_(float("inf"))
+    assert learner.find_nonfinite(batch)[0] == "parameters" and learner.nonfinite_state().startswith("online parameter")
+
+
+# -- 4. values in chunk files are checked at training start ---------------------------------------------
+@pytest.mark.parametrize("field, value, what", [
+    ("observations", np.nan, "NaN or inf"), ("next_observations", np.inf, "NaN or inf"), ("rewards", -np.inf, "NaN or inf"),
+    ("rewards", 2.0, "outside [0, 1]"), ("actions", np.nan, "NaN or inf"), ("actions", 5.0, "outside the dataset's bounds"),
+])
+def test_training_refuses_bad_values_in_a_chunk_naming_file_episode_and_step(tmp_path, field, value, what):
+    data = bad_inputs.chunk_value(tmp_path, field, row=8, value=value)  # episode 0 has 6 steps: row 8 is episode 1, step 2
+    with pytest.raises(DatasetError) as info:
+        train(tiny_cfg(data, tmp_path / "run"))
+    msg = str(info.value)
+    assert f"chunks/000000/{field}.npy: episode 1 (episode 1 of this chunk), step 2, field '{field}'" in msg and what in msg
+    assert not (tmp_path / "run").exists()
