@@ -85,3 +85,45 @@ def test_training_refuses_bad_values_in_a_chunk_naming_file_episode_and_step(tmp
     msg = str(info.value)
     assert f"chunks/000000/{field}.npy: episode 1 (episode 1 of this chunk), step 2, field '{field}'" in msg and what in msg
     assert not (tmp_path / "run").exists()
+
+
+# -- 2. creating the same new dataset from several processes at once -------------------------------------
+def test_processes_creating_the_same_new_dataset_at_once_keep_every_episode(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from qtransformer.data import EpisodeStore
+
+    path, go = tmp_path / "new", tmp_path / "go"
+    tests_dir = str(Path(__file__).parent)
+    script = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {tests_dir!r})\n"
+        "import bad_inputs\n"
+        "from qtransformer.data import append_episodes\n"
+        "ds = bad_inputs.good_episodes(n=int(sys.argv[1]), seed=int(sys.argv[1]))\n"
+        f"while not os.path.exists({str(go)!r}):\n"
+        "    time.sleep(0.001)\n"
+        f"append_episodes({str(path)!r}, ds)\n"
+    )
+    counts = [5, 6, 7]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(n)], env={**os.environ, "OMP_NUM_THREADS": "1"}) for n in counts]
+    time.sleep(0.5)
+    go.touch()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    store = EpisodeStore.open(path)
+    assert store.num_episodes == sum(counts) and sorted(len(c.episode_source) for c in store.chunks) == counts
+
+
+def test_appending_into_a_folder_that_is_not_a_dataset_is_refused_and_touches_nothing(tmp_path):
+    from qtransformer.data import append_episodes
+
+    folder = tmp_path / "home"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="not a dataset folder"):
+        append_episodes(folder, bad_inputs.good_episodes())
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,21 @@ def read_versioned_json(path: Path, version: int, error: type[Exception]) -> dic
         found = data.get("format_version") if isinstance(data, dict) else None
         raise error(f"{path}: field 'format_version' is {found!r}; this version of qtransformer reads {version}")
     return data
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(prefix: str, parent: Path) -> Path:
+    """A new uniquely named folder in `parent`, with the permissions of an ordinary new folder (0777
+    less the umask: usually 0755), not tempfile's 0700, since it is renamed into place as a dataset,
+    chunk or checkpoint that others on the machine may need to read."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
 
 
 def fsync_tree(root: Path) -> None:

@@ -30,7 +30,6 @@ import mmap
 import os
 import re
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,11 +37,13 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..fileio import atomic_write_text, fsync_tree, read_versioned_json, replace_dir
+from ..fileio import atomic_write_text, fsync_tree, make_temp_dir, read_versioned_json, replace_dir
 from .dataset import DTYPES, STEP_FIELDS, DatasetError, EpisodeDataset
 
 FORMAT_VERSION = 2
 CHUNK_ARRAYS = (*STEP_FIELDS, "episode_starts", "episode_task")
+_CHUNK_NAME = re.compile(r"[0-9]{6,}")  # chunks/<name>: what meta.json's 'chunks' may list
+_TMP_CHUNK_NAME = re.compile(r"\.[0-9]{6,}\.tmp-[A-Za-z0-9_]+")  # a chunk being written
 _BLOCK = 262_144  # rows per block of a streamed pass over a chunk
 # Tests set this to a file path: an append then creates the file and waits after writing its chunk and
 # before committing it, so a test can kill the process at that exact point.
@@ -268,31 +269,15 @@ class EpisodeStore:
     @classmethod
     def create(cls, path, ds: EpisodeDataset) -> "EpisodeStore":
         """Write a new dataset folder (replacing an existing dataset there, never any other folder)."""
-        ds.validate()
-        for key in ds.images:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
-                raise DatasetError(f"field 'images/{key}': image keys name files; use letters, digits, '_', '-' or '.'")
+        _check_new_episodes(ds)
         path = Path(path)
         if path.exists() and not (path.is_dir() and (path / "meta.json").exists()):
             raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = make_temp_dir(f".{path.name}.tmp-", path.parent)
         try:
             _write_chunk(tmp / "chunks" / "000000", ds)
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "env_id": ds.env_id,
-                "action_low": ds.action_low.tolist(),
-                "action_high": ds.action_high.tolist(),
-                "task_names": ds.task_names,
-                "obs_dim": ds.obs_dim,
-                "action_dim": ds.action_dim,
-                "image_shapes": {k: list(v) for k, v in ds.image_shapes.items()},
-                "chunks": ["000000"],
-                "num_episodes": ds.num_episodes,
-                "num_steps": ds.num_steps,
-            }
-            atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+            atomic_write_text(tmp / "meta.json", json.dumps(_new_meta(ds), indent=1))
             replace_dir(tmp, path)
         finally:
             if tmp.exists():
@@ -301,34 +286,36 @@ class EpisodeStore:
 
     def append(self, ds: EpisodeDataset) -> "EpisodeStore":
         """Add `ds`'s episodes as a new chunk; returns the re-opened store. Nothing changes if a check fails."""
-        with self._lock():
-            store = EpisodeStore.open(self.path)  # the newest committed state
-            ds = store._conform(ds)
-            chunks_dir = self.path / "chunks"
-            for orphan in set(os.listdir(chunks_dir)) - set(store.meta["chunks"]):
-                shutil.rmtree(chunks_dir / orphan, ignore_errors=True)  # left by a crashed append
-            name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=chunks_dir))
-            shutil.rmtree(tmp)
-            try:
-                _write_chunk(tmp, ds)
-                os.replace(tmp, chunks_dir / name)
-                pause = os.environ.get(_PAUSE_ENV)
-                if pause:
-                    Path(pause).touch()
-                    time.sleep(600)
-                meta = dict(store.meta)
-                meta.update(
-                    chunks=[*store.meta["chunks"], name],
-                    task_names=ds.task_names,
-                    num_episodes=store.num_episodes + ds.num_episodes,
-                    num_steps=store.num_steps + ds.num_steps,
-                )
-                atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
+        with _locked(self.path):
+            EpisodeStore.open(self.path)._append_locked(ds)  # the newest committed state
         return EpisodeStore.open(self.path)
+
+    def _append_locked(self, ds: EpisodeDataset) -> None:
+        """The append itself; the caller holds the dataset's lock and opened `self` under it."""
+        store = self
+        ds = store._conform(ds)
+        chunks_dir = self.path / "chunks"
+        for orphan in set(os.listdir(chunks_dir)) - set(store.meta["chunks"]):
+            if _CHUNK_NAME.fullmatch(orphan) or _TMP_CHUNK_NAME.fullmatch(orphan):  # left by a crashed append; nothing else
+                shutil.rmtree(chunks_dir / orphan, ignore_errors=True)
+        name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
+        tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
+        shutil.rmtree(tmp)
+        try:
+            _write_chunk(tmp, ds)
+            os.replace(tmp, chunks_dir / name)
+            _pause_for_tests()
+            meta = dict(store.meta)
+            meta.update(
+                chunks=[*store.meta["chunks"], name],
+                task_names=ds.task_names,
+                num_episodes=store.num_episodes + ds.num_episodes,
+                num_steps=store.num_steps + ds.num_steps,
+            )
+            atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
     def _conform(self, ds: EpisodeDataset) -> EpisodeDataset:
         """Check `ds` fits this store and map its task ids onto the store's task names (new ones appended)."""
@@ -366,19 +353,99 @@ class EpisodeStore:
             final_images=ds.final_images,
         )
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.path / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock DATASET/.lock (one writer at a time: appends and the creation of a new dataset)."""
+    try:
+        fh = open(Path(path) / ".lock", "a")
+    except OSError as exc:
+        raise DatasetError(f"{Path(path) / '.lock'}: cannot open the dataset's lock for writing ({exc.strerror}); "
+                           "write into a dataset folder you may write to") from exc
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pause_for_tests() -> None:
+    pause = os.environ.get(_PAUSE_ENV)
+    if pause:
+        Path(pause).touch()
+        time.sleep(600)
+
+
+def _check_new_episodes(ds: EpisodeDataset) -> None:
+    ds.validate()
+    for key in ds.images:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+            raise DatasetError(f"field 'images/{key}': image keys name files; use letters, digits, '_', '-' or '.'")
+
+
+def _new_meta(ds: EpisodeDataset) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "env_id": ds.env_id,
+        "action_low": ds.action_low.tolist(),
+        "action_high": ds.action_high.tolist(),
+        "task_names": ds.task_names,
+        "obs_dim": ds.obs_dim,
+        "action_dim": ds.action_dim,
+        "image_shapes": {k: list(v) for k, v in ds.image_shapes.items()},
+        "chunks": ["000000"],
+        "num_episodes": ds.num_episodes,
+        "num_steps": ds.num_steps,
+    }
+
+
+def _refuse_foreign_folder(path: Path) -> None:
+    """A folder that a new dataset may be created in: absent, empty, or left by a creation that crashed
+    before its commit (a lock and uncommitted chunks only)."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        chunks = path / "chunks"
+        left = {p.name for p in path.iterdir()} - {".lock", "chunks"}
+        left = {n for n in left if not n.startswith(".meta.json.tmp-")}
+        foreign_chunks = chunks.exists() and (not chunks.is_dir() or any(
+            not (_CHUNK_NAME.fullmatch(n) or _TMP_CHUNK_NAME.fullmatch(n)) for n in os.listdir(chunks)))
+        if not left and not foreign_chunks:
+            return
+    raise DatasetError(f"{path}: exists and is not a dataset folder (no meta.json); choose another output folder (nothing was written)")
 
 
 def append_episodes(path, ds: EpisodeDataset) -> EpisodeStore:
-    """Append to the dataset at `path`, creating it when it does not exist yet."""
+    """Append to the dataset at `path`, creating it when it does not exist yet.
+
+    Safe to call from several processes at once, also on a dataset that does not exist yet: the
+    creation takes the same lock as appends, so every caller's episodes end up in the dataset."""
     path = Path(path)
-    if not (path / "meta.json").exists():
-        return EpisodeStore.create(path, ds)
-    return EpisodeStore.open(path).append(ds)
+    if (path / "meta.json").exists():
+        return EpisodeStore.open(path).append(ds)
+    _check_new_episodes(ds)
+    _refuse_foreign_folder(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)") from exc
+    with _locked(path):
+        if (path / "meta.json").exists():  # another process created it while we waited for the lock
+            EpisodeStore.open(path)._append_locked(ds)
+        else:
+            _refuse_foreign_folder(path)
+            chunks_dir = path / "chunks"
+            if chunks_dir.exists():
+                shutil.rmtree(chunks_dir)  # uncommitted chunks of a creation that crashed
+            chunks_dir.mkdir()
+            tmp = make_temp_dir(".000000.tmp-", chunks_dir)
+            shutil.rmtree(tmp)
+            try:
+                _write_chunk(tmp, ds)
+                os.replace(tmp, chunks_dir / "000000")
+                atomic_write_text(path / "meta.json", json.dumps(_new_meta(ds), indent=1))  # the commit point
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+    return EpisodeStore.open(path)
