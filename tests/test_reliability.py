@@ -127,3 +127,38 @@ def test_appending_into_a_folder_that_is_not_a_dataset_is_refused_and_touches_no
     with pytest.raises(DatasetError, match="not a dataset folder"):
         append_episodes(folder, bad_inputs.good_episodes())
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+# -- 3. an environment id read from a file never imports a module ---------------------------------------
+def test_an_env_id_from_meta_json_never_imports_a_module(tmp_path, monkeypatch, capsys):
+    from qtransformer.cli import main
+
+    env_id, marker = bad_inputs.module_env_id(tmp_path, "qt_evil_meta")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = bad_inputs.meta_fields(tmp_path, env_id=env_id)
+    args = ["train", "--preset", "smoke", "--dataset", str(data), "--out", str(tmp_path / "run"), "--no-progress", "--eval-episodes", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "meta.json: field 'env_id'" in err and f"--eval-env {env_id}" in err
+    assert not marker.exists() and not (tmp_path / "run").exists()
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"eval_env": env_id}))
+    assert main([*args[:-2], "--config", str(config)]) == 2
+    assert "cfg.json: field 'eval_env'" in capsys.readouterr().err and not marker.exists()
+
+
+def test_an_env_id_from_a_checkpoint_never_imports_a_module_unless_given_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from qtransformer.cli import main
+
+    env_id, marker = bad_inputs.module_env_id(tmp_path, "qt_evil_ckpt")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    train(tiny_cfg(bad_inputs.good_dataset(tmp_path), run, steps=2))
+    bad_inputs.model_config_fields(run, env_id=env_id)
+    for command in (["eval", "--checkpoint", str(run), "--episodes", "1"], ["collect", "--checkpoint", str(run), "--into", str(tmp_path / "new")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "config.json: field 'env_id'" in err and f"--env {env_id}" in err
+        assert not marker.exists()
+    assert main(["eval", "--checkpoint", str(run), "--episodes", "1", "--env", env_id]) == 2  # the user's own choice: imported
+    assert marker.exists()

@@ -186,7 +186,13 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
     known, _ = pre.parse_known_args(argv)
     base = preset(known.preset)
     if known.config is not None:
-        base = apply_overrides(base, load_config_file(known.config), str(known.config))
+        from_file = load_config_file(known.config)
+        base = apply_overrides(base, from_file, str(known.config))
+        given = any(a.split("=")[0] in ("--eval-env", "--eval_env") for a in argv)
+        if from_file.get("eval_env") is not None and not given:  # an id from a file must not import a module
+            from .envs import env_id_from_file
+
+            env_id_from_file(from_file["eval_env"], known.config, "eval_env", "--eval-env", ConfigError)
     return tyro.cli(TrainConfig, args=argv, default=base, prog="qtransformer train")
 
 

@@ -103,7 +103,11 @@ class QTPolicy:
 
     @property
     def env_id(self) -> Optional[str]:
-        return self.meta.get("env_id")
+        """The environment id recorded with the model (never one that would import a module: see env_id_from_file)."""
+        from .envs import env_id_from_file
+
+        where = self.model_dir / "config.json" if self.model_dir is not None else "the policy's meta"
+        return env_id_from_file(self.meta.get("env_id"), where)
 
     def task_for_env(self, env_id: str, task: Optional[int] = None) -> Optional[int]:
         """The task id to act with in `env_id`: `task` when given; None for a single-task policy; for a

@@ -20,7 +20,7 @@ from .algo import QTransformerLearner
 from .checkpoint import CheckpointError, load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import DatasetError, EpisodeStore, TransitionSampler, build_transitions
-from .envs import is_multi_task, make_env
+from .envs import env_id_from_file, is_multi_task, make_env
 from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text
@@ -148,7 +148,9 @@ def train(cfg: TrainConfig) -> Path:
     device = pick_device(cfg.device)
     ds = EpisodeStore.open(cfg.dataset)
     ds.check_values()  # once per dataset: NaN/inf or out-of-range values would only show up as a diverged run
-    eval_env = cfg.eval_env or ds.env_id
+    eval_env = cfg.eval_env
+    if eval_env is None and cfg.eval_episodes > 0:  # an id read from meta.json never imports a module
+        eval_env = env_id_from_file(ds.env_id, ds.path / "meta.json", flag="--eval-env", error=DatasetError)
     can_eval = bool(eval_env) and cfg.eval_episodes > 0
     if can_eval:  # fail now, before the run folder is touched, not after the first eval_every steps
         _check_eval_env(eval_env, ds)
