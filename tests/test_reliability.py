@@ -162,3 +162,36 @@ def test_an_env_id_from_a_checkpoint_never_imports_a_module_unless_given_on_the_
         assert not marker.exists()
     assert main(["eval", "--checkpoint", str(run), "--episodes", "1", "--env", env_id]) == 2  # the user's own choice: imported
     assert marker.exists()
+
+
+# -- 5. size limits -------------------------------------------------------------------------------------
+def test_an_absurd_model_size_is_refused_before_anything_is_allocated(tmp_path):
+    from qtransformer.config import ConfigError, ModelConfig
+
+    data = bad_inputs.good_dataset(tmp_path)
+    with pytest.raises(ConfigError, match=r"model: d_model=10000000.*GiB.*lower model.d_model"):
+        train(tiny_cfg(data, tmp_path / "run", model=ModelConfig(d_model=10_000_000, n_heads=1)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_config_with_an_absurd_model_is_refused(tmp_path):
+    from qtransformer.checkpoint import CheckpointError, load_model
+
+    run = tmp_path / "run"
+    train(tiny_cfg(bad_inputs.good_dataset(tmp_path), run, steps=2))
+    path = bad_inputs.model_config_fields(run, obs_dim=10**12)
+    with pytest.raises(CheckpointError, match=r"config.json: model: .*obs_dim=1000000000000.*GiB"):
+        load_model(run)
+    for bad in (5, {"d_model": "wide"}):
+        bad_inputs.model_config_fields(run, obs_dim=3, model=bad)
+        with pytest.raises(CheckpointError, match="config.json: missing or invalid field"):
+            load_model(run)
+    assert path.exists()
+
+
+def test_a_batch_larger_than_the_dataset_is_refused(tmp_path):
+    from qtransformer.config import ConfigError
+
+    data = bad_inputs.good_dataset(tmp_path)  # 4 episodes, 27 steps
+    with pytest.raises(ConfigError, match=r"batch_size: 100000 is larger than the dataset's 27 transitions .*--batch-size to at most 27"):
+        train(tiny_cfg(data, tmp_path / "run", batch_size=100_000))

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from .actions import ActionDiscretizer
 from .config import model_from_dict, to_dict
 from .fileio import atomic_write_text, fsync_tree, read_versioned_json, replace_dir
-from .nets import QTransformerNet
+from .nets import QTransformerNet, check_model_size
 
 MODEL_FORMAT_VERSION = 1
 
@@ -84,12 +84,18 @@ def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransforme
     cfg = read_versioned_json(config_path, MODEL_FORMAT_VERSION, CheckpointError)
     try:
         discretizer = ActionDiscretizer.from_dict(cfg["actions"])
-        net = QTransformerNet(
-            cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]),
-            image_shapes={k: tuple(v) for k, v in cfg.get("image_shapes", {}).items()},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        args = (cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))
+        image_shapes = {k: tuple(v) for k, v in cfg.get("image_shapes", {}).items()}
+        for name, value in zip(("obs_dim", "action_dim", "num_tasks"), (args[0], args[1], args[3])):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"field '{name}' must be a whole number >= 0, got {value!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{config_path}: missing or invalid field ({exc!r}); the checkpoint is incomplete or corrupted") from exc
+    try:
+        check_model_size(*args, image_shapes, device=device, training=False)  # before allocating it
+        net = QTransformerNet(*args, image_shapes=image_shapes)
+    except ValueError as exc:
+        raise CheckpointError(f"{config_path}: {exc}; the checkpoint is corrupted or was made on a larger machine") from exc
     try:
         state = load_file(str(weights_path), device="cpu")
     except Exception as exc:  # noqa: BLE001 - safetensors raises SafetensorError on truncated or garbage files

@@ -25,7 +25,7 @@ from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text
 from .logging import MetricLogger
-from .nets import QTransformerNet
+from .nets import QTransformerNet, check_model_size
 from .policy import QTPolicy
 
 
@@ -157,6 +157,15 @@ def train(cfg: TrainConfig) -> Path:
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
 
+    if cfg.batch_size > ds.num_steps:
+        raise ConfigError(
+            f"batch_size: {cfg.batch_size} is larger than the dataset's {ds.num_steps} transitions ({ds.path}); "
+            f"lower --batch-size to at most {ds.num_steps}"
+        )
+    try:  # before allocating: an absurd size would fill the memory first
+        check_model_size(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, device, training=True)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     net = QTransformerNet(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes)
     if net.encoder is not None:
         mean, std = ds.observation_stats()
