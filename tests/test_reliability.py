@@ -195,3 +195,136 @@ def test_a_batch_larger_than_the_dataset_is_refused(tmp_path):
     data = bad_inputs.good_dataset(tmp_path)  # 4 episodes, 27 steps
     with pytest.raises(ConfigError, match=r"batch_size: 100000 is larger than the dataset's 27 transitions .*--batch-size to at most 27"):
         train(tiny_cfg(data, tmp_path / "run", batch_size=100_000))
+
+
+# -- 6. every failure of the command line is one line naming the file or field and the fix -------------
+@pytest.fixture
+def run_and_data(tmp_path):
+    data, run = bad_inputs.good_dataset(tmp_path), tmp_path / "run"
+    train(tiny_cfg(data, run, steps=2))
+    return run, data
+
+
+def one_line_error(capsys, argv, code=2):
+    from qtransformer.cli import main
+
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"qtransformer {argv[0]}: error: "), captured.err
+    return err[0], captured.out
+
+
+def test_a_meta_json_that_is_a_folder_or_not_utf8_or_nested_too_deeply_is_one_line(tmp_path, capsys):
+    for name, make in (("folder", bad_inputs.meta_is_folder), ("utf8", bad_inputs.meta_not_utf8)):
+        path = make(tmp_path / name)
+        err, _ = one_line_error(capsys, ["train", "--preset", "smoke", "--dataset", str(path), "--out", str(tmp_path / "r")])
+        assert f"{path / 'meta.json'}:" in err
+    nested = bad_inputs.good_dataset(tmp_path / "nested")
+    bad_inputs.deeply_nested_json(nested / "meta.json")
+    err, _ = one_line_error(capsys, ["info", str(nested)])
+    assert "meta.json: nested too deeply" in err
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"dataset": 5}, "field 'dataset' must be a path"),
+    ({"source_mix": {"demonstration": "half"}}, "field 'source_mix.demonstration' must be a number"),
+    ({"model": 5}, "field 'model' must be a mapping"),
+    ({"eval_env": 5}, "field 'eval_env' must be a string"),
+    (None, "nested too deeply"),
+])
+def test_bad_config_files_are_one_line_naming_the_field(tmp_path, capsys, content, words):
+    config = tmp_path / "cfg.json"
+    if content is None:
+        bad_inputs.deeply_nested_json(config)
+    else:
+        config.write_text(json.dumps(content))
+    err, _ = one_line_error(capsys, ["train", "--preset", "smoke", "--dataset", str(tmp_path), "--config", str(config)])
+    assert "cfg.json" in err and words in err
+
+
+def test_a_source_mix_fraction_out_of_range_is_refused():
+    from qtransformer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"source_mix\['demonstration'\]: must be a fraction"):
+        TrainConfig(source_mix={"demonstration": 1.5})
+
+
+def test_an_out_folder_that_is_a_file_or_not_writable_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    data = bad_inputs.good_dataset(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    err, _ = one_line_error(capsys, ["train", "--preset", "smoke", "--dataset", str(data), "--out", str(afile)])
+    assert "--out names a file" in err and afile.read_text() == "mine"
+    err, _ = one_line_error(capsys, ["train", "--preset", "smoke", "--dataset", str(data), "--out", str(afile / "run")])
+    assert "which is a file" in err
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as on a read-only file system
+    err, _ = one_line_error(capsys, ["train", "--preset", "smoke", "--dataset", str(data), "--out", str(tmp_path / "run")])
+    assert "not writable" in err and not (tmp_path / "run").exists()
+
+
+def test_eval_out_naming_a_folder_is_refused_before_the_evaluation(run_and_data, tmp_path, capsys, monkeypatch):
+    import qtransformer.evaluate
+
+    run, _ = run_and_data
+    monkeypatch.setattr(qtransformer.evaluate, "evaluate_policy", lambda *a, **k: pytest.fail("the evaluation ran"))
+    err, _ = one_line_error(capsys, ["eval", "--checkpoint", str(run), "--episodes", "1", "--out", str(tmp_path)])
+    assert "--out names a folder" in err and "result.json" in err
+
+
+def test_collect_into_a_read_only_dataset_is_refused_before_collecting(run_and_data, capsys, monkeypatch):
+    import os
+
+    import qtransformer.collect
+
+    run, data = run_and_data
+    meta = (data / "meta.json").read_text()
+    monkeypatch.setattr(qtransformer.collect, "rollout", lambda *a, **k: pytest.fail("episodes were collected"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).startswith(str(data)) else real_access(path, mode))
+    err, _ = one_line_error(capsys, ["collect", "--checkpoint", str(run), "--into", str(data), "--episodes", "1"])
+    assert "not writable" in err and (data / "meta.json").read_text() == meta
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import qtransformer.checkpoint
+    from qtransformer.checkpoint import CheckpointError
+
+    data, run = bad_inputs.good_dataset(tmp_path), tmp_path / "run"
+    real_save, calls = qtransformer.checkpoint.save_file, []
+
+    def save_file(tensors, path):
+        calls.append(path)
+        if "step_00000004" in path or len(calls) > 4:  # the second checkpoint: the disk is full
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+        real_save(tensors, path)
+
+    monkeypatch.setattr(qtransformer.checkpoint, "save_file", save_file)
+    with pytest.raises(CheckpointError) as info:
+        train(tiny_cfg(data, run, steps=6, save_every=2, keep_checkpoints=1))
+    msg = str(info.value)
+    assert "cannot write the checkpoint (SafetensorError" in msg and "step_00000002 is intact" in msg and "--resume" in msg
+    assert (run / "checkpoints" / "last").read_text().strip() == "step_00000002"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last", "step_00000002"]  # no temporary folder left
+
+
+def test_an_os_error_or_an_unexpected_error_is_one_line(tmp_path, capsys, monkeypatch):
+    import qtransformer.cli
+
+    def denied(argv):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "meta.json"))
+
+    monkeypatch.setattr(qtransformer.cli, "cmd_info", denied)
+    err, _ = one_line_error(capsys, ["info", str(tmp_path)])
+    assert f"{tmp_path / 'meta.json'}: Permission denied" in err
+
+    def bug(argv):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(qtransformer.cli, "cmd_info", bug)
+    err, _ = one_line_error(capsys, ["info", str(tmp_path)], code=1)
+    assert "unexpected KeyError" in err and "QTRANSFORMER_TRACEBACK=1" in err

@@ -286,7 +286,13 @@ def cmd_train(argv: list[str]) -> None:
 def cmd_eval(argv: list[str]) -> None:
     args = tyro.cli(EvalArgs, args=argv, prog="qtransformer eval")
     from .evaluate import evaluate_policy
+    from .fileio import check_output_dir, check_output_file
     from .policy import QTPolicy
+
+    if args.out is not None:  # now, not after the whole evaluation ran
+        check_output_file(args.out, "--out")
+    if args.video is not None:
+        check_output_dir(args.video, "--video")
 
     policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device)
     result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers)
@@ -308,8 +314,10 @@ def cmd_eval(argv: list[str]) -> None:
 
 def cmd_collect(argv: list[str]) -> None:
     args = tyro.cli(CollectArgs, args=argv, prog="qtransformer collect")
-    from .collect import collect
+    from .collect import check_can_append, collect
     from .policy import QTPolicy
+
+    check_can_append(args.into)  # now, not after the episodes were run
 
     policy = QTPolicy.from_checkpoint(args.checkpoint)
     result = collect(policy, args.into, args.episodes, env_id=args.env, epsilon=args.epsilon, temperature=args.temperature,
@@ -372,14 +380,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DatasetError
 
+    def error(text: str, code: int) -> int:
+        print(f"qtransformer {command}: error: {' '.join(str(text).split())}", file=sys.stderr)  # one line
+        return code
+
     try:
         handlers[command](rest)
     except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:  # user errors: one line, no traceback
-        print(f"qtransformer {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc), 2)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a file or folder that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        return error(f"{where}{exc.strerror or exc}; check that the path exists, is of the right kind (file or folder) "
+                     "and that you may read and write it, and that the disk has space", 2)
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: one line, the traceback on request
+        if os.environ.get("QTRANSFORMER_TRACEBACK"):
+            raise
+        return error(f"unexpected {type(exc).__name__}: {exc} (a bug in qtransformer: please report it with the command line; "
+                     "set QTRANSFORMER_TRACEBACK=1 to see the traceback)", 1)
     return 0
 
 

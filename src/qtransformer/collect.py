@@ -6,6 +6,7 @@ retrain on the grown dataset.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,18 @@ from .policy import QTPolicy
 
 # Collection seeds start here: apart from the built-in generator's and from evaluation's.
 COLLECT_SEED_OFFSET = 20_000_000
+
+
+def check_can_append(into: Path) -> None:
+    """Refuse, before any episode is run, a dataset folder that cannot be appended to (or created)."""
+    from .fileio import check_output_dir
+
+    into = Path(into)
+    check_output_dir(into, "--into")
+    if (into / "meta.json").exists():
+        for p in (into, into / "chunks", into / "meta.json"):
+            if not os.access(p, os.W_OK):
+                raise ValueError(f"{p}: not writable (permissions or a read-only file system); collect --into a dataset you may write to, or a new folder")
 
 
 def collect(
@@ -48,6 +61,7 @@ def collect(
     if not 0.0 <= epsilon <= 1.0 or temperature < 0:
         raise ValueError(f"need 0 <= epsilon <= 1 and temperature >= 0, got {epsilon}, {temperature}")
     assert COLLECT_SEED_OFFSET != EVAL_SEED_OFFSET
+    check_can_append(into)
     env = make_env(env_id)
     generator = torch.Generator().manual_seed(seed)
     task_names = list(policy.meta.get("task_names") or ["default"])

@@ -23,7 +23,7 @@ from .data import DatasetError, EpisodeStore, TransitionSampler, build_transitio
 from .envs import env_id_from_file, is_multi_task, make_env
 from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, check_output_dir
 from .logging import MetricLogger
 from .nets import QTransformerNet, check_model_size
 from .policy import QTPolicy
@@ -136,6 +136,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.dataset is None:
         raise ConfigError("no dataset given: pass --dataset DIR (make one with `qtransformer make-dataset builtin --out DIR`)")
     run_dir = Path(cfg.out)
+    check_output_dir(run_dir, "--out")
     ckpt = last_checkpoint(run_dir) if cfg.resume else None
     if not cfg.resume and (run_dir / "checkpoints" / "last").exists():
         raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it, or choose another --out")
