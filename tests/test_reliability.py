@@ -193,7 +193,7 @@ def test_a_batch_larger_than_the_dataset_is_refused(tmp_path):
     from qtransformer.config import ConfigError
 
     data = bad_inputs.good_dataset(tmp_path)  # 4 episodes, 27 steps
-    with pytest.raises(ConfigError, match=r"batch_size: 100000 is larger than the dataset's 27 transitions .*--batch-size to at most 27"):
+    with pytest.raises(ConfigError, match=r"batch_size: 100000 is far larger than the dataset's 27 transitions .*--batch-size to at most 1024"):
         train(tiny_cfg(data, tmp_path / "run", batch_size=100_000))
 
 
@@ -328,3 +328,40 @@ def test_an_os_error_or_an_unexpected_error_is_one_line(tmp_path, capsys, monkey
     monkeypatch.setattr(qtransformer.cli, "cmd_info", bug)
     err, _ = one_line_error(capsys, ["info", str(tmp_path)], code=1)
     assert "unexpected KeyError" in err and "QTRANSFORMER_TRACEBACK=1" in err
+
+
+# -- 7 and 10. meta.json fields are checked before anything is read by them -----------------------------
+@pytest.mark.parametrize("fields, words", [
+    ({"chunks": ["000000", "000000"]}, "lists the chunk 000000 twice"),
+    ({"chunks": ["../../other/chunks/000000"]}, "not a chunk name"),
+    ({"chunks": ["/etc"]}, "not a chunk name"),
+    ({"chunks": "000000"}, "must be a list"),
+    ({"action_low": "abc"}, "field 'action_low' must be a list of 2 numbers"),
+    ({"action_low": [1, 1]}, "high > low"),
+    ({"obs_dim": 10**12}, "field 'obs_dim' must be a whole number"),
+    ({"obs_dim": 1e12}, "field 'obs_dim' must be a whole number"),
+    ({"task_names": []}, "field 'task_names'"),
+    ({"image_shapes": {"../cam": [2, 2, 3]}}, "field 'image_shapes'"),
+])
+def test_bad_meta_json_fields_are_refused_naming_the_file_and_field(tmp_path, fields, words):
+    from qtransformer.data import EpisodeStore
+
+    path = bad_inputs.meta_fields(tmp_path, **fields)
+    with pytest.raises(DatasetError) as info:
+        EpisodeStore.open(path)
+    assert str(info.value).startswith(f"{path / 'meta.json'}: ") and words in str(info.value)
+
+
+def test_an_append_never_deletes_a_chunk_it_does_not_own(tmp_path):
+    from qtransformer.data import EpisodeStore, append_episodes
+
+    first, other = bad_inputs.chunks_outside(tmp_path)
+    with pytest.raises(DatasetError, match="not a chunk name"):
+        append_episodes(first, bad_inputs.good_episodes())
+    assert (first / "chunks" / "000000").is_dir() and EpisodeStore.open(other).num_episodes == 4
+    # a folder of the user's in chunks/ that is no chunk name is left alone; an uncommitted chunk is removed
+    good = bad_inputs.good_dataset(tmp_path, "good")
+    (good / "chunks" / "notes").mkdir()
+    (good / "chunks" / "000007").mkdir()
+    append_episodes(good, bad_inputs.good_episodes())
+    assert sorted(p.name for p in (good / "chunks").iterdir()) == ["000000", "000001", "notes"]

@@ -69,6 +69,9 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
         )
 
 
+MAX_BATCH_OVER_DATA = 10  # refuse batches of more than this many times the dataset's transitions (and over 1024)
+
+
 class TrainingDiverged(ValueError):
     """Training stopped because a value went NaN or inf; the message says which, when and why."""
 
@@ -158,10 +161,10 @@ def train(cfg: TrainConfig) -> Path:
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
 
-    if cfg.batch_size > ds.num_steps:
+    if cfg.batch_size > max(MAX_BATCH_OVER_DATA * ds.num_steps, 1024):  # a slightly larger batch only repeats transitions
         raise ConfigError(
-            f"batch_size: {cfg.batch_size} is larger than the dataset's {ds.num_steps} transitions ({ds.path}); "
-            f"lower --batch-size to at most {ds.num_steps}"
+            f"batch_size: {cfg.batch_size} is far larger than the dataset's {ds.num_steps} transitions ({ds.path}); "
+            f"lower --batch-size to at most {max(ds.num_steps, 1024)}"
         )
     try:  # before allocating: an absurd size would fill the memory first
         check_model_size(ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, device, training=True)

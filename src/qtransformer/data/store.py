@@ -44,6 +44,7 @@ FORMAT_VERSION = 2
 CHUNK_ARRAYS = (*STEP_FIELDS, "episode_starts", "episode_task")
 _CHUNK_NAME = re.compile(r"[0-9]{6,}")  # chunks/<name>: what meta.json's 'chunks' may list
 _TMP_CHUNK_NAME = re.compile(r"\.[0-9]{6,}\.tmp-[A-Za-z0-9_]+")  # a chunk being written
+MAX_DIM = 10_000_000  # the largest obs_dim, action_dim or image side meta.json may declare
 _BLOCK = 262_144  # rows per block of a streamed pass over a chunk
 # Tests set this to a file path: an append then creates the file and waits after writing its chunk and
 # before committing it, so a test can kill the process at that exact point.
@@ -98,6 +99,56 @@ def _read_chunk(folder: Path, meta: dict) -> EpisodeDataset:
     )
     ds.validate(values=False)  # shapes and offsets only: the values were checked when the chunk was written
     return ds
+
+
+def _check_meta(meta: dict, meta_path: Path) -> None:
+    """The fields of meta.json, before anything is read by them: types, ranges and chunk names."""
+
+    def fail(key: str, msg: str) -> None:
+        raise DatasetError(f"{meta_path}: field '{key}' {msg}; the dataset is damaged: repair meta.json (docs/dataset_format.md) or make the dataset again")
+
+    for key in ("action_low", "action_high", "task_names", "obs_dim", "action_dim", "chunks"):
+        if key not in meta:
+            raise DatasetError(f"{meta_path}: missing field '{key}'; the dataset is damaged")
+
+    def whole(key: str, low: int, high: int) -> None:
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            fail(key, f"must be a whole number in [{low}, {high}], got {v!r}")
+
+    whole("obs_dim", 0, MAX_DIM)
+    whole("action_dim", 1, MAX_DIM)
+    d = meta["action_dim"]
+    for key in ("action_low", "action_high"):
+        v = meta[key]
+        if not (isinstance(v, list) and len(v) == d and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+            fail(key, f"must be a list of {d} numbers (one per action dimension), got {str(v)[:80]!r}")
+    low, high = np.asarray(meta["action_low"], dtype=np.float64), np.asarray(meta["action_high"], dtype=np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()) or np.any(high <= low):
+        fail("action_low/action_high", f"must be finite with high > low in every dimension, got [{low.tolist()}, {high.tolist()}]")
+    names = meta["task_names"]
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        fail("task_names", f"must be a non-empty list of strings, got {str(names)[:80]!r}")
+    if meta.get("env_id") is not None and not isinstance(meta["env_id"], str):
+        fail("env_id", f"must be a string or null, got {meta['env_id']!r}")
+    shapes = meta.get("image_shapes", {})
+    if not isinstance(shapes, dict) or any(
+        not (isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", k) and isinstance(v, list) and len(v) == 3
+             and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= MAX_DIM for x in v))
+        for k, v in shapes.items()
+    ):
+        fail("image_shapes", f"must map camera names to [H, W, C] (positive whole numbers), got {str(shapes)[:80]!r}")
+    chunks = meta["chunks"]
+    if not isinstance(chunks, list):
+        fail("chunks", f"must be a list of chunk names, got {str(chunks)[:80]!r}")
+    for name in chunks:
+        if not (isinstance(name, str) and _CHUNK_NAME.fullmatch(name)):
+            fail("chunks", f"lists {name!r}, not a chunk name (digits such as 000000: a folder under chunks/, never a path)")
+    seen = set()
+    for name in chunks:
+        if name in seen:
+            fail("chunks", f"lists the chunk {name} twice (its episodes would count double)")
+        seen.add(name)
 
 
 def _release(arr: np.ndarray) -> None:
@@ -202,7 +253,8 @@ class EpisodeStore:
             for name in ("observations", "next_observations", "actions", "rewards"):
                 arr = getattr(c, name)
                 for start in range(0, arr.shape[0], _BLOCK):
-                    rows = np.asarray(arr[start : start + _BLOCK]).reshape(-1, int(np.prod(arr.shape[1:], dtype=np.int64)))
+                    block = np.asarray(arr[start : start + _BLOCK])
+                    rows = block.reshape(block.shape[0], int(np.prod(arr.shape[1:], dtype=np.int64)))  # (n, width), width may be 0
                     problems = [(~np.isfinite(rows).all(axis=1), "NaN or inf", "clean or drop that episode")]
                     if name == "rewards":
                         problems.append((((rows < 0) | (rows > 1)).any(axis=1), "outside [0, 1]",
@@ -253,9 +305,7 @@ class EpisodeStore:
         if not meta_path.exists():
             raise DatasetError(f"{meta_path}: missing; a dataset folder holds meta.json and chunks/")
         meta = read_versioned_json(meta_path, FORMAT_VERSION, DatasetError)
-        for key in ("action_low", "action_high", "task_names", "obs_dim", "action_dim", "chunks"):
-            if key not in meta:
-                raise DatasetError(f"{meta_path}: missing field '{key}'; the dataset is damaged")
+        _check_meta(meta, meta_path)
         chunks = [_read_chunk(path / "chunks" / name, meta) for name in meta["chunks"]]
         for c in chunks:
             if c.obs_dim != meta["obs_dim"] or c.action_dim != meta["action_dim"]:
