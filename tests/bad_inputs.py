@@ -116,3 +116,39 @@ def module_env_id(tmp_path: Path, module: str = "qt_evil_module") -> tuple[str, 
     marker = Path(tmp_path) / "imported.txt"
     (Path(tmp_path) / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\n")
     return f"{module}:Foo-v0", marker
+
+
+# -- environments -------------------------------------------------------------------------------------
+DICT_GOAL_ENV_ID = "qtest/DictGoal-v0"
+
+
+def register_dict_goal_env() -> str:
+    """A tiny goal-conditioned environment whose Dict observation holds no image (observation,
+    achieved_goal, desired_goal, as gymnasium-robotics' environments): 5 steps, reward 1 when the
+    first action dimension is positive at the last step."""
+    import gymnasium as gym
+
+    class DictGoalEnv(gym.Env):
+        def __init__(self):
+            box = lambda n: gym.spaces.Box(-1.0, 1.0, (n,), np.float32)  # noqa: E731
+            self.observation_space = gym.spaces.Dict({"observation": box(4), "achieved_goal": box(3), "desired_goal": box(3)})
+            self.action_space = box(2)
+            self.t = 0
+
+        def _obs(self):
+            rng = self.np_random
+            return {k: rng.uniform(-1, 1, s.shape).astype(np.float32) for k, s in self.observation_space.spaces.items()}
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return self._obs(), {}
+
+        def step(self, action):
+            self.t += 1
+            done = self.t >= 5
+            return self._obs(), float(done and action[0] > 0), done, False, {}
+
+    if DICT_GOAL_ENV_ID not in gym.registry:
+        gym.register(id=DICT_GOAL_ENV_ID, entry_point=DictGoalEnv)
+    return DICT_GOAL_ENV_ID

@@ -365,3 +365,43 @@ def test_an_append_never_deletes_a_chunk_it_does_not_own(tmp_path):
     (good / "chunks" / "000007").mkdir()
     append_episodes(good, bad_inputs.good_episodes())
     assert sorted(p.name for p in (good / "chunks").iterdir()) == ["000000", "000001", "notes"]
+
+
+# -- 8. a Dict observation without images ---------------------------------------------------------------
+def test_train_and_eval_on_a_dict_observation_without_images(tmp_path):
+    from qtransformer.data import EpisodeDataset, EpisodeStore
+    from qtransformer.envs import make_env
+    from qtransformer.envs.rollout import rollout
+    from qtransformer.evaluate import evaluate_policy
+    from qtransformer.policy import QTPolicy
+
+    env_id = bad_inputs.register_dict_goal_env()
+    env = make_env(env_id)
+    rng = np.random.default_rng(0)
+    eps = [dict(rollout(env, lambda obs: rng.uniform(-1, 1, 2).astype(np.float32), seed=s), source="autonomous") for s in range(6)]
+    data = tmp_path / "ds"
+    EpisodeStore.create(data, EpisodeDataset.from_episodes(eps, [-1, -1], [1, 1], env_id=env_id))
+    assert EpisodeStore.open(data).obs_dim == 10 and EpisodeStore.open(data).image_shapes == {}
+    run = tmp_path / "run"
+    final = train(tiny_cfg(data, run, steps=2, eval_episodes=2))  # the final evaluation steps the Dict environment
+    assert json.loads((run / "eval_info.json").read_text())["episodes"] == 2
+    policy = QTPolicy.from_checkpoint(final)
+    obs, _ = env.reset(seed=1)
+    assert policy.act(obs).shape == (2,)
+    assert evaluate_policy(policy, None, 3)["episodes"] == 3
+
+
+def test_a_task_id_for_a_single_task_policy_or_out_of_range_is_refused(run_and_data, capsys):
+    run, _ = run_and_data
+    err, _ = one_line_error(capsys, ["eval", "--checkpoint", str(run), "--episodes", "1", "--task", "7"])
+    assert "--task 7: this policy was trained on a single task" in err and "drop --task" in err
+
+
+def test_a_task_id_outside_a_multi_task_policy_is_refused(make_net):
+    from qtransformer.actions import ActionDiscretizer
+    from qtransformer.policy import QTPolicy
+
+    policy = QTPolicy(make_net(3, 2, 8, num_tasks=3), ActionDiscretizer([-1, -1], [1, 1], 8), {"task_names": ["a", "b", "c"]})
+    assert policy.task_for_env("E-v0", 2) == 2
+    with pytest.raises(ValueError, match="--task 3: this policy was trained on 3 tasks"):
+        policy.task_for_env("E-v0", 3)
