@@ -97,25 +97,30 @@ def test_processes_creating_the_same_new_dataset_at_once_keep_every_episode(tmp_
 
     from qtransformer.data import EpisodeStore
 
-    path, go = tmp_path / "new", tmp_path / "go"
+    paths, go = [tmp_path / f"new{i}" for i in range(2)], tmp_path / "go"
     tests_dir = str(Path(__file__).parent)
     script = (
         "import os, sys, time\n"
         f"sys.path.insert(0, {tests_dir!r})\n"
         "import bad_inputs\n"
+        "import qtransformer.data.store as store\n"
         "from qtransformer.data import append_episodes\n"
+        "write = store._write_chunk\n"
+        "store._write_chunk = lambda *a: (time.sleep(0.2), write(*a))  # a slow disk: creations surely overlap\n"
         "ds = bad_inputs.good_episodes(n=int(sys.argv[1]), seed=int(sys.argv[1]))\n"
         f"while not os.path.exists({str(go)!r}):\n"
         "    time.sleep(0.001)\n"
-        f"append_episodes({str(path)!r}, ds)\n"
+        f"for path in {[str(p) for p in paths]!r}:\n"
+        "    append_episodes(path, ds)\n"
     )
     counts = [5, 6, 7]
     procs = [subprocess.Popen([sys.executable, "-c", script, str(n)], env={**os.environ, "OMP_NUM_THREADS": "1"}) for n in counts]
     time.sleep(0.5)
     go.touch()
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    store = EpisodeStore.open(path)
-    assert store.num_episodes == sum(counts) and sorted(len(c.episode_source) for c in store.chunks) == counts
+    for path in paths:
+        store = EpisodeStore.open(path)
+        assert store.num_episodes == sum(counts) and sorted(len(c.episode_source) for c in store.chunks) == counts
 
 
 def test_appending_into_a_folder_that_is_not_a_dataset_is_refused_and_touches_nothing(tmp_path):
@@ -405,3 +410,52 @@ def test_a_task_id_outside_a_multi_task_policy_is_refused(make_net):
     assert policy.task_for_env("E-v0", 2) == 2
     with pytest.raises(ValueError, match="--task 3: this policy was trained on 3 tasks"):
         policy.task_for_env("E-v0", 3)
+
+
+# -- 10. smaller ones ----------------------------------------------------------------------------------
+def test_stale_temporary_checkpoint_folders_are_removed(tmp_path):
+    data, run = bad_inputs.good_dataset(tmp_path), tmp_path / "run"
+    stale = run / "checkpoints" / ".step_00000005.tmp-k1ll3d"
+    (stale / "model").mkdir(parents=True)
+    (run / "checkpoints" / ".last.tmp-4242").write_text("step_00000005\n")
+    (run / "checkpoints" / "notes.txt").write_text("mine")
+    train(tiny_cfg(data, run, steps=2))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last", "notes.txt", "step_00000002"]
+
+
+def test_datasets_and_checkpoints_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from qtransformer.data import append_episodes
+
+    old = os.umask(0o022)
+    try:
+        data, run = bad_inputs.good_dataset(tmp_path), tmp_path / "run"
+        appended = append_episodes(tmp_path / "new", bad_inputs.good_episodes()).path
+        append_episodes(appended, bad_inputs.good_episodes())
+        train(tiny_cfg(data, run, steps=2))
+    finally:
+        os.umask(old)
+    ckpt = run / "checkpoints" / "step_00000002"
+    for folder in (data, data / "chunks" / "000000", appended, appended / "chunks" / "000001", ckpt, ckpt / "model"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    for f in (data / "meta.json", data / "chunks" / "000000" / "observations.npy", ckpt / "model" / "model.safetensors"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+@pytest.mark.parametrize("pointer", ["ABSOLUTE", "../../other/checkpoints/step_00000002", "step_00000002/../../../other/checkpoints/step_00000002"])
+def test_a_last_pointer_outside_the_run_is_refused(tmp_path, capsys, pointer):
+    data = bad_inputs.good_dataset(tmp_path)
+    run, other = tmp_path / "run", tmp_path / "other"
+    train(tiny_cfg(data, run, steps=2))
+    train(tiny_cfg(data, other, steps=2, seed=1))
+    text = str(other / "checkpoints" / "step_00000002") if pointer == "ABSOLUTE" else pointer
+    bad_inputs.last_pointer(run, text)
+    for argv in (["eval", "--checkpoint", str(run), "--episodes", "1"], ["info", str(run)]):
+        err, _ = one_line_error(capsys, argv)
+        assert "checkpoints/last: names" in err and "never a path" in err
+    from qtransformer.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="never a path"):
+        train(tiny_cfg(data, run, steps=4, resume=True))

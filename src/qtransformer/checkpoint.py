@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from .actions import ActionDiscretizer
 from .config import model_from_dict, to_dict
-from .fileio import atomic_write_text, fsync_tree, make_temp_dir, read_versioned_json, replace_dir
+from .fileio import atomic_write_text, fsync_tree, give_ordinary_mode, make_temp_dir, read_versioned_json, replace_dir
 from .nets import QTransformerNet, check_model_size
 
 MODEL_FORMAT_VERSION = 1
@@ -34,6 +34,11 @@ MODEL_FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint path or file is wrong; the message names it and what to do."""
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    save_file(tensors, str(path))
+    give_ordinary_mode(path)  # safetensors creates its files 0600
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -61,7 +66,7 @@ def save_model(directory: Path, net: QTransformerNet, config: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     _write_json(directory / "config.json", config)
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"))
+    _save_tensors(state, directory / "model.safetensors")
 
 
 def resolve_model_dir(path: Union[str, Path]) -> Path:
@@ -191,13 +196,13 @@ def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, m
         save_model(tmp / "model", learner.online, model_cfg_dict)
         ts = tmp / "training_state"
         ts.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, str(ts / "target.safetensors"))
+        _save_tensors({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, ts / "target.safetensors")
         opt_tensors, opt_info = _optimizer_to_flat(learner.optimizer)
-        save_file(opt_tensors, str(ts / "optimizer.safetensors"))
+        _save_tensors(opt_tensors, ts / "optimizer.safetensors")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
-        save_file(rng, str(ts / "rng.safetensors"))
+        _save_tensors(rng, ts / "rng.safetensors")
         _write_json(ts / "state.json", {
             "step": step, "num_updates": learner.num_updates, "optimizer": opt_info,
             "train_config": to_dict(train_cfg), "dataset": dataset, "batches_drawn": sampler.state(),

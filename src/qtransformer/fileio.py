@@ -74,6 +74,12 @@ def make_temp_dir(prefix: str, parent: Path) -> Path:
     return path
 
 
+def give_ordinary_mode(path: Path) -> None:
+    """Set a file to the permissions of an ordinary new file (0666 less the umask: usually 0644); for
+    writers that create files 0600 (safetensors)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def fsync_tree(root: Path) -> None:
     """Flush every file below `root` to disk."""
     for p in Path(root).rglob("*"):
