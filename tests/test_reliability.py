@@ -459,3 +459,26 @@ def test_a_last_pointer_outside_the_run_is_refused(tmp_path, capsys, pointer):
 
     with pytest.raises(CheckpointError, match="never a path"):
         train(tiny_cfg(data, run, steps=4, resume=True))
+
+
+def test_make_dataset_and_collect_refuse_a_bad_output_before_making_episodes(run_and_data, tmp_path, capsys, monkeypatch):
+    import qtransformer.collect
+    import qtransformer.envs.builtin_dataset
+
+    run, _ = run_and_data
+    monkeypatch.setattr(qtransformer.envs.builtin_dataset, "make_builtin_dataset", lambda *a, **k: pytest.fail("episodes were made"))
+    monkeypatch.setattr(qtransformer.collect, "rollout", lambda *a, **k: pytest.fail("episodes were collected"))
+    afile, folder = tmp_path / "afile", tmp_path / "mine"
+    afile.write_text("x")
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    for argv, words in [
+        (["make-dataset", "builtin", "--out", str(afile)], "--out names a file"),
+        (["make-dataset", "builtin", "--out", str(afile / "ds")], "which is a file"),
+        (["make-dataset", "builtin", "--out", str(folder)], "not a dataset folder"),
+        (["collect", "--checkpoint", str(run), "--into", str(folder)], "not a dataset folder"),
+        (["collect", "--checkpoint", str(run), "--into", str(afile)], "--into names a file"),
+    ]:
+        err, _ = one_line_error(capsys, argv)
+        assert words in err, argv
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

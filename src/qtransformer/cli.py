@@ -202,7 +202,10 @@ def cmd_make_dataset(argv: list[str]) -> None:
     if argv and argv[0] == "builtin":
         argv = argv[1:]
     args = tyro.cli(MakeDatasetArgs, args=argv, prog="qtransformer make-dataset builtin")
+    from .data.store import check_can_write
     from .envs.builtin_dataset import make_builtin_dataset
+
+    check_can_write(args.out)  # now, not after the episodes were made
 
     ds = make_builtin_dataset(args.demos, args.autonomous, seed=args.seed, images=args.images)
     ds.save(args.out)
@@ -213,7 +216,10 @@ def cmd_make_dataset(argv: list[str]) -> None:
 def cmd_make_metaworld(argv: list[str]) -> None:
     args = tyro.cli(MetaWorldDatasetArgs, args=argv, prog="qtransformer make-dataset metaworld")
     from .data import EpisodeStore
+    from .data.store import check_can_write
     from .envs.metaworld_tasks import make_metaworld_dataset, paper_mix_autonomous, tasks_from_env_id
+
+    check_can_write(args.out)  # now, not after the episodes were made
 
     tasks = tasks_from_env_id(f"metaworld:{args.tasks}")
     autonomous, recipe = args.autonomous, args.autonomous_recipe
@@ -249,6 +255,9 @@ def dataset_table(ds, by: str = "source") -> str:
 def cmd_import(argv: list[str]) -> None:
     args = tyro.cli(ImportArgs, args=argv, prog="qtransformer import")
     from .data.importers import import_dataset
+    from .data.store import check_can_write
+
+    check_can_write(args.out)  # now, not after the source was read
 
     result = import_dataset(args.path, args.format, args.out, env_id=args.env_id, source_label=args.source, images=args.images)
     ds = result.dataset

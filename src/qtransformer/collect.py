@@ -6,7 +6,6 @@ retrain on the grown dataset.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -26,14 +25,9 @@ COLLECT_SEED_OFFSET = 20_000_000
 
 def check_can_append(into: Path) -> None:
     """Refuse, before any episode is run, a dataset folder that cannot be appended to (or created)."""
-    from .fileio import check_output_dir
+    from .data.store import check_can_write
 
-    into = Path(into)
-    check_output_dir(into, "--into")
-    if (into / "meta.json").exists():
-        for p in (into, into / "chunks", into / "meta.json"):
-            if not os.access(p, os.W_OK):
-                raise ValueError(f"{p}: not writable (permissions or a read-only file system); collect --into a dataset you may write to, or a new folder")
+    check_can_write(into, "--into", append=True)
 
 
 def collect(

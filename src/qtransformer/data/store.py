@@ -450,6 +450,26 @@ def _new_meta(ds: EpisodeDataset) -> dict:
     }
 
 
+def check_can_write(path, flag: str = "--out", append: bool = False) -> None:
+    """Refuse, before any episode is made, a dataset path that `create` (or, with `append`,
+    append_episodes) would refuse: a file, a folder that is no dataset, an unwritable place."""
+    from ..fileio import check_output_dir
+
+    path = Path(path)
+    check_output_dir(path, flag)
+    if (path / "meta.json").exists():
+        if append:
+            for p in (path, path / "chunks", path / "meta.json"):
+                if not os.access(p, os.W_OK):
+                    raise DatasetError(f"{p}: not writable (permissions or a read-only file system); {flag} a dataset you may write to, or a new folder")
+        elif not os.access(path.parent, os.W_OK):
+            raise DatasetError(f"{path.parent}: not writable (permissions or a read-only file system); pass another {flag}")
+    elif append:
+        _refuse_foreign_folder(path)
+    elif path.exists():
+        raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
+
+
 def _refuse_foreign_folder(path: Path) -> None:
     """A folder that a new dataset may be created in: absent, empty, or left by a creation that crashed
     before its commit (a lock and uncommitted chunks only)."""
