@@ -76,7 +76,7 @@ class EvalArgs:
     checkpoint: Path
     """A run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder."""
     env: Optional[str] = None
-    """Environment id; by default the one recorded with the model."""
+    """Environment id; by default the one recorded with the model (which may not name a module to import: 'module:Env-v0' only here)."""
     episodes: int = 100
     """Number of episodes (seeds 10000000 + seed + i)."""
     seed: int = 0
@@ -91,7 +91,7 @@ class EvalArgs:
     """Worker processes that share the episodes (each loads the policy)."""
     video: Optional[Path] = None
     """Also save animated GIFs of the first --video-episodes episodes into this folder (offscreen rendering;
-    MetaWorld uses MuJoCo's software renderer, OSMesa, unless MUJOCO_GL says otherwise)."""
+    MetaWorld uses MuJoCo's software renderer, OSMesa, unless MUJOCO_GL says otherwise; only videos need it)."""
     video_episodes: int = 2
     """How many episodes (per task) to record with --video."""
 
