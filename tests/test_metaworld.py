@@ -120,3 +120,18 @@ def test_offscreen_rendering_gives_frames():
     frame = env.render()
     env.close()
     assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8 and frame.std() > 5  # a picture, not a blank
+
+
+def test_no_renderer_is_chosen_unless_rendering(monkeypatch):
+    """Making a dataset renders nothing: it must not ask for OpenGL (MUJOCO_GL=osmesa needs libOSMesa)."""
+    import os
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    env = make_metaworld_env("reach-v3", seed=0, max_steps=3)
+    env.reset(seed=0)
+    env.close()
+    scripted_expert("reach-v3")
+    assert "MUJOCO_GL" not in os.environ and "PYOPENGL_PLATFORM" not in os.environ
+    make_metaworld_env("reach-v3", seed=0, max_steps=3, render_mode="rgb_array").close()
+    assert os.environ["MUJOCO_GL"] == "osmesa"  # videos: the software renderer unless the user chose one

@@ -16,8 +16,8 @@ atomically after it, so a crash at any moment leaves the previous checkpoint int
 from __future__ import annotations
 
 import json
+import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -26,14 +26,19 @@ from safetensors.torch import load_file, save_file
 
 from .actions import ActionDiscretizer
 from .config import model_from_dict, to_dict
-from .fileio import atomic_write_text, fsync_tree, read_versioned_json, replace_dir
-from .nets import QTransformerNet
+from .fileio import atomic_write_text, fsync_tree, give_ordinary_mode, make_temp_dir, read_versioned_json, replace_dir
+from .nets import QTransformerNet, check_model_size
 
 MODEL_FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint path or file is wrong; the message names it and what to do."""
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    save_file(tensors, str(path))
+    give_ordinary_mode(path)  # safetensors creates its files 0600
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -62,14 +67,14 @@ def save_model(directory: Path, net: QTransformerNet, config: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     _write_json(directory / "config.json", config)
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"))
+    _save_tensors(state, directory / "model.safetensors")
 
 
 def resolve_model_dir(path: Union[str, Path]) -> Path:
     """Accept a run folder, a checkpoint folder, or a model/ folder."""
     path = Path(path)
     if (path / "checkpoints" / "last").exists():
-        path = path / "checkpoints" / (path / "checkpoints" / "last").read_text().strip()
+        path = _pointed(path / "checkpoints" / "last")
     if (path / "model" / "config.json").exists():
         path = path / "model"
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
@@ -85,13 +90,19 @@ def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransforme
     cfg = read_versioned_json(config_path, MODEL_FORMAT_VERSION, CheckpointError)
     try:
         discretizer = ActionDiscretizer.from_dict(cfg["actions"])
-        net = QTransformerNet(
-            cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]),
-            image_shapes={k: tuple(v) for k, v in cfg.get("image_shapes", {}).items()},
-            imitation_head=bool(cfg.get("imitation_head", False)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        args = (cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))
+        image_shapes = {k: tuple(v) for k, v in cfg.get("image_shapes", {}).items()}
+        imitation_head = bool(cfg.get("imitation_head", False))
+        for name, value in zip(("obs_dim", "action_dim", "num_tasks"), (args[0], args[1], args[3])):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"field '{name}' must be a whole number >= 0, got {value!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{config_path}: missing or invalid field ({exc!r}); the checkpoint is incomplete or corrupted") from exc
+    try:
+        check_model_size(*args, image_shapes, device=device, training=False, imitation_head=imitation_head)  # before allocating it
+        net = QTransformerNet(*args, image_shapes=image_shapes, imitation_head=imitation_head)
+    except ValueError as exc:
+        raise CheckpointError(f"{config_path}: {exc}; the checkpoint is corrupted or was made on a larger machine") from exc
     try:
         state = load_file(str(weights_path), device="cpu")
     except Exception as exc:  # noqa: BLE001 - safetensors raises SafetensorError on truncated or garbage files
@@ -136,22 +147,64 @@ def save_checkpoint(
     keep: int = 2,
     dataset: Optional[str] = None,
 ) -> Path:
-    """Write run_dir/checkpoints/step_<step> atomically and point `last` at it."""
+    """Write run_dir/checkpoints/step_<step> atomically and point `last` at it.
+
+    Refuses to write non-finite tensors; a write that fails (a full disk) leaves the previous checkpoint
+    intact and pointed to, and raises a CheckpointError saying so."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=ckpt_root))
+    bad = learner.nonfinite_state() if hasattr(learner, "nonfinite_state") else None
+    if bad is not None:
+        raise CheckpointError(f"{ckpt_root / name}: not written: {bad} holds NaN or inf; the training diverged (lower --algo.lr)")
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(ckpt_root)
+        final = _write_checkpoint(ckpt_root, name, step, learner, sampler, model_cfg_dict, train_cfg, dataset)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, safetensors' SafetensorError on a full disk, ...
+        try:
+            previous = last_checkpoint(run_dir)
+        except CheckpointError:
+            previous = None
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(
+            f"{ckpt_root / name}: cannot write the checkpoint ({type(exc).__name__}: {exc}); {kept}: free disk space or fix the "
+            "folder's permissions, then continue with --resume"
+        ) from exc
+    if keep > 0:
+        old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]
+        for p in old:
+            shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+_STALE = re.compile(r"\.(step_[0-9]+\.tmp-.+|step_[0-9]+\.old-[0-9]+|last\.tmp-[0-9]+)")
+
+
+def _remove_stale(ckpt_root: Path) -> None:
+    """Remove what killed checkpoint writes left behind (one writer per run folder: none is in progress)."""
+    for p in ckpt_root.iterdir():
+        if _STALE.fullmatch(p.name):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset) -> Path:
+    tmp = make_temp_dir(f".{name}.tmp-", ckpt_root)
     try:
         save_model(tmp / "model", learner.online, model_cfg_dict)
         ts = tmp / "training_state"
         ts.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, str(ts / "target.safetensors"))
+        _save_tensors({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, ts / "target.safetensors")
         opt_tensors, opt_info = _optimizer_to_flat(learner.optimizer)
-        save_file(opt_tensors, str(ts / "optimizer.safetensors"))
+        _save_tensors(opt_tensors, ts / "optimizer.safetensors")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
-        save_file(rng, str(ts / "rng.safetensors"))
+        _save_tensors(rng, ts / "rng.safetensors")
         _write_json(ts / "state.json", {
             "step": step, "num_updates": learner.num_updates, "optimizer": opt_info,
             "train_config": to_dict(train_cfg), "dataset": dataset, "batches_drawn": sampler.state(),
@@ -163,18 +216,28 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
     atomic_write_text(ckpt_root / "last", name + "\n")
-    if keep > 0:
-        old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]
-        for p in old:
-            shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def _pointed(pointer: Path) -> Path:
+    """The checkpoint folder that checkpoints/last names: only a step_N folder beside it."""
+    try:
+        name = pointer.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{pointer}: cannot read ({exc}); write the name of a checkpoint folder (step_N) into it") from exc
+    if not re.fullmatch(r"step_[0-9]+", name):
+        raise CheckpointError(
+            f"{pointer}: names {name!r}, not a checkpoint folder of this run; it must hold a name such as step_00006000 "
+            "(a step_N folder beside it), never a path"
+        )
+    return pointer.parent / name
 
 
 def last_checkpoint(run_dir: Path) -> Optional[Path]:
     pointer = Path(run_dir) / "checkpoints" / "last"
     if not pointer.exists():
         return None
-    path = pointer.parent / pointer.read_text().strip()
+    path = _pointed(pointer)
     if not (path / "training_state" / "state.json").exists():
         raise CheckpointError(f"{pointer}: points at {path.name}, which is incomplete; delete the pointer to start over")
     return path

@@ -103,7 +103,7 @@ class EvalArgs:
     checkpoint: Path
     """A run folder, a checkpoint folder (checkpoints/step_N) or its model/ folder."""
     env: Optional[str] = None
-    """Environment id; by default the one recorded with the model."""
+    """Environment id; by default the one recorded with the model (which may not name a module to import: 'module:Env-v0' only here)."""
     episodes: int = 100
     """Number of episodes (seeds 10000000 + seed + i)."""
     seed: int = 0
@@ -118,7 +118,7 @@ class EvalArgs:
     """Worker processes that share the episodes (each loads the policy)."""
     video: Optional[Path] = None
     """Also save animated GIFs of the first --video-episodes episodes into this folder (offscreen rendering;
-    MetaWorld uses MuJoCo's software renderer, OSMesa, unless MUJOCO_GL says otherwise)."""
+    MetaWorld uses MuJoCo's software renderer, OSMesa, unless MUJOCO_GL says otherwise; only videos need it)."""
     video_episodes: int = 2
     """How many episodes (per task) to record with --video."""
     support_tau: Optional[float] = None
@@ -216,7 +216,13 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
     known, _ = pre.parse_known_args(argv)
     base = preset(known.preset)
     if known.config is not None:
-        base = apply_overrides(base, load_config_file(known.config), str(known.config))
+        from_file = load_config_file(known.config)
+        base = apply_overrides(base, from_file, str(known.config))
+        given = any(a.split("=")[0] in ("--eval-env", "--eval_env") for a in argv)
+        if from_file.get("eval_env") is not None and not given:  # an id from a file must not import a module
+            from .envs import env_id_from_file
+
+            env_id_from_file(from_file["eval_env"], known.config, "eval_env", "--eval-env", ConfigError)
     return tyro.cli(TrainConfig, args=argv, default=base, prog="qtransformer train")
 
 
@@ -228,7 +234,10 @@ def cmd_make_dataset(argv: list[str]) -> None:
     if argv and argv[0] == "builtin":
         argv = argv[1:]
     args = tyro.cli(MakeDatasetArgs, args=argv, prog="qtransformer make-dataset builtin")
+    from .data.store import check_can_write
     from .envs.builtin_dataset import make_builtin_dataset
+
+    check_can_write(args.out)  # now, not after the episodes were made
 
     ds = make_builtin_dataset(args.demos, args.autonomous, seed=args.seed, images=args.images)
     ds.save(args.out)
@@ -239,7 +248,10 @@ def cmd_make_dataset(argv: list[str]) -> None:
 def cmd_make_metaworld(argv: list[str]) -> None:
     args = tyro.cli(MetaWorldDatasetArgs, args=argv, prog="qtransformer make-dataset metaworld")
     from .data import EpisodeStore
+    from .data.store import check_can_write
     from .envs.metaworld_tasks import make_metaworld_dataset, paper_mix_autonomous, tasks_from_env_id
+
+    check_can_write(args.out)  # now, not after the episodes were made
 
     tasks = tasks_from_env_id(f"metaworld:{args.tasks}")
     autonomous, recipe = args.autonomous, args.autonomous_recipe
@@ -285,6 +297,9 @@ def dataset_table(ds, by: str = "source") -> str:
 def cmd_import(argv: list[str]) -> None:
     args = tyro.cli(ImportArgs, args=argv, prog="qtransformer import")
     from .data.importers import import_dataset
+    from .data.store import check_can_write
+
+    check_can_write(args.out)  # now, not after the source was read
 
     result = import_dataset(args.path, args.format, args.out, env_id=args.env_id, source_label=args.source, images=args.images)
     ds = result.dataset
@@ -322,7 +337,13 @@ def cmd_train(argv: list[str]) -> None:
 def cmd_eval(argv: list[str]) -> None:
     args = tyro.cli(EvalArgs, args=argv, prog="qtransformer eval")
     from .evaluate import evaluate_policy
+    from .fileio import check_output_dir, check_output_file
     from .policy import QTPolicy
+
+    if args.out is not None:  # now, not after the whole evaluation ran
+        check_output_file(args.out, "--out")
+    if args.video is not None:
+        check_output_dir(args.video, "--video")
 
     policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device, support_tau=args.support_tau)
     result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers)
@@ -344,8 +365,10 @@ def cmd_eval(argv: list[str]) -> None:
 
 def cmd_collect(argv: list[str]) -> None:
     args = tyro.cli(CollectArgs, args=argv, prog="qtransformer collect")
-    from .collect import collect
+    from .collect import check_can_append, collect
     from .policy import QTPolicy
+
+    check_can_append(args.into)  # now, not after the episodes were run
 
     policy = QTPolicy.from_checkpoint(args.checkpoint)
     result = collect(policy, args.into, args.episodes, env_id=args.env, epsilon=args.epsilon, temperature=args.temperature,
@@ -408,14 +431,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DatasetError
 
+    def error(text: str, code: int) -> int:
+        print(f"qtransformer {command}: error: {' '.join(str(text).split())}", file=sys.stderr)  # one line
+        return code
+
     try:
         handlers[command](rest)
     except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:  # user errors: one line, no traceback
-        print(f"qtransformer {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc), 2)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a file or folder that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        return error(f"{where}{exc.strerror or exc}; check that the path exists, is of the right kind (file or folder) "
+                     "and that you may read and write it, and that the disk has space", 2)
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: one line, the traceback on request
+        if os.environ.get("QTRANSFORMER_TRACEBACK"):
+            raise
+        return error(f"unexpected {type(exc).__name__}: {exc} (a bug in qtransformer: please report it with the command line; "
+                     "set QTRANSFORMER_TRACEBACK=1 to see the traceback)", 1)
     return 0
 
 

@@ -23,6 +23,13 @@ from .policy import QTPolicy
 COLLECT_SEED_OFFSET = 20_000_000
 
 
+def check_can_append(into: Path) -> None:
+    """Refuse, before any episode is run, a dataset folder that cannot be appended to (or created)."""
+    from .data.store import check_can_write
+
+    check_can_write(into, "--into", append=True)
+
+
 def collect(
     policy: QTPolicy,
     into: Path,
@@ -48,6 +55,7 @@ def collect(
     if not 0.0 <= epsilon <= 1.0 or temperature < 0:
         raise ValueError(f"need 0 <= epsilon <= 1 and temperature >= 0, got {epsilon}, {temperature}")
     assert COLLECT_SEED_OFFSET != EVAL_SEED_OFFSET
+    check_can_append(into)
     env = make_env(env_id)
     generator = torch.Generator().manual_seed(seed)
     task_names = list(policy.meta.get("task_names") or ["default"])

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 
 class ConfigError(ValueError):
@@ -174,6 +176,11 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "eval_episodes", "keep_checkpoints", "prefetch"):
             _check(getattr(self, name) >= 0, name, f"must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        mix = self.source_mix
+        _check(isinstance(mix, dict), "source_mix", f"must be a mapping of source label to fraction, got {mix!r}")
+        for label, frac in mix.items():
+            ok = isinstance(frac, (int, float)) and not isinstance(frac, bool) and math.isfinite(frac) and 0 <= frac <= 1
+            _check(isinstance(label, str) and ok, f"source_mix['{label}']", f"must be a fraction in [0, 1] (e.g. 0.5), got {frac!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -214,12 +221,56 @@ PRESETS: dict[str, dict[str, Any]] = {
 FROZEN_ON_RESUME = ("model", "algo", "batch_size", "seed")
 
 
+def _coerce(value: Any, tp: Any, what: str) -> Any:
+    """`value` from a config file or dict as type `tp` (the field's annotation), or a ConfigError naming `what`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), what)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{what} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{what} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{what} must be a whole number, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{what} must be a number, got {value!r}")
+        try:  # YAML reads 3e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{what} must be a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{what} must be a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{what} must be a path (a string), got {value!r}")
+        return Path(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{what} must be a mapping, got {value!r}")
+        return {_coerce(k, args[0], f"{what[:-1]} key {k!r}'"): _coerce(v, args[1], f"{what[:-1]}.{k}'") for k, v in value.items()}
+    return value
+
+
 def _merge(dc: Any, updates: dict[str, Any], where: str) -> Any:
     """Return a copy of dataclass `dc` with `updates` applied, recursing into nested dataclasses."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{where}: must be a mapping of {type(dc).__name__} fields, got {updates!r}")
     names = {f.name: f for f in dataclasses.fields(dc)}
+    hints = typing.get_type_hints(type(dc))
     changes = {}
     for key, value in updates.items():
-        key = key.replace("-", "_")
+        key = str(key).replace("-", "_")
         if key not in names:
             raise ConfigError(
                 f"{where}: unknown field '{key}' in {type(dc).__name__}; "
@@ -230,21 +281,8 @@ def _merge(dc: Any, updates: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: field '{key}' must be a mapping of {type(current).__name__} fields")
             changes[key] = _merge(current, value, f"{where}: {key}")
-        elif isinstance(current, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}: field '{key}' must be true or false, got {value!r}")
-        elif isinstance(current, float) and not isinstance(value, bool) and isinstance(value, (int, float, str)):
-            try:  # YAML reads 3e-4 (no dot) as a string
-                changes[key] = float(value)
-            except ValueError:
-                raise ConfigError(f"{where}: field '{key}' must be a number, got {value!r}") from None
-        elif isinstance(current, int) and not isinstance(current, bool) and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where}: field '{key}' must be a whole number, got {value!r}")
-        elif isinstance(current, str) and not isinstance(value, str):
-            raise ConfigError(f"{where}: field '{key}' must be a string, got {value!r}")
         else:
-            if isinstance(current, Path) or (key in ("dataset", "out", "config") and value is not None):
-                value = Path(value)
-            changes[key] = value
+            changes[key] = _coerce(value, hints[key], f"{where}: field '{key}'")
     try:
         return dataclasses.replace(dc, **changes)
     except ConfigError as exc:
@@ -266,7 +304,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc}); pass a readable JSON or YAML file") from exc
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -274,6 +315,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: cannot parse config (nested too deeply); use JSON or YAML of TrainConfig fields") from exc
     except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear message
         raise ConfigError(f"{path}: cannot parse config ({exc}); use JSON or YAML") from exc
     if not isinstance(data, dict):

@@ -141,14 +141,24 @@ class QTPolicy:
 
     @property
     def env_id(self) -> Optional[str]:
-        return self.meta.get("env_id")
+        """The environment id recorded with the model (never one that would import a module: see env_id_from_file)."""
+        from .envs import env_id_from_file
+
+        where = self.model_dir / "config.json" if self.model_dir is not None else "the policy's meta"
+        return env_id_from_file(self.meta.get("env_id"), where)
 
     def task_for_env(self, env_id: str, task: Optional[int] = None) -> Optional[int]:
         """The task id to act with in `env_id`: `task` when given; None for a single-task policy; for a
         multi-task policy in "metaworld:<task>", that task's id by name; otherwise an error."""
-        if task is not None or self.net.task_embedding is None:
-            return task
         names = list(self.meta.get("task_names") or [])
+        if task is not None:
+            if self.net.task_embedding is None:
+                raise ValueError(f"--task {task}: this policy was trained on a single task ({names}), it takes no task id; drop --task")
+            if isinstance(task, bool) or not 0 <= int(task) < self.net.num_tasks:
+                raise ValueError(f"--task {task}: this policy was trained on {self.net.num_tasks} tasks {names}; pass an id from 0 to {self.net.num_tasks - 1}")
+            return task
+        if self.net.task_embedding is None:
+            return None
         name = env_id.split(":", 1)[1] if env_id.startswith("metaworld:") else None
         if name is None:
             raise ValueError(f"this policy was trained on tasks {names}: pass a task id (--task)")
@@ -160,6 +170,7 @@ class QTPolicy:
         images = None
         if isinstance(obs, dict):
             obs, images = self._split(obs)
+            images = images or None  # a Dict observation without cameras (goal-conditioned: observation, desired_goal, ...)
         elif self.net.image_keys:
             raise ValueError(f"this policy reads images {self.net.image_keys}: pass a dict observation with 'state' and those keys")
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -15,16 +17,16 @@ from tqdm import tqdm
 
 from .actions import ActionDiscretizer
 from .algo import QTransformerLearner
-from .checkpoint import load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
+from .checkpoint import CheckpointError, load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
-from .data import EpisodeStore, TransitionSampler, build_transitions
+from .data import DatasetError, EpisodeStore, TransitionSampler, build_transitions
 from .data.sampler import imitation_mask
-from .envs import is_multi_task, make_env
+from .envs import env_id_from_file, is_multi_task, make_env
 from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, check_output_dir
 from .logging import MetricLogger
-from .nets import QTransformerNet
+from .nets import QTransformerNet, check_model_size
 from .policy import QTPolicy
 
 
@@ -68,6 +70,49 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
         )
 
 
+MAX_BATCH_OVER_DATA = 10  # refuse batches of more than this many times the dataset's transitions (and over 1024)
+
+
+class TrainingDiverged(ValueError):
+    """Training stopped because a value went NaN or inf; the message says which, when and why."""
+
+
+def _divergence(learner, batch: Optional[dict], step: int, cfg: TrainConfig, ds: EpisodeStore, run_dir: Path) -> TrainingDiverged:
+    """The error that stops a run whose update at `step` went non-finite: the first non-finite quantity
+    (found by recomputing the failed update on its batch), the likely cause and the checkpoint kept."""
+    if batch is None:  # found before a checkpoint: the parameters
+        quantity, detail = "parameters", learner.nonfinite_state()
+    else:
+        quantity, detail = learner.find_nonfinite(batch)
+    if quantity == "batch inputs":
+        try:
+            ds.check_values()
+            cause = f"non-finite inputs drawn from the dataset {ds.path} (its stored values are finite: the observation normaliser?)"
+        except DatasetError as exc:
+            cause = f"non-finite data: {exc}"
+    else:
+        big = learner.max_abs_parameter()
+        lr = cfg.algo.lr
+        if lr > 1e-2:
+            cause = f"the learning rate is too high (algo.lr={lr:g}, largest parameter {big:.3g}); train again with a lower --algo.lr (default 3e-4)"
+        else:
+            cause = (f"the updates diverged (algo.lr={lr:g}, algo.grad_clip={cfg.algo.grad_clip:g}, largest parameter {big:.3g}); "
+                     "train again with a lower --algo.lr, gradient clipping on (--algo.grad-clip 1) or without --amp-bf16")
+    kept = last_healthy(run_dir)
+    keep = f"the last healthy checkpoint {kept} is kept" if kept else "no checkpoint was written"
+    return TrainingDiverged(
+        f"{run_dir}: training stopped at step {step}: {quantity} went non-finite first ({detail}); likely cause: {cause}; "
+        f"{keep} and nothing non-finite was saved"
+    )
+
+
+def last_healthy(run_dir: Path) -> Optional[Path]:
+    try:
+        return last_checkpoint(run_dir)
+    except CheckpointError:
+        return None
+
+
 def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
     fix = "install it, pass --eval-env ID, or --eval-episodes 0 to train without evaluation"
     if is_multi_task(env_id):  # evaluated task by task: check the first
@@ -102,6 +147,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.dataset is None:
         raise ConfigError("no dataset given: pass --dataset DIR (make one with `qtransformer make-dataset builtin --out DIR`)")
     run_dir = Path(cfg.out)
+    check_output_dir(run_dir, "--out")
     ckpt = last_checkpoint(run_dir) if cfg.resume else None
     if not cfg.resume and (run_dir / "checkpoints" / "last").exists():
         raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it, or choose another --out")
@@ -113,7 +159,10 @@ def train(cfg: TrainConfig) -> Path:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     ds = EpisodeStore.open(cfg.dataset)
-    eval_env = cfg.eval_env or ds.env_id
+    ds.check_values()  # once per dataset: NaN/inf or out-of-range values would only show up as a diverged run
+    eval_env = cfg.eval_env
+    if eval_env is None and cfg.eval_episodes > 0:  # an id read from meta.json never imports a module
+        eval_env = env_id_from_file(ds.env_id, ds.path / "meta.json", flag="--eval-env", error=DatasetError)
     can_eval = bool(eval_env) and cfg.eval_episodes > 0
     if can_eval:  # fail now, before the run folder is touched, not after the first eval_every steps
         _check_eval_env(eval_env, ds)
@@ -126,6 +175,18 @@ def train(cfg: TrainConfig) -> Path:
         except ValueError as exc:
             raise ConfigError(f"{cfg.dataset}: {exc}") from None
 
+    if cfg.batch_size > max(MAX_BATCH_OVER_DATA * ds.num_steps, 1024):  # a slightly larger batch only repeats transitions
+        raise ConfigError(
+            f"batch_size: {cfg.batch_size} is far larger than the dataset's {ds.num_steps} transitions ({ds.path}); "
+            f"lower --batch-size to at most {max(ds.num_steps, 1024)}"
+        )
+    try:  # before allocating: an absurd size would fill the memory first
+        check_model_size(
+            ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, device, training=True,
+            imitation_head=with_imitation,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     net = QTransformerNet(
         ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, imitation_head=with_imitation
     )
@@ -174,8 +235,11 @@ def train(cfg: TrainConfig) -> Path:
     step = start
     try:
         while step < cfg.steps:
-            metrics = learner.update(sampler.sample())
+            batch = sampler.sample()
+            metrics = learner.update(batch)
             step += 1
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):  # the update was not applied
+                raise _divergence(learner, batch, step, cfg, ds, run_dir)
             for k, v in metrics.items():
                 window[k].append(v)
             bar.update(1)
@@ -193,8 +257,12 @@ def train(cfg: TrainConfig) -> Path:
                 bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
                 tick = time.perf_counter()  # steps_per_s measures training only
             if step % cfg.save_every == 0 and step < cfg.steps:
+                if learner.nonfinite_state() is not None:
+                    raise _divergence(learner, None, step, cfg, ds, run_dir)
                 save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
                 tick = time.perf_counter()
+        if learner.nonfinite_state() is not None:
+            raise _divergence(learner, None, step, cfg, ds, run_dir)
         final = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
         if can_eval:
             last_eval = run_eval(step)

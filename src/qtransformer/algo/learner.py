@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import nullcontext
+from typing import Optional
 
 import torch
 
@@ -127,7 +129,10 @@ class QTransformerLearner:
         return out
 
     def _step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, AdamW step, Polyak target update; returns the gradient norm before clipping."""
+        """Backward, clip, AdamW step, Polyak target update; returns the gradient norm before clipping.
+
+        When the loss or the gradient norm is not finite, nothing is stepped: the networks and the
+        optimizer keep the state they had before this update (`find_nonfinite` then says why)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
@@ -137,10 +142,81 @@ class QTransformerLearner:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        grad_norm = float(grad_norm)  # the scalars the caller reads anyway, read before the step
+        if not (math.isfinite(grad_norm) and math.isfinite(loss.item())):
+            return grad_norm
         self.optimizer.step()
         self.polyak_update()
         self.num_updates += 1
-        return float(grad_norm)
+        return grad_norm
+
+    # -- non-finite values -------------------------------------------------------------------------
+    def nonfinite_state(self) -> Optional[str]:
+        """The first tensor of the online or target network or of the optimizer state that holds NaN or
+        inf (e.g. 'online parameter head.weight'), or None when all are finite."""
+        with torch.no_grad():
+            for label, net in (("online", self.online), ("target", self.target)):
+                for name, t in [*net.named_parameters(), *net.named_buffers()]:
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                        return f"{label} parameter {name}"
+            for idx, state in enumerate(self.optimizer.state.values()):
+                for key, t in state.items():
+                    if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                        return f"optimizer state {key} of parameter {idx}"
+        return None
+
+    @torch.no_grad()
+    def find_nonfinite(self, batch: dict) -> tuple[str, str]:
+        """After an update whose loss or gradient norm was not finite (and so was not applied): the first
+        quantity of that update, in the order it is computed, that holds NaN or inf, as (quantity,
+        detail). Quantities: 'batch inputs', 'parameters', 'targets', 'values', 'td loss',
+        'conservative loss', 'imitation loss', 'bc loss', 'loss', 'gradients', 'grad norm'. Slow: call it only on failure."""
+
+        def bad(t: torch.Tensor) -> bool:
+            return t.is_floating_point() and not bool(torch.isfinite(t).all())
+
+        for key, value in batch.items():
+            for sub, t in (value.items() if isinstance(value, dict) else [(None, value)]):
+                if bad(t):
+                    return "batch inputs", f"batch field '{key}{'/' + sub if sub else ''}'"
+        state = self.nonfinite_state()
+        if state is not None:
+            return "parameters", state
+        if self.cfg.method == "bc":
+            with self._autocast():
+                logits = self.online.logits(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))
+            if bad(logits):
+                return "values", "the online network's logits"
+            if bad(bc_loss(logits.float(), batch["bins"])):
+                return "bc loss", "the cross-entropy of the data's bins"
+        else:
+            targets = self.compute_targets(batch)
+            if bad(targets):
+                return "targets", "the regression targets from the target network"
+            with self._autocast():
+                h = self.online.features(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, C)
+                values = self.online.values(h)  # (B, d, K)
+            if bad(values):
+                return "values", "the online network's Q-values"
+            losses = qtransformer_loss(
+                values.float(), batch["bins"], targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
+            )
+            if self.online.imitation_head is not None:
+                losses["imitation_loss"] = masked_bc_loss(self.online.imitation_logits(h), batch["bins"], batch["imitate"])
+            for key, label in (("td_loss", "td loss"), ("conservative_loss", "conservative loss"), ("imitation_loss", "imitation loss"), ("loss", "loss")):
+                if key not in losses:
+                    continue
+                if bad(losses[key]):
+                    return label, f"'{key}'"
+        for name, p in self.online.named_parameters():
+            if p.grad is not None and bad(p.grad):
+                return "gradients", f"the gradient of {name}"
+        return "grad norm", "the global gradient norm overflowed"
+
+    def max_abs_parameter(self) -> float:
+        """The largest finite parameter magnitude of the online network (a symptom of divergence)."""
+        with torch.no_grad():
+            return max((float(p.detach().nan_to_num(0.0, 0.0, 0.0).abs().max()) for p in self.online.parameters() if p.numel()), default=0.0)
 
     def _bc_update(self, batch: dict) -> dict[str, float]:
         """The behaviour-cloning baseline: cross-entropy of the data's bins, same network and optimizer."""

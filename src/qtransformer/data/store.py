@@ -30,7 +30,6 @@ import mmap
 import os
 import re
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,11 +37,15 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..fileio import atomic_write_text, fsync_tree, read_versioned_json, replace_dir
+from ..fileio import atomic_write_text, fsync_tree, make_temp_dir, read_versioned_json, replace_dir
 from .dataset import DTYPES, STEP_FIELDS, DatasetError, EpisodeDataset
 
 FORMAT_VERSION = 2
 CHUNK_ARRAYS = (*STEP_FIELDS, "episode_starts", "episode_task")
+_CHUNK_NAME = re.compile(r"[0-9]{6,}")  # chunks/<name>: what meta.json's 'chunks' may list
+_TMP_CHUNK_NAME = re.compile(r"\.[0-9]{6,}\.tmp-[A-Za-z0-9_]+")  # a chunk being written
+MAX_DIM = 10_000_000  # the largest obs_dim, action_dim or image side meta.json may declare
+_BLOCK = 262_144  # rows per block of a streamed pass over a chunk
 # Tests set this to a file path: an append then creates the file and waits after writing its chunk and
 # before committing it, so a test can kill the process at that exact point.
 _PAUSE_ENV = "QTRANSFORMER_TEST_APPEND_PAUSE_FILE"
@@ -96,6 +99,56 @@ def _read_chunk(folder: Path, meta: dict) -> EpisodeDataset:
     )
     ds.validate(values=False)  # shapes and offsets only: the values were checked when the chunk was written
     return ds
+
+
+def _check_meta(meta: dict, meta_path: Path) -> None:
+    """The fields of meta.json, before anything is read by them: types, ranges and chunk names."""
+
+    def fail(key: str, msg: str) -> None:
+        raise DatasetError(f"{meta_path}: field '{key}' {msg}; the dataset is damaged: repair meta.json (docs/dataset_format.md) or make the dataset again")
+
+    for key in ("action_low", "action_high", "task_names", "obs_dim", "action_dim", "chunks"):
+        if key not in meta:
+            raise DatasetError(f"{meta_path}: missing field '{key}'; the dataset is damaged")
+
+    def whole(key: str, low: int, high: int) -> None:
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            fail(key, f"must be a whole number in [{low}, {high}], got {v!r}")
+
+    whole("obs_dim", 0, MAX_DIM)
+    whole("action_dim", 1, MAX_DIM)
+    d = meta["action_dim"]
+    for key in ("action_low", "action_high"):
+        v = meta[key]
+        if not (isinstance(v, list) and len(v) == d and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+            fail(key, f"must be a list of {d} numbers (one per action dimension), got {str(v)[:80]!r}")
+    low, high = np.asarray(meta["action_low"], dtype=np.float64), np.asarray(meta["action_high"], dtype=np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()) or np.any(high <= low):
+        fail("action_low/action_high", f"must be finite with high > low in every dimension, got [{low.tolist()}, {high.tolist()}]")
+    names = meta["task_names"]
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        fail("task_names", f"must be a non-empty list of strings, got {str(names)[:80]!r}")
+    if meta.get("env_id") is not None and not isinstance(meta["env_id"], str):
+        fail("env_id", f"must be a string or null, got {meta['env_id']!r}")
+    shapes = meta.get("image_shapes", {})
+    if not isinstance(shapes, dict) or any(
+        not (isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", k) and isinstance(v, list) and len(v) == 3
+             and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= MAX_DIM for x in v))
+        for k, v in shapes.items()
+    ):
+        fail("image_shapes", f"must map camera names to [H, W, C] (positive whole numbers), got {str(shapes)[:80]!r}")
+    chunks = meta["chunks"]
+    if not isinstance(chunks, list):
+        fail("chunks", f"must be a list of chunk names, got {str(chunks)[:80]!r}")
+    for name in chunks:
+        if not (isinstance(name, str) and _CHUNK_NAME.fullmatch(name)):
+            fail("chunks", f"lists {name!r}, not a chunk name (digits such as 000000: a folder under chunks/, never a path)")
+    seen = set()
+    for name in chunks:
+        if name in seen:
+            fail("chunks", f"lists the chunk {name} twice (its episodes would count double)")
+        seen.add(name)
 
 
 def _release(arr: np.ndarray) -> None:
@@ -189,6 +242,38 @@ class EpisodeStore:
         mean = total / n
         return mean.astype(np.float32), np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)).astype(np.float32)
 
+    def check_values(self) -> None:
+        """Check every stored value once, chunk by chunk in blocks (vectorised; memory maps stay small):
+        observations, next observations, actions and rewards finite, rewards in [0, 1], actions inside
+        the dataset's bounds. Raises a DatasetError naming the file, the episode and the step."""
+        low, high = self.action_low, self.action_high
+        tol = 1e-5 * np.maximum(1.0, high - low)
+        first_episode = 0
+        for c in self.chunks:
+            for name in ("observations", "next_observations", "actions", "rewards"):
+                arr = getattr(c, name)
+                for start in range(0, arr.shape[0], _BLOCK):
+                    block = np.asarray(arr[start : start + _BLOCK])
+                    rows = block.reshape(block.shape[0], int(np.prod(arr.shape[1:], dtype=np.int64)))  # (n, width), width may be 0
+                    problems = [(~np.isfinite(rows).all(axis=1), "NaN or inf", "clean or drop that episode")]
+                    if name == "rewards":
+                        problems.append((((rows < 0) | (rows > 1)).any(axis=1), "outside [0, 1]",
+                                         "Q-Transformer's sigmoid head assumes sparse rewards in [0, 1] (1 on success): rescale them"))
+                    if name == "actions":
+                        problems.append((((rows < low - tol) | (rows > high + tol)).any(axis=1),
+                                         f"outside the dataset's bounds [{low.tolist()}, {high.tolist()}] (meta.json 'action_low'/'action_high')",
+                                         "clip the actions or widen the bounds"))
+                    for mask, what, fix in problems:
+                        if mask.any():
+                            t = start + int(np.argmax(mask))
+                            e = int(np.searchsorted(c.episode_starts, t, side="right")) - 1
+                            raise DatasetError(
+                                f"{Path(c.source_path) / (name + '.npy')}: episode {first_episode + e} (episode {e} of this chunk), "
+                                f"step {t - int(c.episode_starts[e])}, field '{name}': {np.asarray(arr[t]).tolist()} is {what}; {fix}"
+                            )
+                _release(arr)
+            first_episode += c.num_episodes
+
     def to_dataset(self) -> EpisodeDataset:
         """All chunks concatenated in memory, fully validated."""
         cs = self.chunks
@@ -220,9 +305,7 @@ class EpisodeStore:
         if not meta_path.exists():
             raise DatasetError(f"{meta_path}: missing; a dataset folder holds meta.json and chunks/")
         meta = read_versioned_json(meta_path, FORMAT_VERSION, DatasetError)
-        for key in ("action_low", "action_high", "task_names", "obs_dim", "action_dim", "chunks"):
-            if key not in meta:
-                raise DatasetError(f"{meta_path}: missing field '{key}'; the dataset is damaged")
+        _check_meta(meta, meta_path)
         chunks = [_read_chunk(path / "chunks" / name, meta) for name in meta["chunks"]]
         for c in chunks:
             if c.obs_dim != meta["obs_dim"] or c.action_dim != meta["action_dim"]:
@@ -236,31 +319,15 @@ class EpisodeStore:
     @classmethod
     def create(cls, path, ds: EpisodeDataset) -> "EpisodeStore":
         """Write a new dataset folder (replacing an existing dataset there, never any other folder)."""
-        ds.validate()
-        for key in ds.images:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
-                raise DatasetError(f"field 'images/{key}': image keys name files; use letters, digits, '_', '-' or '.'")
+        _check_new_episodes(ds)
         path = Path(path)
         if path.exists() and not (path.is_dir() and (path / "meta.json").exists()):
             raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = make_temp_dir(f".{path.name}.tmp-", path.parent)
         try:
             _write_chunk(tmp / "chunks" / "000000", ds)
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "env_id": ds.env_id,
-                "action_low": ds.action_low.tolist(),
-                "action_high": ds.action_high.tolist(),
-                "task_names": ds.task_names,
-                "obs_dim": ds.obs_dim,
-                "action_dim": ds.action_dim,
-                "image_shapes": {k: list(v) for k, v in ds.image_shapes.items()},
-                "chunks": ["000000"],
-                "num_episodes": ds.num_episodes,
-                "num_steps": ds.num_steps,
-            }
-            atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+            atomic_write_text(tmp / "meta.json", json.dumps(_new_meta(ds), indent=1))
             replace_dir(tmp, path)
         finally:
             if tmp.exists():
@@ -269,34 +336,36 @@ class EpisodeStore:
 
     def append(self, ds: EpisodeDataset) -> "EpisodeStore":
         """Add `ds`'s episodes as a new chunk; returns the re-opened store. Nothing changes if a check fails."""
-        with self._lock():
-            store = EpisodeStore.open(self.path)  # the newest committed state
-            ds = store._conform(ds)
-            chunks_dir = self.path / "chunks"
-            for orphan in set(os.listdir(chunks_dir)) - set(store.meta["chunks"]):
-                shutil.rmtree(chunks_dir / orphan, ignore_errors=True)  # left by a crashed append
-            name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=chunks_dir))
-            shutil.rmtree(tmp)
-            try:
-                _write_chunk(tmp, ds)
-                os.replace(tmp, chunks_dir / name)
-                pause = os.environ.get(_PAUSE_ENV)
-                if pause:
-                    Path(pause).touch()
-                    time.sleep(600)
-                meta = dict(store.meta)
-                meta.update(
-                    chunks=[*store.meta["chunks"], name],
-                    task_names=ds.task_names,
-                    num_episodes=store.num_episodes + ds.num_episodes,
-                    num_steps=store.num_steps + ds.num_steps,
-                )
-                atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
+        with _locked(self.path):
+            EpisodeStore.open(self.path)._append_locked(ds)  # the newest committed state
         return EpisodeStore.open(self.path)
+
+    def _append_locked(self, ds: EpisodeDataset) -> None:
+        """The append itself; the caller holds the dataset's lock and opened `self` under it."""
+        store = self
+        ds = store._conform(ds)
+        chunks_dir = self.path / "chunks"
+        for orphan in set(os.listdir(chunks_dir)) - set(store.meta["chunks"]):
+            if _CHUNK_NAME.fullmatch(orphan) or _TMP_CHUNK_NAME.fullmatch(orphan):  # left by a crashed append; nothing else
+                shutil.rmtree(chunks_dir / orphan, ignore_errors=True)
+        name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
+        tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
+        shutil.rmtree(tmp)
+        try:
+            _write_chunk(tmp, ds)
+            os.replace(tmp, chunks_dir / name)
+            _pause_for_tests()
+            meta = dict(store.meta)
+            meta.update(
+                chunks=[*store.meta["chunks"], name],
+                task_names=ds.task_names,
+                num_episodes=store.num_episodes + ds.num_episodes,
+                num_steps=store.num_steps + ds.num_steps,
+            )
+            atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
     def _conform(self, ds: EpisodeDataset) -> EpisodeDataset:
         """Check `ds` fits this store and map its task ids onto the store's task names (new ones appended)."""
@@ -334,19 +403,119 @@ class EpisodeStore:
             final_images=ds.final_images,
         )
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.path / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock DATASET/.lock (one writer at a time: appends and the creation of a new dataset)."""
+    try:
+        fh = open(Path(path) / ".lock", "a")
+    except OSError as exc:
+        raise DatasetError(f"{Path(path) / '.lock'}: cannot open the dataset's lock for writing ({exc.strerror}); "
+                           "write into a dataset folder you may write to") from exc
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pause_for_tests() -> None:
+    pause = os.environ.get(_PAUSE_ENV)
+    if pause:
+        Path(pause).touch()
+        time.sleep(600)
+
+
+def _check_new_episodes(ds: EpisodeDataset) -> None:
+    ds.validate()
+    for key in ds.images:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+            raise DatasetError(f"field 'images/{key}': image keys name files; use letters, digits, '_', '-' or '.'")
+
+
+def _new_meta(ds: EpisodeDataset) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "env_id": ds.env_id,
+        "action_low": ds.action_low.tolist(),
+        "action_high": ds.action_high.tolist(),
+        "task_names": ds.task_names,
+        "obs_dim": ds.obs_dim,
+        "action_dim": ds.action_dim,
+        "image_shapes": {k: list(v) for k, v in ds.image_shapes.items()},
+        "chunks": ["000000"],
+        "num_episodes": ds.num_episodes,
+        "num_steps": ds.num_steps,
+    }
+
+
+def check_can_write(path, flag: str = "--out", append: bool = False) -> None:
+    """Refuse, before any episode is made, a dataset path that `create` (or, with `append`,
+    append_episodes) would refuse: a file, a folder that is no dataset, an unwritable place."""
+    from ..fileio import check_output_dir
+
+    path = Path(path)
+    check_output_dir(path, flag)
+    if (path / "meta.json").exists():
+        if append:
+            for p in (path, path / "chunks", path / "meta.json"):
+                if not os.access(p, os.W_OK):
+                    raise DatasetError(f"{p}: not writable (permissions or a read-only file system); {flag} a dataset you may write to, or a new folder")
+        elif not os.access(path.parent, os.W_OK):
+            raise DatasetError(f"{path.parent}: not writable (permissions or a read-only file system); pass another {flag}")
+    elif append:
+        _refuse_foreign_folder(path)
+    elif path.exists():
+        raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)")
+
+
+def _refuse_foreign_folder(path: Path) -> None:
+    """A folder that a new dataset may be created in: absent, empty, or left by a creation that crashed
+    before its commit (a lock and uncommitted chunks only)."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        chunks = path / "chunks"
+        left = {p.name for p in path.iterdir()} - {".lock", "chunks"}
+        left = {n for n in left if not n.startswith(".meta.json.tmp-")}
+        foreign_chunks = chunks.exists() and (not chunks.is_dir() or any(
+            not (_CHUNK_NAME.fullmatch(n) or _TMP_CHUNK_NAME.fullmatch(n)) for n in os.listdir(chunks)))
+        if not left and not foreign_chunks:
+            return
+    raise DatasetError(f"{path}: exists and is not a dataset folder (no meta.json); choose another output folder (nothing was written)")
 
 
 def append_episodes(path, ds: EpisodeDataset) -> EpisodeStore:
-    """Append to the dataset at `path`, creating it when it does not exist yet."""
+    """Append to the dataset at `path`, creating it when it does not exist yet.
+
+    Safe to call from several processes at once, also on a dataset that does not exist yet: the
+    creation takes the same lock as appends, so every caller's episodes end up in the dataset."""
     path = Path(path)
-    if not (path / "meta.json").exists():
-        return EpisodeStore.create(path, ds)
-    return EpisodeStore.open(path).append(ds)
+    if (path / "meta.json").exists():
+        return EpisodeStore.open(path).append(ds)
+    _check_new_episodes(ds)
+    _refuse_foreign_folder(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)") from exc
+    with _locked(path):
+        if (path / "meta.json").exists():  # another process created it while we waited for the lock
+            EpisodeStore.open(path)._append_locked(ds)
+        else:
+            _refuse_foreign_folder(path)
+            chunks_dir = path / "chunks"
+            if chunks_dir.exists():
+                shutil.rmtree(chunks_dir)  # uncommitted chunks of a creation that crashed
+            chunks_dir.mkdir()
+            tmp = make_temp_dir(".000000.tmp-", chunks_dir)
+            shutil.rmtree(tmp)
+            try:
+                _write_chunk(tmp, ds)
+                os.replace(tmp, chunks_dir / "000000")
+                atomic_write_text(path / "meta.json", json.dumps(_new_meta(ds), indent=1))  # the commit point
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+    return EpisodeStore.open(path)

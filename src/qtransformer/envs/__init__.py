@@ -20,6 +20,25 @@ def is_multi_task(env_id: str) -> bool:
     return len(tasks_from_env_id(env_id)) > 1
 
 
+def env_id_from_file(env_id, path, field: str = "env_id", flag: str = "--env", error: type[Exception] = ValueError):
+    """An environment id read from a file (a dataset's meta.json, a checkpoint's config.json), checked.
+
+    gymnasium imports the module named before a colon ("module:Env-v0"): an id from a file must never
+    run code, so such an id is refused; only one given on the command line (`flag`) may import. MetaWorld
+    ids ("metaworld:<task>") import nothing and pass. Returns the id (None stays None)."""
+    if env_id is None:
+        return None
+    if not isinstance(env_id, str):
+        raise error(f"{path}: field '{field}' must be a string (a gymnasium id), got {env_id!r}; fix the file or pass {flag} ID")
+    if ":" in env_id and not env_id.startswith("metaworld:"):
+        module = env_id.split(":", 1)[0]
+        raise error(
+            f"{path}: field '{field}' is '{env_id}', which would make gymnasium import the module '{module}'; ids read from "
+            f"files never import modules: if you trust that module, pass the id on the command line ({flag} {env_id})"
+        )
+    return env_id
+
+
 def make_env(env_id: str, **kwargs) -> gym.Env:
     """gymnasium.make, with our own environments registered first and a clear error for unknown ids.
 
@@ -46,4 +65,4 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         ) from exc
 
 
-__all__ = ["BUILTIN_ENV_ID", "BUILTIN_IMAGE_ENV_ID", "is_multi_task", "make_env"]
+__all__ = ["BUILTIN_ENV_ID", "BUILTIN_IMAGE_ENV_ID", "env_id_from_file", "is_multi_task", "make_env"]

@@ -77,10 +77,15 @@ RECIPES = ("replay", "perturbed")
 REPLAY_CORRELATION = 0.9  # step-to-step correlation of the replay noise (AR(1))
 
 
-def _import_metaworld():
-    # Headless rendering (videos): MuJoCo's software renderer unless the user chose one (egl on a GPU).
+def _choose_renderer() -> None:
+    """For headless rendering (videos) only: MuJoCo's software renderer, OSMesa, unless the user chose
+    one (MUJOCO_GL=egl on a GPU machine, glfw with a display). Without rendering nothing is set, so
+    making datasets and evaluating need no OpenGL library at all."""
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def _import_metaworld():
     try:
         import metaworld  # noqa: F401
         import metaworld.policies  # noqa: F401
@@ -135,6 +140,7 @@ class MetaWorldSparseEnv(gym.Env):
         if render_mode is None:
             self._env = benchmark.train_classes[name]()
         else:  # offscreen frames from the "corner" camera, for videos
+            _choose_renderer()
             self._env = benchmark.train_classes[name](render_mode=render_mode, camera_name="corner", width=128, height=128)
         self._env.max_path_length = max(self.max_steps, 1)  # we cut episodes ourselves
         self.variation = 0

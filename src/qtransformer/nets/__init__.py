@@ -1,4 +1,4 @@
-from .qnet import QTransformerNet, StateEncoder
+from .qnet import QTransformerNet, StateEncoder, check_model_size, parameter_count
 from .transformer import CausalTransformer
 
-__all__ = ["QTransformerNet", "StateEncoder", "CausalTransformer"]
+__all__ = ["QTransformerNet", "StateEncoder", "CausalTransformer", "check_model_size", "parameter_count"]

@@ -17,7 +17,8 @@ support; the network itself knows nothing of how either head is trained).
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
@@ -193,3 +194,45 @@ class QTransformerNet(nn.Module):
         """Feed the bin chosen for dimension dim-1 (B,), get dimension dim's values (B, K) and the cache."""
         h, cache = self.step_features(prev_bin, dim, cache)
         return self.values(h), cache
+
+
+def parameter_count(
+    obs_dim: int, action_dim: int, num_bins: int, num_tasks: int, cfg: ModelConfig, image_shapes: Optional[dict] = None,
+    imitation_head: bool = False,
+) -> int:
+    """The network's parameter count, found without allocating it (built on the meta device)."""
+    with torch.device("meta"):
+        net = QTransformerNet(obs_dim, action_dim, num_bins, num_tasks, cfg, image_shapes, imitation_head=imitation_head)
+    return sum(p.numel() for p in net.parameters())
+
+
+def memory_bytes(device: Union[str, torch.device] = "cpu") -> int:
+    """The memory of `device`: the machine's RAM for the CPU, the GPU's own for CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a large machine
+        return 2**40
+
+
+def check_model_size(
+    obs_dim: int, action_dim: int, num_bins: int, num_tasks: int, cfg: ModelConfig, image_shapes: Optional[dict] = None,
+    device: Union[str, torch.device] = "cpu", training: bool = True, imitation_head: bool = False,
+) -> int:
+    """Refuse, before allocating anything, a network that would not fit `device`'s memory: its weights
+    (float32) once for inference, five times for training (weights, target network, gradients and
+    AdamW's two moments). Returns the parameter count; raises ValueError naming the sizes and the fix."""
+    n = parameter_count(obs_dim, action_dim, num_bins, num_tasks, cfg, image_shapes, imitation_head)
+    need = n * 4 * (5 if training else 1)
+    have = memory_bytes(device)
+    if need > have:
+        what = "to train (weights, target network, gradients and AdamW's two moments)" if training else "for its weights"
+        raise ValueError(
+            f"model: d_model={cfg.d_model}, n_layers={cfg.n_layers}, mlp_ratio={cfg.mlp_ratio}, encoder_hidden={cfg.encoder_hidden} "
+            f"with obs_dim={obs_dim}, action_dim={action_dim}, num_bins={num_bins} give {n:,} parameters, about {need / 2**30:,.1f} GiB "
+            f"{what}, more than the {have / 2**30:,.1f} GiB of memory of {torch.device(device)}; lower model.d_model, "
+            "model.n_layers or model.encoder_hidden"
+        )
+    return n
