@@ -218,7 +218,7 @@ def test_run_checkpoint_and_model_folders_all_resolve_and_old_ones_are_pruned(ma
     assert resolve_model_dir(final) == final / "model"
     assert resolve_model_dir(final / "model") == final / "model"
     loaded, _, _ = load_model(run)
-    for a, b in zip(learner.online.state_dict().values(), loaded.state_dict().values()):
+    for a, b in zip(learner.policy_net.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
     assert not list((run / "checkpoints").glob(".*tmp*"))  # no temporary folder left behind
 

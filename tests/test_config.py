@@ -139,7 +139,8 @@ def test_paper_preset_is_the_papers_objective_and_default_is_not():
     assert (paper.conservative_bins, paper.head_init, paper.imitation_weight, paper.support_tau) == (0, "default", 0.0, 0.0)
     assert paper.num_bins == 256 and paper.alpha == 1.0 and paper.regularizer == "zero" and paper.mc_bound
     assert (default.conservative_bins, default.head_init) == (16, "data_mean")
-    assert dataclasses.replace(default, conservative_bins=0, head_init="default") == paper
+    assert default.act_with == "target" and paper.act_with == "online"
+    assert dataclasses.replace(default, conservative_bins=0, head_init="default", act_with="online") == paper
 
 
 def test_support_options_need_the_imitation_head():

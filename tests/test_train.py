@@ -136,3 +136,20 @@ def test_imitation_head_trains_saves_and_decodes_within_its_support(dataset, tmp
     assert policy.net.imitation_head is not None and policy.support_tau == 0.5
     with pytest.raises(ConfigError, match="no source 'human'"):
         train(tiny_cfg(dataset, tmp_path / "bad", steps=1, algo=dataclasses.replace(algo, imitation_source="human")))
+
+
+@pytest.mark.parametrize("act_with", ["target", "online"])
+def test_the_policy_acts_with_the_chosen_network(dataset, tmp_path, act_with):
+    """model/ holds the network the policy acts with: by default the Polyak-averaged target network, whose
+    weights training_state/target.safetensors also holds; the online network then goes beside it."""
+    algo = AlgoConfig(num_bins=8, warmup_steps=3, act_with=act_with)
+    final = train(tiny_cfg(dataset, tmp_path / "run", steps=10, algo=algo))
+    model, target, _, _ = read_state(final)
+    online_file = final / "training_state" / "online.safetensors"
+    if act_with == "target":
+        assert_tensors_equal(model, target, "model/ is the target network")
+        online = load_file(str(online_file))
+        assert any(not torch.equal(online[k], target[k]) for k in online)  # two different networks were saved
+    else:
+        assert not online_file.exists()
+        assert any(not torch.equal(model[k], target[k]) for k in model)  # model/ is the online network

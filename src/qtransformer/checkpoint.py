@@ -6,6 +6,7 @@
             model.safetensors weights, with the observation normaliser (encoder.obs_mean / obs_std)
         training_state/   what an exact resume needs besides the model
             target.safetensors, optimizer.safetensors, rng.safetensors (torch's RNG),
+            online.safetensors when model/ holds the target network (algo.act_with 'target', the default),
             state.json (step, optimizer groups, config, dataset, batches drawn by the sampler)
     run/checkpoints/last  the name of the newest complete checkpoint
 
@@ -195,10 +196,13 @@ def _remove_stale(ckpt_root: Path) -> None:
 def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset) -> Path:
     tmp = make_temp_dir(f".{name}.tmp-", ckpt_root)
     try:
-        save_model(tmp / "model", learner.online, model_cfg_dict)
+        policy_net = getattr(learner, "policy_net", learner.online)
+        save_model(tmp / "model", policy_net, model_cfg_dict)
         ts = tmp / "training_state"
         ts.mkdir()
         _save_tensors({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, ts / "target.safetensors")
+        if policy_net is not learner.online:  # model/ holds the target network: the online one goes here
+            _save_tensors({k: v.detach().contiguous().cpu() for k, v in learner.online.state_dict().items()}, ts / "online.safetensors")
         opt_tensors, opt_info = _optimizer_to_flat(learner.optimizer)
         _save_tensors(opt_tensors, ts / "optimizer.safetensors")
         rng = {"torch": torch.get_rng_state()}
@@ -267,7 +271,8 @@ def load_training_state(ckpt: Path, learner, sampler) -> dict:
 def _load_training_state(ckpt: Path, learner, sampler) -> dict:
     ts = ckpt / "training_state"
     state = read_training_state_json(ckpt)
-    learner.online.load_state_dict(load_file(str(ckpt / "model" / "model.safetensors"), device="cpu"))
+    online = ts / "online.safetensors"  # present when model/ holds the target network (algo.act_with 'target')
+    learner.online.load_state_dict(load_file(str(online if online.exists() else ckpt / "model" / "model.safetensors"), device="cpu"))
     learner.target.load_state_dict(load_file(str(ts / "target.safetensors"), device="cpu"))
     opt_tensors = load_file(str(ts / "optimizer.safetensors"), device="cpu")  # the optimizer moves them
     # Which AdamW kernel runs (fused, multi-tensor) is this machine's choice, not the run's: a checkpoint

@@ -73,6 +73,10 @@ class AlgoConfig:
     support_tau: float = 0.0
     """Greedy decoding takes the argmax only over bins whose imitation probability is >= tau x the best
     bin's (discrete BCQ); 0: every bin (the paper's rule), 1: the imitation argmax. Overridable at eval."""
+    act_with: Literal["target", "online"] = "target"
+    """The network the policy acts with (model/ in checkpoints, evaluations): 'target', the Polyak
+    average of the online weights (the network the targets come from, steadier from step to step);
+    'online', the network the optimizer trains (the paper does not say; public implementations)."""
     support_in_targets: bool = False
     """Restrict the per-dimension maxima of the targets to the same support (the target network's
     imitation head at tau = support_tau)."""
@@ -112,6 +116,7 @@ class AlgoConfig:
         _check(self.regularizer in ("zero", "cql"), "algo.regularizer", f"must be 'zero' or 'cql', got {self.regularizer!r}")
         _check(self.method in ("qtransformer", "bc"), "algo.method", f"must be 'qtransformer' or 'bc', got {self.method!r}")
         _check(self.conservative_bins == 0 or self.conservative_bins >= 2, "algo.conservative_bins", f"must be 0 (the paper's weighting) or >= 2, got {self.conservative_bins}")
+        _check(self.act_with in ("target", "online"), "algo.act_with", f"must be 'target' or 'online', got {self.act_with!r}")
         _check(self.head_init in ("data_mean", "default"), "algo.head_init", f"must be 'data_mean' or 'default', got {self.head_init!r}")
         _check(self.imitation_weight >= 0.0, "algo.imitation_weight", f"must be >= 0, got {self.imitation_weight}")
         _check(0.0 <= self.support_tau <= 1.0, "algo.support_tau", f"must be in [0, 1], got {self.support_tau}")
@@ -199,8 +204,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # not fade with K and a value head that starts at the data's mean return (docs/algorithm.md).
     "default": {},
     # Exactly the paper's objective at the default's size: alpha/(K-1) per unseen bin, PyTorch's head
-    # initialisation, no imitation head, plain greedy decoding.
-    "paper": {"algo": {"conservative_bins": 0, "head_init": "default", "imitation_weight": 0.0, "support_tau": 0.0}},
+    # initialisation, acting with the online network, no imitation head, plain greedy decoding.
+    "paper": {"algo": {"conservative_bins": 0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0}},
     # Sized for the built-in task's small dataset (about 15k transitions) on 2 CPU cores, in about
     # 2 minutes. Fewer bins: with 256 bins most bins are never seen at most states of so small a
     # dataset, and learning is far slower (measured: see docs/algorithm.md, "Bins and data size").

@@ -219,7 +219,7 @@ def train(cfg: TrainConfig) -> Path:
     logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None)
 
     def run_eval(step: int) -> dict:
-        policy = QTPolicy(learner.online, discretizer, model_meta, device)
+        policy = QTPolicy(learner.policy_net, discretizer, model_meta, device)
         result = evaluate_policy(policy, eval_env, cfg.eval_episodes)
         learner.online.train()
         logger.log(step, {"success_rate": result["success_rate"], "mean_return": result["mean_return"]}, prefix="eval")

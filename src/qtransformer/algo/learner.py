@@ -52,6 +52,11 @@ class QTransformerLearner:
         self.amp_bf16 = amp_bf16
         self.num_updates = 0
 
+    @property
+    def policy_net(self) -> QTransformerNet:
+        """The network the policy acts with (`algo.act_with`): the target (Polyak-averaged) or the online one."""
+        return self.target if self.cfg.act_with == "target" else self.online
+
     def _autocast(self):
         if not self.amp_bf16:
             return nullcontext()

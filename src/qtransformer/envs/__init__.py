@@ -20,17 +20,21 @@ def is_multi_task(env_id: str) -> bool:
     return len(tasks_from_env_id(env_id)) > 1
 
 
+OWN_PREFIXES = ("metaworld:", "ogbench:")  # ids that make_env handles itself, not through gymnasium's module import
+
+
 def env_id_from_file(env_id, path, field: str = "env_id", flag: str = "--env", error: type[Exception] = ValueError):
     """An environment id read from a file (a dataset's meta.json, a checkpoint's config.json), checked.
 
     gymnasium imports the module named before a colon ("module:Env-v0"): an id from a file must never
-    run code, so such an id is refused; only one given on the command line (`flag`) may import. MetaWorld
-    ids ("metaworld:<task>") import nothing and pass. Returns the id (None stays None)."""
+    run code, so such an id is refused; only one given on the command line (`flag`) may import. Our own
+    prefixes ("metaworld:<task>", "ogbench:<id>", OWN_PREFIXES) import only that package, never a module
+    the id names, and pass. Returns the id (None stays None)."""
     if env_id is None:
         return None
     if not isinstance(env_id, str):
         raise error(f"{path}: field '{field}' must be a string (a gymnasium id), got {env_id!r}; fix the file or pass {flag} ID")
-    if ":" in env_id and not env_id.startswith("metaworld:"):
+    if ":" in env_id and not env_id.startswith(OWN_PREFIXES):
         module = env_id.split(":", 1)[0]
         raise error(
             f"{path}: field '{field}' is '{env_id}', which would make gymnasium import the module '{module}'; ids read from "
