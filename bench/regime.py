@@ -400,6 +400,25 @@ def assemble(path: Path, demos: Path, chunks: list[Path], drop_successful_autono
     return path
 
 
+def data_settings(args: Args) -> dict:
+    """What the datasets on disk depend on (besides the counts in their names)."""
+    return {"tasks": args.task_list, "data_seed": args.data_seed, "epsilons": list(args.epsilons), "collector_steps": args.steps, "network": args.network}
+
+
+def check_data_settings(args: Args) -> None:
+    """Datasets under --out were made with these settings, or there are none yet; else stop."""
+    path = args.out / "datasets" / "settings.json"
+    now = data_settings(args)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != now:
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {now[k]!r}" for k in now if old.get(k) != now[k])
+            raise SystemExit(f"{args.out}/datasets were made with other settings ({diff}); pass another --out")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(now, indent=1))
+
+
 def make_datasets(args: Args, demos: int, collector: Path) -> dict[str, Path]:
     from qtransformer.envs.metaworld_tasks import paper_mix_autonomous
 
@@ -429,6 +448,14 @@ def make_datasets(args: Args, demos: int, collector: Path) -> dict[str, Path]:
 
 
 # -- calibration ----------------------------------------------------------------------------------------
+def calibration_settings(args: Args) -> dict:
+    return {
+        "tasks": args.task_list, "demo_counts": list(args.demo_counts), "band": list(args.band), "seeds": args.calibration_seeds,
+        "steps": args.steps, "eval_episodes": args.eval_episodes, "curve_points": args.curve_points, "network": args.network,
+        "data_seed": args.data_seed, "evaluation": EVALUATION,
+    }
+
+
 def calibrate(args: Args) -> dict:
     """BC on demonstrations only for every count; choose the count (see the module docstring)."""
     demo_paths = {n: demos_dataset(args, n) for n in args.demo_counts}
@@ -448,11 +475,10 @@ def calibrate(args: Args) -> dict:
     inside = [n for n in rates if lo <= rates[n]["mean"] <= hi]
     pool = inside or list(rates)
     chosen = min(pool, key=lambda n: (abs(rates[n]["mean"] - mid) if inside else min(abs(rates[n]["mean"] - lo), abs(rates[n]["mean"] - hi)), n))
-    cal = {
-        "demos": chosen, "in_band": bool(inside), "band": list(args.band), "rule": "the count whose mean BC-on-demonstrations success "
+    cal = calibration_settings(args) | {
+        "demos": chosen, "in_band": bool(inside), "rule": "the count whose mean BC-on-demonstrations success "
         "lies in the band, closest to its middle; none in the band: the count closest to the band",
-        "counts": {str(n): v for n, v in rates.items()}, "seeds": args.calibration_seeds, "steps": args.steps,
-        "eval_episodes": args.eval_episodes, "tasks": args.task_list, "evaluation": EVALUATION,
+        "counts": {str(n): v for n, v in rates.items()},
     }
     (args.out / "calibration.json").write_text(json.dumps(cal, indent=1))
     print("calibration: " + ", ".join(f"{n} demos {v['mean']:.2f}" for n, v in rates.items()) + f" -> {chosen} demonstrations per task", flush=True)
@@ -639,8 +665,11 @@ def main(args: Args) -> None:
             raise SystemExit("CQL and IQL come from d3rlpy: bash scripts/setup.sh --bench, or drop them with --methods") from None
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    check_data_settings(args)
     cal_path = args.out / "calibration.json"
     cal = json.loads(cal_path.read_text()) if cal_path.exists() else None
+    if cal is not None and any(cal.get(k) != v for k, v in calibration_settings(args).items()):
+        cal = None  # calibrated with other settings: calibrate again (finished runs that match are reused)
     if args.calibrate or (args.demos is None and cal is None):
         cal = calibrate(args)  # BC alone: no Q-Transformer run has happened at this point
         if args.calibrate:

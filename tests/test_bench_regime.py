@@ -48,6 +48,11 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "methods: 5 runs, 5 done before, 0 to do" in printed and "collected" not in printed and "made" not in printed
 
+    import dataclasses
+
+    with pytest.raises(SystemExit, match="other settings"):  # datasets made another way are not reused silently
+        regime.main(dataclasses.replace(args, epsilons=(0.5,)))
+
 
 def test_write_docs_block(tmp_path):
     docs = tmp_path / "docs" / "benchmarks.md"
