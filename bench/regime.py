@@ -3,7 +3,7 @@ policies, evaluation on held-out task variations (issue 11, "What to build" item
 
     python -m bench.regime --calibrate       # stage 1 only: BC on demonstrations, fixes the demo count
     python -m bench.regime --quick           # every stage at small sizes (about 40-60 min on 2 cores)
-    python -m bench.regime                   # the full protocol (about 80 core-hours on CPU: see Args)
+    python -m bench.regime                   # the full protocol: about 85 core-hours on CPU (docs/benchmarks.md)
     python -m bench.regime --write-docs      # also put the tables into docs/benchmarks.md
 
 Needs the `sim` and `bench` extras (`bash scripts/setup.sh --bench`). Resumable like bench.compare:
