@@ -96,7 +96,8 @@ class Args:
 
     quick: bool = False
     """About 40-60 minutes on 2 cores: 1 seed, 1500 steps, 10 held-out episodes per task, 3 curve points,
-    calibration on 1, 2, 4, 8 demonstrations with 1 seed, scaling 1x and 3x only, fewer methods on the variant."""
+    calibration on 1, 2, 4, 8 demonstrations with 1 seed, at most 50 autonomous episodes per task at 1x,
+    scaling 1x and 3x only, 4 methods on the variant and Q-Transformer alone on the 3x dataset."""
     out: Path = Path("bench/results/regime")
     """Results folder: calibration.json, datasets/, runs/, summary.json, table.md, *.png."""
     tasks: str = TASKS
@@ -113,7 +114,7 @@ class Args:
     """Calibration: BC seeds per count."""
     autonomous: Optional[int] = None
     """Autonomous episodes per task in the 1x dataset; default round(demos * 92 / 8) (the paper's 8 %
-    demonstrations), at least 10."""
+    demonstrations), at least 10 (--quick: at most 50)."""
     scale: tuple[int, ...] = (1, 3, 10)
     """Data scaling: multiples of the 1x autonomous episodes (1 is the main dataset)."""
     epsilons: tuple[float, ...] = (0.1, 0.3)
@@ -423,6 +424,8 @@ def make_datasets(args: Args, demos: int, collector: Path) -> dict[str, Path]:
     from qtransformer.envs.metaworld_tasks import paper_mix_autonomous
 
     per_chunk = args.autonomous if args.autonomous is not None else max(10, paper_mix_autonomous(demos))
+    if args.quick and args.autonomous is None:
+        per_chunk = min(per_chunk, 50)  # --quick: at most 50 per task, one per training variation
     demo_path = demos_dataset(args, demos)
     root = args.out / "datasets" / f"demos{demos}_auto{per_chunk}"
     chunk_paths = [root / "chunks" / f"chunk{c}" for c in range(max(args.scale))]
@@ -439,6 +442,9 @@ def make_datasets(args: Args, demos: int, collector: Path) -> dict[str, Path]:
             with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
                 list(pool.map(collect_chunk, jobs))
         print(f"collected {len(todo)} chunk(s) of {per_chunk} autonomous episodes per task in {time.perf_counter() - t:.0f} s", flush=True)
+    missing = [p.name for p in chunk_paths if not (p / "meta.json").exists()]
+    if missing:
+        raise SystemExit(f"{root}: autonomous chunks {', '.join(missing)} not collected (drop --no-train)")
     paths = {"main": assemble(root / "main", demo_path, chunk_paths[:1])}
     paths["no_auto_success"] = assemble(root / "no_auto_success", demo_path, chunk_paths[:1], drop_successful_autonomous=True)
     for k in sorted(args.scale):
@@ -533,7 +539,7 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
     protocol = {
         "tasks": args.task_list, "demonstrations_per_task": demos, "demos_from": "calibration.json" if args.demos is None else "--demos",
         "autonomous_per_task_1x": int((sources == "autonomous").sum()) // len(args.task_list),
-        "collector": "BC on the demonstrations (our bc method, default preset network), seed 0, closed loop through qtransformer.collect",
+        "collector": f"BC on the demonstrations (our bc method, the {args.network} network, {args.steps} steps), seed 0, closed loop through qtransformer.collect",
         "exploration": f"epsilon-greedy over bins per action dimension, epsilon alternating over {list(args.epsilons)}, temperature 0",
         "evaluation": EVALUATION, "eval_episodes_per_task": args.eval_episodes, "seeds": args.seeds, "steps": args.steps,
         "batch_size": 256 if args.network == "default" else NETWORKS[args.network]["batch_size"], "curve_points": args.curve_points,
