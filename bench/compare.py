@@ -206,7 +206,9 @@ def _run_ours(spec: dict) -> dict:
     }
 
 
-def _run_d3rlpy(spec: dict) -> dict:
+def _run_d3rlpy(spec: dict, task_success=None) -> dict:
+    """CQL, IQL or DT (d3rlpy) on spec's dataset. `task_success(act, task_name, episodes) -> float`, when
+    given, replaces the evaluation on the fixed reset seeds (bench.regime evaluates on held-out variations)."""
     import contextlib
     import io
 
@@ -271,6 +273,8 @@ def _run_d3rlpy(spec: dict) -> dict:
                     env.close()
                     wins.append(ok)
                 per_task[name] = float(np.mean(wins))
+            elif task_success is not None:
+                per_task[name] = float(task_success(lambda obs, t=t: algo.predict(with_task(obs, np.full(len(obs), t))), name, spec["eval_episodes"]))
             else:
                 eps = run_episodes(lambda obs, t=t: algo.predict(with_task(obs, np.full(len(obs), t))), env_id, seeds)
                 per_task[name] = float(np.mean([e["success"] for e in eps]))
@@ -422,18 +426,25 @@ def plots(summary: dict, out: Path) -> None:
 DOCS_BEGIN, DOCS_END = "<!-- bench.compare: begin -->", "<!-- bench.compare: end -->"
 
 
-def write_docs(text: str, images: Path, docs: Path = Path("docs/benchmarks.md")) -> None:
+def write_docs(
+    text: str, images: Path, docs: Path = Path("docs/benchmarks.md"), begin: str = DOCS_BEGIN, end: str = DOCS_END,
+    prefix: str = "compare", pictures: tuple[tuple[str, str], ...] = (("success", "success.png"), ("learning curves", "curves.png")),
+) -> None:
+    """Replace the block between `begin` and `end` in `docs` (or add it at the end) with `text` and the
+    pictures (alt text, file under `images`), copied to docs/images/<prefix>_<file>."""
     import shutil
 
     (docs.parent / "images").mkdir(exist_ok=True)
-    for name in ("success.png", "curves.png"):
+    shown = []
+    for alt, name in pictures:
         if (images / name).exists():
-            shutil.copyfile(images / name, docs.parent / "images" / f"compare_{name}")
-    block = f"{DOCS_BEGIN}\n{text}\n![success](images/compare_success.png)\n\n![learning curves](images/compare_curves.png)\n{DOCS_END}"
+            shutil.copyfile(images / name, docs.parent / "images" / f"{prefix}_{name}")
+            shown.append(f"![{alt}](images/{prefix}_{name})")
+    block = f"{begin}\n{text}\n" + "\n\n".join(shown) + f"\n{end}"
     old = docs.read_text()
-    if DOCS_BEGIN in old:
-        head, rest = old.split(DOCS_BEGIN, 1)
-        new = head + block + rest.split(DOCS_END, 1)[1]
+    if begin in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     docs.write_text(new)

@@ -1,0 +1,711 @@
+"""The paper's regime on MetaWorld: few demonstrations, autonomous episodes from closed-loop learned
+policies, evaluation on held-out task variations (issue 11, "What to build" item 3).
+
+    python -m bench.regime --calibrate       # stage 1 only: BC on demonstrations, fixes the demo count
+    python -m bench.regime --quick           # every stage at small sizes (about 40-60 min on 2 cores)
+    python -m bench.regime                   # the full protocol: about 85 core-hours on CPU (docs/benchmarks.md)
+    python -m bench.regime --write-docs      # also put the tables into docs/benchmarks.md
+
+Needs the `sim` and `bench` extras (`bash scripts/setup.sh --bench`). Resumable like bench.compare:
+every run writes its own JSON under --out and is reused when its settings match.
+
+The protocol, fixed from BC's side before any Q-Transformer run:
+
+1. Calibration (`--calibrate`, or automatically when calibration.json is missing and --demos is not
+   given): BC on demonstrations only (our bc method, the `default` preset's network), for each count in
+   --demo-counts (scripted-expert demonstrations with 0.1 action noise, each on its own task
+   variation), evaluated on held-out variations. The count whose mean success over tasks and seeds lies
+   in --band (0.3-0.6) and is closest to its middle is chosen (no count in the band: the one closest
+   to it). calibration.json records it; later stages read it. No Q-Transformer number is looked at.
+2. Autonomous data: the calibration's BC policy at the chosen count (seed 0) is run closed-loop through
+   `qtransformer.collect.collect` with epsilon-greedy exploration over bins (each action dimension
+   takes a uniform bin with probability epsilon; per task, the episodes alternate between the
+   --epsilons levels in equal shares; temperature 0), over every one of the 50 training variations in
+   turn (collection resets are consecutive seeds, variation = seed % 50), so most are variations no
+   demonstration shows. Source label 'autonomous'. The episodes come in chunks of the 1x size; the 3x
+   and 10x datasets hold the 1x chunk and more, so the scaling datasets are nested.
+3. Datasets: `main` = demonstrations + 1x autonomous; `no_auto_success` = the same without the
+   successful autonomous episodes (the paper's real-robot protocol); `scale_Nx` = demonstrations + Nx.
+4. Evaluation: held-out variations. Training data comes from MetaWorld's MT1 variations of benchmark
+   seed 0 (demonstrations: --data-seed); evaluation episode i runs variation i % 50 of benchmark seed
+   7777 + i // 50, placements no training episode starts from (checked: protocol.heldout_check).
+   Every method and seed is evaluated on the same episodes, greedily.
+5. Methods (same data, same gradient steps at batch 256, same evaluation): `qtransformer` is the
+   `default` preset unchanged (K = 256 bins, d_model 128, 2 layers, conservative_bins 16, value head
+   at the data's mean return, no imitation head); `qtransformer_paper` is the `paper` preset (the
+   paper's objective at the same size); BC (demonstrations only / all / successful episodes) uses the
+   default preset's network with --algo.method bc; IQL and CQL are d3rlpy's defaults (bench.compare);
+   the ablations are the default with alpha 0, without the Monte-Carlo bound, and with the CQL-style
+   log-sum-exp regulariser. Each run is evaluated at --curve-points evenly spaced steps (learning curves).
+
+Writes summary.json ({"methods": {name: {"mean", "std", "per_seed"}}, "protocol": {...}, plus
+"variants", "scaling", "calibration", "curves", "per_task", "data"}), table.md, success.png,
+curves.png and scaling.png into --out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import numpy as np
+
+from bench import compare
+
+TASKS = "push-v3,pick-place-v3,peg-insert-side-v3,door-open-v3,drawer-open-v3"
+EVAL_BENCHMARK_SEED = 7777  # MT1 seed of the held-out variations (training data: benchmark seed 0 / --data-seed)
+VARIATIONS = 50  # MetaWorld's variations per MT1 benchmark seed
+EVAL_BATCH = 10  # held-out episodes run side by side (a MetaWorld env costs about 0.5 s and 30 MB to make)
+
+# Method -> (preset, overrides of its TrainConfig); CQL and IQL come from d3rlpy (bench.compare).
+OURS: dict[str, tuple[str, dict]] = {
+    "qtransformer": ("default", {}),
+    "qtransformer_paper": ("paper", {}),
+    "bc_demos": ("default", {"algo": {"method": "bc"}, "source_mix": {"demonstration": 1.0}}),
+    "bc_all": ("default", {"algo": {"method": "bc"}}),
+    "bc_filtered": ("default", {"algo": {"method": "bc"}, "only_successful": True}),
+    "qt_no_conservative": ("default", {"algo": {"alpha": 0.0}}),
+    "qt_no_mc_bound": ("default", {"algo": {"mc_bound": False}}),
+    "qt_lse_regularizer": ("default", {"algo": {"regularizer": "cql"}}),
+}
+D3RLPY = ("iql", "cql")
+METHODS = tuple(OURS) + D3RLPY
+LABELS = compare.LABELS | {
+    "qtransformer": "Q-Transformer (`default` preset)",
+    "qtransformer_paper": "Q-Transformer, the paper's objective (`paper` preset)",
+}
+# Network sizes: the `default` preset's, or the `smoke` preset's (tests only).
+NETWORKS = {"default": {}, "smoke": {"batch_size": 32, "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "encoder_hidden": 64}, "algo": {"warmup_steps": 5}}}
+# The settings a finished run must match to be reused.
+MATCH = ("steps", "eval_episodes", "curve_points", "preset", "overrides", "network", "evaluation")
+EVALUATION = f"held-out: episode i runs variation i % {VARIATIONS} of MT1 benchmark seed {EVAL_BENCHMARK_SEED} + i // {VARIATIONS}"
+
+
+@dataclass
+class Args:
+    """Q-Transformer against BC, IQL and CQL in the paper's regime: few demonstrations, closed-loop autonomous data."""
+
+    quick: bool = False
+    """About 40-60 minutes on 2 cores: 1 seed, 1500 steps, 10 held-out episodes per task, 3 curve points,
+    calibration on 1, 2, 4, 8 demonstrations with 1 seed, at most 50 autonomous episodes per task at 1x,
+    scaling 1x and 3x only, 4 methods on the variant and Q-Transformer alone on the 3x dataset."""
+    out: Path = Path("bench/results/regime")
+    """Results folder: calibration.json, datasets/, runs/, summary.json, table.md, *.png."""
+    tasks: str = TASKS
+    """MetaWorld tasks (comma-separated)."""
+    calibrate: bool = False
+    """Run the calibration stage only (BC on demonstrations) and write calibration.json."""
+    demos: Optional[int] = None
+    """Demonstrations per task; default: the count fixed by calibration.json."""
+    demo_counts: tuple[int, ...] = (1, 2, 4, 8, 16)
+    """Calibration: the demonstration counts per task tried."""
+    band: tuple[float, float] = (0.3, 0.6)
+    """Calibration: the band BC-on-demonstrations' success should fall into."""
+    calibration_seeds: int = 3
+    """Calibration: BC seeds per count."""
+    autonomous: Optional[int] = None
+    """Autonomous episodes per task in the 1x dataset; default round(demos * 92 / 8) (the paper's 8 %
+    demonstrations), at least 10 (--quick: at most 50)."""
+    scale: tuple[int, ...] = (1, 3, 10)
+    """Data scaling: multiples of the 1x autonomous episodes (1 is the main dataset)."""
+    epsilons: tuple[float, ...] = (0.1, 0.3)
+    """Collection: epsilon-greedy levels (per task, the episodes alternate between them)."""
+    seeds: int = 5
+    """Training seeds per method."""
+    steps: int = 20000
+    """Gradient steps per run, every method (calibration too)."""
+    eval_episodes: int = 50
+    """Held-out evaluation episodes per task (50: every held-out variation once)."""
+    curve_points: int = 5
+    """Evaluations per run, evenly spaced (the last at the end): the learning curves."""
+    methods: tuple[str, ...] = METHODS
+    """Methods on the main dataset."""
+    variant_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_demos", "bc_all", "bc_filtered", "iql", "cql")
+    """Methods on the dataset without the successful autonomous episodes."""
+    scale_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_all", "bc_filtered", "iql", "cql")
+    """Methods on the 3x and 10x datasets."""
+    jobs: int = 2
+    """Runs side by side, one CPU thread each."""
+    data_seed: int = 0
+    """Seed of the demonstrations."""
+    network: Literal["default", "smoke"] = "default"
+    """'default': the default preset's network; 'smoke': a tiny one (for the tests only)."""
+    write_docs: bool = False
+    """Replace the generated block of docs/benchmarks.md with the tables."""
+    no_train: bool = False
+    """Train and collect nothing new: report what is on disk."""
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.seeds, self.steps, self.eval_episodes, self.curve_points = 1, 1500, 10, 3
+            self.calibration_seeds, self.demo_counts, self.scale = 1, (1, 2, 4, 8), (1, 3)
+            self.variant_methods = ("qtransformer", "qtransformer_paper", "bc_all", "bc_filtered")
+            self.scale_methods = ("qtransformer",)
+            if self.out == Path("bench/results/regime"):
+                self.out = Path("bench/results/regime_quick")
+        for name in ("methods", "variant_methods", "scale_methods"):
+            unknown = sorted(set(getattr(self, name)) - set(METHODS))
+            if unknown:
+                raise SystemExit(f"--{name.replace('_', '-')}: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        if 1 not in self.scale:
+            raise SystemExit("--scale must include 1 (the main dataset)")
+        if self.data_seed == EVAL_BENCHMARK_SEED:
+            raise SystemExit(f"--data-seed {EVAL_BENCHMARK_SEED} is the held-out benchmark seed; choose another")
+
+    @property
+    def task_list(self) -> list[str]:
+        return [t for t in self.tasks.split(",") if t]
+
+
+# -- held-out evaluation ------------------------------------------------------------------------------
+_ENVS: dict = {}
+
+
+def _envs(name: str, bseed: int, n: int) -> list:
+    """n environments of task `name` on MT1 benchmark seed `bseed`, made once per process."""
+    from qtransformer.envs.metaworld_tasks import make_metaworld_env
+
+    pool = _ENVS.setdefault((name, bseed), [])
+    while len(pool) < n:
+        pool.append(make_metaworld_env(name, seed=bseed, vary_task=True))
+    return pool[:n]
+
+
+def heldout_success(act: Callable, name: str, episodes: int) -> float:
+    """Success rate of `act` (a batch of observations -> a batch of actions) on `episodes` held-out
+    episodes of task `name`: episode i runs variation i % 50 of MT1 benchmark seed 7777 + i // 50."""
+    from qtransformer.evaluate import success_of
+
+    wins = []
+    for start in range(0, episodes, EVAL_BATCH):
+        ids = list(range(start, min(start + EVAL_BATCH, episodes)))
+        by_seed: dict[int, list[int]] = {}
+        for i in ids:
+            by_seed.setdefault(EVAL_BENCHMARK_SEED + i // VARIATIONS, []).append(i)
+        envs, variations = [], []
+        for bseed, group in by_seed.items():
+            envs += _envs(name, bseed, len(group))
+            variations += [i % VARIATIONS for i in group]
+        obs = [env.reset(seed=v)[0] for env, v in zip(envs, variations)]
+        active = np.ones(len(envs), bool)
+        success = np.zeros(len(envs), bool)
+        while active.any():
+            idx = np.nonzero(active)[0]
+            actions = np.asarray(act(np.stack([obs[i] for i in idx])))
+            for j, i in enumerate(idx):
+                obs[i], r, terminated, truncated, info = envs[i].step(actions[j])
+                success[i] |= success_of(info, r)
+                if terminated or truncated:
+                    active[i] = False
+        wins += success.tolist()
+    return float(np.mean(wins))
+
+
+def heldout_check(dataset: Path, tasks: list[str], episodes: int) -> float:
+    """The smallest max-norm distance between an evaluation episode's first observation and any training
+    episode's first observation (0 would mean a seen variation; MetaWorld resets a variation exactly)."""
+    from qtransformer.data import EpisodeStore
+
+    ds = EpisodeStore.open(dataset).to_dataset()
+    nearest = np.inf
+    for t, name in enumerate(ds.task_names):
+        starts = ds.observations[ds.episode_starts[:-1][ds.episode_task == t]]
+        for i in range(min(episodes, VARIATIONS)):
+            obs0 = _envs(name, EVAL_BENCHMARK_SEED, 1)[0].reset(seed=i)[0]
+            nearest = min(nearest, float(np.abs(starts - obs0).max(axis=1).min()))
+    return nearest
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+def run_one(spec: dict) -> dict:
+    """Train one method on one dataset with one seed, evaluate it on held-out variations, write the JSON."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    out = Path(spec["result"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run = _run_ours(spec) if spec["method"] in OURS else compare._run_d3rlpy(spec, task_success=heldout_success)
+    result = {k: spec[k] for k in ("method", "dataset", "seed", *MATCH)} | run
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    return result
+
+
+def _run_ours(spec: dict) -> dict:
+    from qtransformer import QTPolicy
+    from qtransformer.config import apply_overrides, preset
+    from qtransformer.train import train
+
+    run_dir = Path(spec["result"]).with_suffix("")
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run killed half-way starts again
+    steps = spec["steps"]
+    cfg = apply_overrides(preset(spec["preset"]), NETWORKS[spec["network"]], "network")
+    cfg = apply_overrides(cfg, {
+        "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": "cpu",
+        "eval_every": 0, "eval_episodes": 0, "save_every": max(1, steps // spec["curve_points"]), "keep_checkpoints": 0,
+        "log_every": min(50, steps), "progress": False, "prefetch": 2,
+    }, "bench.regime")
+    cfg = apply_overrides(cfg, spec["overrides"], f"method {spec['method']}")
+    t = time.perf_counter()
+    train(cfg)
+    train_s = time.perf_counter() - t
+    checkpoints = sorted(p for p in (run_dir / "checkpoints").glob("step_*") if p.is_dir())
+    curve, per_task = [], {}
+    for ckpt in checkpoints:
+        policy = QTPolicy.from_checkpoint(ckpt)
+        names = list(policy.meta.get("task_names") or [])
+        per_task = {name: heldout_success(lambda obs, t=t: policy.act(obs, task=t), name, spec["eval_episodes"]) for t, name in enumerate(names)}
+        curve.append([int(ckpt.name.split("_")[1]), float(np.mean(list(per_task.values())))])
+    for ckpt in checkpoints[:-1]:  # keep the final policy (for bench.diagnose / variations), not the rest
+        shutil.rmtree(ckpt)
+    shutil.rmtree(checkpoints[-1] / "training_state", ignore_errors=True)
+    return {"success_rate": curve[-1][1], "per_task": per_task, "curve": curve, "wall_s": time.perf_counter() - t, "train_s": train_s}
+
+
+def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> dict:
+    preset_name, overrides = OURS.get(method, ("d3rlpy", {}))
+    return {
+        "method": method, "dataset": str(dataset), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
+        "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "network": args.network,
+        "evaluation": EVALUATION, "threads": 1 if args.jobs > 1 else 2,
+        "result": str(args.out / "runs" / folder / method / f"seed{seed}.json"),
+    }
+
+
+def execute(args: Args, specs: list[dict], label: str) -> list[dict]:
+    """Run the specs not already on disk with matching settings; return every result."""
+    results, todo = [], []
+    for s in specs:
+        r = Path(s["result"])
+        old = json.loads(r.read_text()) if r.exists() else None
+        if old is not None and all(old.get(k) == s[k] for k in MATCH):
+            results.append(old)
+        else:
+            todo.append(s)
+    if args.no_train:
+        todo = []
+    print(f"{label}: {len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
+    if not todo:
+        return results
+    if args.jobs <= 1:
+        for s in todo:
+            results.append(_report(s, run_one(s)))
+        return results
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, s): s for s in todo}
+        for f in as_completed(futures):
+            results.append(_report(futures[f], f.result()))
+    return results
+
+
+def _report(s: dict, r: dict) -> dict:
+    print(f"{s['method']:>20} {Path(s['dataset']).name} seed {s['seed']}: held-out success {r['success_rate']:.2f} "
+          f"(curve {' '.join(f'{v:.2f}' for _, v in r['curve'])}; {r['wall_s']:.0f} s)", flush=True)
+    return r
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def demos_dataset(args: Args, demos: int) -> Path:
+    from qtransformer.data import EpisodeStore
+    from qtransformer.envs.metaworld_tasks import make_metaworld_dataset
+
+    path = args.out / "datasets" / f"demos{demos}"
+    if not (path / "meta.json").exists():
+        ds = make_metaworld_dataset(args.task_list, demos, 0, seed=args.data_seed, progress=False, workers=args.jobs)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        EpisodeStore.create(tmp, ds)
+        os.replace(tmp, path)
+        print(f"made {path}: {ds.num_episodes} demonstrations, {ds.num_steps} steps", flush=True)
+    return path
+
+
+def collect_chunk(job: dict) -> str:
+    """Chunk c of the autonomous episodes: per task, `per_task` episodes of the collector policy,
+    alternating over the epsilon levels, with consecutive collection seeds across chunks."""
+    import torch
+
+    from qtransformer import QTPolicy
+    from qtransformer.collect import collect
+
+    torch.set_num_threads(1)
+    path = Path(job["path"])
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy = QTPolicy.from_checkpoint(job["collector"])
+    n, eps = job["per_task"], job["epsilons"]
+    for t, name in enumerate(job["tasks"]):
+        first = job["chunk"] * n
+        shares = [len(range(k, n, len(eps))) for k in range(len(eps))]
+        offset = 0
+        for level, count in zip(eps, shares):
+            if count:  # reset seeds 20_000_000 + first + offset + i: variation (first + offset + i) % 50
+                collect(policy, tmp, count, env_id=f"metaworld:{name}", epsilon=level, seed=first + offset, task=t, progress=False)
+            offset += count
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _episodes(ds, keep: Optional[np.ndarray] = None, instructions: Optional[list[str]] = None) -> list[dict]:
+    """The episodes of an EpisodeDataset as dicts (for from_episodes), those with keep[e] only."""
+    from qtransformer.data.dataset import STEP_FIELDS
+
+    out = []
+    for e in range(ds.num_episodes):
+        if keep is not None and not keep[e]:
+            continue
+        a, b = ds.episode_starts[e], ds.episode_starts[e + 1]
+        ep = {k: getattr(ds, k)[a:b] for k in STEP_FIELDS}
+        ep["source"], ep["task"] = ds.episode_source[e], int(ds.episode_task[e])
+        if instructions is not None:
+            ep["instruction"] = instructions[int(ds.episode_task[e])]
+        out.append(ep)
+    return out
+
+
+def assemble(path: Path, demos: Path, chunks: list[Path], drop_successful_autonomous: bool = False) -> Path:
+    """Demonstrations + the chunks' autonomous episodes (optionally without the successful ones) as one dataset."""
+    from qtransformer.data import EpisodeDataset, EpisodeStore
+    from qtransformer.envs.metaworld_tasks import instruction_for
+
+    if (path / "meta.json").exists():
+        return path
+    base = EpisodeStore.open(demos).to_dataset()
+    names = base.task_names
+    instructions = [instruction_for(n) for n in names]
+    episodes = _episodes(base, instructions=instructions)
+    for c in chunks:
+        ds = EpisodeStore.open(c).to_dataset()
+        remap = [names.index(n) for n in ds.task_names]
+        keep = ~ds.episode_success() if drop_successful_autonomous else None
+        for ep in _episodes(ds, keep):
+            ep["task"] = remap[ep["task"]]
+            ep["instruction"] = instructions[ep["task"]]
+            episodes.append(ep)
+    ds = EpisodeDataset.from_episodes(episodes, base.action_low, base.action_high, env_id=base.env_id, task_names=names)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    EpisodeStore.create(tmp, ds)
+    os.replace(tmp, path)
+    print(f"made {path}: {ds.num_episodes} episodes, {ds.num_steps} steps", flush=True)
+    return path
+
+
+def data_settings(args: Args) -> dict:
+    """What the datasets on disk depend on (besides the counts in their names)."""
+    return {"tasks": args.task_list, "data_seed": args.data_seed, "epsilons": list(args.epsilons), "collector_steps": args.steps, "network": args.network}
+
+
+def check_data_settings(args: Args) -> None:
+    """Datasets under --out were made with these settings, or there are none yet; else stop."""
+    path = args.out / "datasets" / "settings.json"
+    now = data_settings(args)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != now:
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {now[k]!r}" for k in now if old.get(k) != now[k])
+            raise SystemExit(f"{args.out}/datasets were made with other settings ({diff}); pass another --out")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(now, indent=1))
+
+
+def make_datasets(args: Args, demos: int, collector: Path) -> dict[str, Path]:
+    from qtransformer.envs.metaworld_tasks import paper_mix_autonomous
+
+    per_chunk = args.autonomous if args.autonomous is not None else max(10, paper_mix_autonomous(demos))
+    if args.quick and args.autonomous is None:
+        per_chunk = min(per_chunk, 50)  # --quick: at most 50 per task, one per training variation
+    demo_path = demos_dataset(args, demos)
+    root = args.out / "datasets" / f"demos{demos}_auto{per_chunk}"
+    chunk_paths = [root / "chunks" / f"chunk{c}" for c in range(max(args.scale))]
+    todo = [p for p in chunk_paths if not (p / "meta.json").exists()]
+    if todo and not args.no_train:
+        root.joinpath("chunks").mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        jobs = [{"path": str(p), "chunk": chunk_paths.index(p), "per_task": per_chunk, "tasks": args.task_list,
+                 "epsilons": list(args.epsilons), "collector": str(collector)} for p in todo]
+        if args.jobs <= 1:
+            for j in jobs:
+                collect_chunk(j)
+        else:
+            with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+                list(pool.map(collect_chunk, jobs))
+        print(f"collected {len(todo)} chunk(s) of {per_chunk} autonomous episodes per task in {time.perf_counter() - t:.0f} s", flush=True)
+    missing = [p.name for p in chunk_paths if not (p / "meta.json").exists()]
+    if missing:
+        raise SystemExit(f"{root}: autonomous chunks {', '.join(missing)} not collected (drop --no-train)")
+    paths = {"main": assemble(root / "main", demo_path, chunk_paths[:1])}
+    paths["no_auto_success"] = assemble(root / "no_auto_success", demo_path, chunk_paths[:1], drop_successful_autonomous=True)
+    for k in sorted(args.scale):
+        if k != 1:
+            paths[f"scale_{k}x"] = assemble(root / f"scale_{k}x", demo_path, chunk_paths[:k])
+    return paths
+
+
+# -- calibration ----------------------------------------------------------------------------------------
+def calibration_settings(args: Args) -> dict:
+    return {
+        "tasks": args.task_list, "demo_counts": list(args.demo_counts), "band": list(args.band), "seeds": args.calibration_seeds,
+        "steps": args.steps, "eval_episodes": args.eval_episodes, "curve_points": args.curve_points, "network": args.network,
+        "data_seed": args.data_seed, "evaluation": EVALUATION,
+    }
+
+
+def calibrate(args: Args) -> dict:
+    """BC on demonstrations only for every count; choose the count (see the module docstring)."""
+    demo_paths = {n: demos_dataset(args, n) for n in args.demo_counts}
+    specs = [spec_for(args, "bc_demos", demo_paths[n], s, f"calibration/demos{n}") for s in range(args.calibration_seeds) for n in args.demo_counts]
+    results = execute(args, specs, "calibration (BC on demonstrations)")
+    rates = {}
+    for n in args.demo_counts:
+        rs = [r for r in results if Path(r["dataset"]).name == f"demos{n}"]
+        if rs:
+            rates[n] = {"mean": float(np.mean([r["success_rate"] for r in rs])), "per_seed": [r["success_rate"] for r in rs],
+                        "per_task": {t: float(np.mean([r["per_task"][t] for r in rs])) for t in rs[0]["per_task"]},
+                        "curve": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(len(rs[0]["curve"]))]}
+    if not rates:
+        raise SystemExit("calibration: no finished runs (drop --no-train)")
+    lo, hi = args.band
+    mid = (lo + hi) / 2
+    inside = [n for n in rates if lo <= rates[n]["mean"] <= hi]
+    pool = inside or list(rates)
+    chosen = min(pool, key=lambda n: (abs(rates[n]["mean"] - mid) if inside else min(abs(rates[n]["mean"] - lo), abs(rates[n]["mean"] - hi)), n))
+    cal = calibration_settings(args) | {
+        "demos": chosen, "in_band": bool(inside), "rule": "the count whose mean BC-on-demonstrations success "
+        "lies in the band, closest to its middle; none in the band: the count closest to the band",
+        "counts": {str(n): v for n, v in rates.items()},
+    }
+    (args.out / "calibration.json").write_text(json.dumps(cal, indent=1))
+    print("calibration: " + ", ".join(f"{n} demos {v['mean']:.2f}" for n, v in rates.items()) + f" -> {chosen} demonstrations per task", flush=True)
+    return cal
+
+
+def collector_for(args: Args, demos: int) -> Path:
+    """The BC-on-demonstrations policy that collects the autonomous data: the calibration's run at this
+    count, seed 0 (trained here when the count was not calibrated)."""
+    spec = spec_for(args, "bc_demos", demos_dataset(args, demos), 0, f"calibration/demos{demos}")
+    execute(dataclasses.replace(args, jobs=1), [spec], "collector (BC on demonstrations, seed 0)")
+    return Path(spec["result"]).with_suffix("")
+
+
+# -- summaries ----------------------------------------------------------------------------------------------
+def stats(xs: list[float]) -> dict:
+    return {"mean": float(np.mean(xs)), "std": float(np.std(xs)), "per_seed": [float(x) for x in xs]}
+
+
+def data_stats(path: Path) -> dict:
+    d = compare.data_success(path)
+    from qtransformer.data import EpisodeStore
+
+    sources, _, _ = EpisodeStore.open(path).episode_table()
+    d["episodes_by_source"] = {s: int((sources == s).sum()) for s in sorted(set(sources))}
+    return d
+
+
+def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Optional[dict], demos: int) -> dict:
+    from qtransformer.data import EpisodeStore
+
+    by: dict = {}
+    for r in results:
+        by.setdefault((Path(r["dataset"]).name, r["method"]), []).append(r)
+    for rs in by.values():
+        rs.sort(key=lambda r: r["seed"])
+
+    def table(name: str, methods) -> dict:
+        return {m: stats([r["success_rate"] for r in by[(name, m)]]) for m in methods if (name, m) in by}
+
+    main = paths["main"].name
+    curves = {m: {"steps": [c[0] for c in rs[0]["curve"]], "success": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(len(rs[0]["curve"]))]}
+              for (d, m), rs in by.items() if d == main}
+    per_task = {m: {t: float(np.mean([r["per_task"][t] for r in rs])) for t in rs[0]["per_task"]} for (d, m), rs in by.items() if d == main}
+    scaling: dict = {}
+    for k in sorted(args.scale):
+        name = main if k == 1 else paths[f"scale_{k}x"].name
+        for m in args.scale_methods:
+            if (name, m) in by:
+                scaling.setdefault(m, {})[str(k)] = stats([r["success_rate"] for r in by[(name, m)]])
+    sources, _, _ = EpisodeStore.open(paths["main"]).episode_table()
+    protocol = {
+        "tasks": args.task_list, "demonstrations_per_task": demos, "demos_from": "calibration.json" if args.demos is None else "--demos",
+        "autonomous_per_task_1x": int((sources == "autonomous").sum()) // len(args.task_list),
+        "collector": f"BC on the demonstrations (our bc method, the {args.network} network, {args.steps} steps), seed 0, closed loop through qtransformer.collect",
+        "exploration": f"epsilon-greedy over bins per action dimension, epsilon alternating over {list(args.epsilons)}, temperature 0",
+        "evaluation": EVALUATION, "eval_episodes_per_task": args.eval_episodes, "seeds": args.seeds, "steps": args.steps,
+        "batch_size": 256 if args.network == "default" else NETWORKS[args.network]["batch_size"], "curve_points": args.curve_points,
+        "ours": {m: {"preset": p, "overrides": o} for m, (p, o) in OURS.items()}, "network": args.network,
+        "scale": list(args.scale), "quick": args.quick, "data_seed": args.data_seed,
+        "heldout_check": {"min_distance_to_a_training_start": heldout_check(paths[f"scale_{max(args.scale)}x"] if max(args.scale) > 1 else paths["main"], args.task_list, args.eval_episodes)},
+    }
+    return {
+        "methods": table(main, args.methods),
+        "protocol": protocol,
+        "variants": {"no_auto_success": {"methods": table(paths["no_auto_success"].name, args.variant_methods)}},
+        "scaling": scaling,
+        "calibration": cal,
+        "curves": curves,
+        "per_task": per_task,
+        "data": {k: data_stats(p) for k, p in paths.items()},
+    }
+
+
+def _cell(s: Optional[dict]) -> str:
+    if not s:
+        return ""
+    return f"{s['mean']:.2f} ± {s['std']:.2f}" if len(s["per_seed"]) > 1 else f"{s['mean']:.2f}"
+
+
+def markdown(args: Args, summary: dict, command: str) -> str:
+    p, data = summary["protocol"], summary["data"]
+    tasks = p["tasks"]
+    short = [t.replace("-v3", "") for t in tasks]
+    main = data["main"]
+    lines = [
+        f"Command: `{command}`  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + "  ",
+        f"Data: {len(tasks)} MetaWorld tasks, {p['demonstrations_per_task']} demonstrations per task ({p['demos_from']}) + "
+        f"{p['autonomous_per_task_1x']} autonomous episodes per task from the BC policy ({p['exploration']}); "
+        f"{main['episodes']} episodes, {main['steps']} steps. Every method: {p['steps']} gradient steps, {p['seeds']} seed(s), "
+        f"{p['eval_episodes_per_task']} held-out episodes per task ({p['evaluation']}).",
+    ]
+    cal = summary.get("calibration")
+    if cal:
+        lines += ["", "Calibration (BC on demonstrations only, held-out success): " + ", ".join(
+            f"{n} demos {v['mean']:.2f}" for n, v in cal["counts"].items()) + f"; chosen: {cal['demos']}" + ("" if cal["in_band"] else " (none in the band)")]
+    variant = summary["variants"]["no_auto_success"]["methods"]
+    lines += [
+        "",
+        "| method | success (mean ± std over seeds) | " + " | ".join(short) + " | without successful autonomous episodes |",
+        "|---|---|" + "---|" * len(tasks) + "---|",
+    ]
+    for src, rate in main["by_source"].items():
+        cells = " | ".join(f"{main['by_task'][t].get(src, float('nan')):.2f}" for t in tasks)
+        lines.append(f"| *data: {src} episodes* | {rate:.2f} | {cells} | |")
+    for m, s in summary["methods"].items():
+        cells = " | ".join(f"{summary['per_task'][m][t]:.2f}" for t in tasks)
+        lines.append(f"| {LABELS[m]} | {_cell(s)} | {cells} | {_cell(variant.get(m))} |")
+    if summary["scaling"]:
+        ks = [str(k) for k in sorted(p["scale"])]
+        lines += ["", "Data scaling (held-out success against the autonomous data, demonstrations fixed):", "",
+                  "| method | " + " | ".join(f"{k}x" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for m, s in summary["scaling"].items():
+            lines.append(f"| {LABELS[m]} | " + " | ".join(_cell(s.get(k)) for k in ks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(summary: dict, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (the bench extra): no plots", file=sys.stderr)
+        return
+    methods = summary["methods"]
+    names = list(methods)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    colors = ["tab:blue" if m == "qtransformer" else "tab:gray" if m.startswith("qt_") else "tab:orange" for m in names]
+    ax.bar(range(len(names)), [methods[m]["mean"] for m in names], yerr=[methods[m]["std"] for m in names], color=colors, capsize=3)
+    ax.set_xticks(range(len(names)), [LABELS[m].replace(" (", "\n(").replace(": ", ":\n") for m in names], fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("held-out success rate")
+    ax.set_ylim(0, 1)
+    ax.set_title("The paper's regime on MetaWorld: success at the end of training (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "success.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for m, c in summary["curves"].items():
+        ax.plot(c["steps"], c["success"], marker="o", label=LABELS[m], lw=2.5 if m == "qtransformer" else 1.2)
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel("held-out success (mean over seeds and tasks)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    if summary["scaling"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m, s in summary["scaling"].items():
+            ks = sorted(s, key=int)
+            ax.errorbar([int(k) for k in ks], [s[k]["mean"] for k in ks], yerr=[s[k]["std"] for k in ks], marker="o", capsize=3, label=LABELS[m])
+        ax.set_xscale("log")
+        ax.set_xlabel("autonomous data (multiple of the 1x dataset)")
+        ax.set_ylabel("held-out success")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "scaling.png", dpi=110)
+        plt.close(fig)
+
+
+DOCS_BEGIN, DOCS_END = "<!-- bench.regime: begin -->", "<!-- bench.regime: end -->"
+PICTURES = (("success", "success.png"), ("learning curves", "curves.png"), ("data scaling", "scaling.png"))
+
+
+# -- main -----------------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    try:
+        import metaworld  # noqa: F401
+    except ImportError:
+        raise SystemExit("bench.regime needs MetaWorld: pip install -e '.[sim,bench]' (or bash scripts/setup.sh --bench)") from None
+    wanted = set(args.methods) | set(args.variant_methods) | set(args.scale_methods)
+    if wanted & set(D3RLPY) and not args.calibrate:
+        import contextlib
+        import io
+
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                import d3rlpy  # noqa: F401
+        except ImportError:
+            raise SystemExit("CQL and IQL come from d3rlpy: bash scripts/setup.sh --bench, or drop them with --methods") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    check_data_settings(args)
+    cal_path = args.out / "calibration.json"
+    cal = json.loads(cal_path.read_text()) if cal_path.exists() else None
+    if cal is not None and any(cal.get(k) != v for k, v in calibration_settings(args).items()):
+        cal = None  # calibrated with other settings: calibrate again (finished runs that match are reused)
+    if args.calibrate or (args.demos is None and cal is None):
+        cal = calibrate(args)  # BC alone: no Q-Transformer run has happened at this point
+        if args.calibrate:
+            return
+    demos = args.demos if args.demos is not None else int(cal["demos"])
+    collector = collector_for(args, demos)
+    paths = make_datasets(args, demos, collector)
+    specs = [spec_for(args, m, paths["main"], s, paths["main"].parent.name + "/main") for s in range(args.seeds) for m in args.methods]
+    specs += [spec_for(args, m, paths["no_auto_success"], s, paths["main"].parent.name + "/no_auto_success") for s in range(args.seeds) for m in args.variant_methods]
+    for k in sorted(args.scale):
+        if k != 1:
+            specs += [spec_for(args, m, paths[f"scale_{k}x"], s, paths["main"].parent.name + f"/scale_{k}x") for s in range(args.seeds) for m in args.scale_methods]
+    results = execute(args, specs, "methods")
+    summary = summarize(args, results, paths, cal, demos)
+    summary["versions"] = compare.versions()
+    summary["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
+    summary["wall_s"] = time.perf_counter() - t0
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    command = ("python -m bench.regime " + " ".join(sys.argv[1:])).strip() if Path(sys.argv[0]).stem in ("regime", "__main__") else "python -m bench.regime"
+    text = markdown(args, summary, command)
+    (args.out / "table.md").write_text(text)
+    plots(summary, args.out)
+    print(text)
+    print(f"wrote {args.out}/summary.json, table.md and plots ({summary['wall_s'] / 60:.1f} min)")
+    if args.write_docs:
+        compare.write_docs(text, args.out, begin=DOCS_BEGIN, end=DOCS_END, prefix="regime", pictures=PICTURES)
+        print("updated docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))

@@ -1,0 +1,65 @@
+"""bench/regime.py end to end at toy sizes: calibration, closed-loop collection, the datasets, our
+methods on held-out variations, summary.json's shape, resuming, and the docs block.
+
+The benchmark's figures are not checked here; this checks the plumbing the --quick and full runs rely on."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("metaworld")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import regime  # noqa: E402
+
+
+def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys):
+    args = regime.Args(
+        out=tmp_path / "reg", tasks="reach-v3", demo_counts=(1, 2), calibration_seeds=1, autonomous=2, scale=(1, 2),
+        seeds=1, steps=4, eval_episodes=2, curve_points=2, methods=("qtransformer", "bc_demos", "bc_filtered"),
+        variant_methods=("qtransformer",), scale_methods=("qtransformer",), jobs=1, network="smoke",
+    )
+    regime.main(args)
+    out = tmp_path / "reg"
+    cal = json.loads((out / "calibration.json").read_text())
+    assert set(cal["counts"]) == {"1", "2"} and cal["demos"] in (1, 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"qtransformer", "bc_demos", "bc_filtered"}
+    for row in summary["methods"].values():
+        assert set(row) == {"mean", "std", "per_seed"} and len(row["per_seed"]) == 1
+        assert isinstance(row["mean"], float) and 0.0 <= row["mean"] <= 1.0
+    assert set(summary["variants"]["no_auto_success"]["methods"]) == {"qtransformer"}
+    assert set(summary["scaling"]["qtransformer"]) == {"1", "2"}
+    assert summary["curves"]["qtransformer"]["steps"] == [2, 4]
+    p = summary["protocol"]
+    assert p["demonstrations_per_task"] == cal["demos"] and p["autonomous_per_task_1x"] == 2
+    assert p["heldout_check"]["min_distance_to_a_training_start"] > 1e-6  # no evaluation variation is in the data
+    data = summary["data"]
+    assert data["main"]["episodes_by_source"] == {"demonstration": cal["demos"], "autonomous": 2}
+    assert data["scale_2x"]["episodes_by_source"]["autonomous"] == 4
+    assert "autonomous" not in data["no_auto_success"]["by_source"] or data["no_auto_success"]["by_source"]["autonomous"] == 0.0
+    table = (out / "table.md").read_text()
+    assert "| Q-Transformer (`default` preset) |" in table and "Calibration" in table and "Data scaling" in table
+    capsys.readouterr()
+
+    regime.main(args)  # every run and dataset is on disk: nothing is trained or collected again
+    printed = capsys.readouterr().out
+    assert "methods: 5 runs, 5 done before, 0 to do" in printed and "collected" not in printed and "made" not in printed
+
+    import dataclasses
+
+    with pytest.raises(SystemExit, match="other settings"):  # datasets made another way are not reused silently
+        regime.main(dataclasses.replace(args, epsilons=(0.5,)))
+
+
+def test_write_docs_block(tmp_path):
+    docs = tmp_path / "docs" / "benchmarks.md"
+    docs.parent.mkdir()
+    docs.write_text("# Benchmarks\n\n<!-- bench.compare: begin -->\nold compare\n<!-- bench.compare: end -->\n")
+    for text in ("regime one\n", "regime two\n"):
+        regime.compare.write_docs(text, tmp_path, docs, begin=regime.DOCS_BEGIN, end=regime.DOCS_END, prefix="regime", pictures=regime.PICTURES)
+    text = docs.read_text()
+    assert "old compare" in text and "regime two" in text and "regime one" not in text
+    assert text.count(regime.DOCS_BEGIN) == 1 and text.count(regime.DOCS_END) == 1
