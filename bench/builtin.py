@@ -54,13 +54,30 @@ def dataset_dir(root: Path, name: str) -> Path:
     return path
 
 
+def evaluate_both(run_dir: Path) -> dict:
+    """Greedy success of the final checkpoint's online and target (Polyak-averaged) networks, each on
+    the same EVAL_EPISODES episodes: {"success_online": float, "success_target": float}."""
+    from safetensors.torch import load_file
+
+    from qtransformer.envs import BUILTIN_ENV_ID
+    from qtransformer.evaluate import evaluate_policy
+    from qtransformer.policy import QTPolicy
+
+    policy = QTPolicy.from_checkpoint(run_dir)
+    state = policy.model_dir.parent / "training_state"
+    online = state / "online.safetensors"  # absent when model/ holds the online network
+    out = {}
+    for name, path in (("online", online if online.exists() else policy.model_dir / "model.safetensors"), ("target", state / "target.safetensors")):
+        policy.net.load_state_dict(load_file(str(path)))
+        out[f"success_{name}"] = evaluate_policy(policy, BUILTIN_ENV_ID, EVAL_EPISODES)["success_rate"]
+    return out
+
+
 def run(root: str, variant: str, data: str, seed: int, steps: int, curve_every: int) -> dict:
     import torch
 
     from qtransformer.config import apply_overrides, preset, to_dict
     from qtransformer.envs import BUILTIN_ENV_ID
-    from qtransformer.evaluate import evaluate_policy
-    from qtransformer.policy import QTPolicy
     from qtransformer.train import train
 
     torch.set_num_threads(1)
@@ -70,24 +87,30 @@ def run(root: str, variant: str, data: str, seed: int, steps: int, curve_every: 
         cfg, dataset=dataset_dir(Path(root), data), out=Path(root) / "runs" / f"{variant}_{data}_s{seed}", seed=seed,
         steps=steps or cfg.steps, eval_every=0, eval_episodes=0, progress=False,
     )
-    # evaluations during training leave the training itself unchanged: not part of the settings
+    # Evaluations during training and the network the policy acts with (algo.act_with: both are
+    # evaluated below) leave the training itself unchanged: not part of the settings.
     settings = {"variant": variant, "data": data, "seed": seed, "config": to_dict(dataclasses.replace(cfg, out=Path("."), dataset=None))}
+    settings["config"]["algo"].pop("act_with")
     if curve_every:
         cfg = dataclasses.replace(cfg, eval_every=curve_every, eval_episodes=100, eval_env=BUILTIN_ENV_ID)
     result_file = cfg.out / "bench_result.json"
     if result_file.exists():
         saved = json.loads(result_file.read_text())
         if saved["settings"] == settings:
+            if "success_target" not in saved:  # a run from before both networks were evaluated
+                saved.update(evaluate_both(cfg.out))
+                result_file.write_text(json.dumps(saved, indent=1))
+            saved["success_rate"] = saved[f"success_{cfg.algo.act_with}"]
             return saved
     shutil.rmtree(cfg.out, ignore_errors=True)
     t = time.perf_counter()
     train(cfg)
-    policy = QTPolicy.from_checkpoint(cfg.out)
-    success = evaluate_policy(policy, BUILTIN_ENV_ID, EVAL_EPISODES)["success_rate"]
+    both = evaluate_both(cfg.out)
+    success = both[f"success_{cfg.algo.act_with}"]
     rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in rows if "train/q_data" in r][-1]
     result = {
-        "settings": settings, "success_rate": success, "wall_s": time.perf_counter() - t,
+        "settings": settings, "success_rate": success, **both, "wall_s": time.perf_counter() - t,
         "q_data_end": last["train/q_data"], "q_unseen_end": last["train/q_unseen"],
         "curve": [[r["step"], r["eval/success_rate"]] for r in rows if "eval/success_rate" in r],  # 100 episodes each
     }
@@ -122,17 +145,24 @@ def main() -> None:
         s = r["settings"]
         summary["runs"][f"{s['variant']}_{s['data']}_s{s['seed']}"] = r
     table = {}
-    for r in summary["runs"].values():
+    for key in sorted(summary["runs"]):
+        r = summary["runs"][key]
         s = r["settings"]
-        table.setdefault((s["variant"], s["data"]), []).append(r["success_rate"])
+        table.setdefault((s["variant"], s["data"]), []).append(r)
     summary["table"] = [
-        {"variant": v, "data": d, "mean": float(np.mean(x)), "std": float(np.std(x)), "per_seed": x} for (v, d), x in sorted(table.items())
+        {
+            "variant": v, "data": d, "mean": float(np.mean([r["success_rate"] for r in rs])), "std": float(np.std([r["success_rate"] for r in rs])),
+            "per_seed": [r["success_rate"] for r in rs],
+            **{f"{n}_mean": float(np.mean([r[f"success_{n}"] for r in rs])) for n in ("online", "target") if all(f"success_{n}" in r for r in rs)},
+        }
+        for (v, d), rs in sorted(table.items())
     ]
     summary["protocol"] = {"datasets": DATASETS, "eval_episodes": EVAL_EPISODES, "variants": {v: VARIANTS[v] for v in variants}}
     summary_file.write_text(json.dumps(summary, indent=1))
-    print(f"| variant | data | success (mean ± std) | per seed |\n|---|---|---|---|")
+    print("| variant | data | success (mean ± std) | per seed | acting with online / target |\n|---|---|---|---|---|")
     for row in summary["table"]:
-        print(f"| {row['variant']} | {row['data']} | {row['mean']:.3f} ± {row['std']:.3f} | {', '.join(f'{x:.3f}' for x in row['per_seed'])} |")
+        both = f"{row['online_mean']:.3f} / {row['target_mean']:.3f}" if "target_mean" in row else ""
+        print(f"| {row['variant']} | {row['data']} | {row['mean']:.3f} ± {row['std']:.3f} | {', '.join(f'{x:.3f}' for x in row['per_seed'])} | {both} |")
     print(f"wrote {summary_file}")
 
 
