@@ -34,3 +34,24 @@ def test_learned_policy_beats_its_autonomous_data(tmp_path):
     print(f"learned {learned:.3f}, autonomous data {autonomous_rate:.3f}, random {random:.3f}")
     assert learned >= autonomous_rate + MARGIN_OVER_AUTONOMOUS
     assert learned >= random + MARGIN_OVER_AUTONOMOUS
+
+
+MARGIN_DEFAULT_PRESET = 0.25
+
+
+def test_default_preset_at_k256_learns_the_builtin_task(tmp_path):
+    """The `default` preset (K = 256, the paper's bins) on the demo's dataset, cut to 2000 of its 6000
+    steps to fit CI. Calibrated once: 0.66 over 200 episodes at training seed 0 (acting with
+    the target network; the autonomous data succeeds 0.13), and the test asks for 25 points over the
+    autonomous data, so at least 0.38. Before the per-bin conservative weight and the
+    calibrated head start, this preset reached 0.01-0.04 after all 6000 steps (docs/algorithm.md)."""
+    ds = make_builtin_dataset(demos=100, autonomous=400, seed=0, progress=False)
+    ds.save(tmp_path / "data")
+    autonomous_rate = ds.success_by_source()["autonomous"][1]
+    cfg = apply_overrides(
+        preset("default"),
+        {"dataset": tmp_path / "data", "out": tmp_path / "run", "steps": 2000, "progress": False, "eval_every": 0, "eval_episodes": 0},
+    )
+    learned = evaluate_policy(QTPolicy.from_checkpoint(train(cfg)), BUILTIN_ENV_ID, episodes=200)["success_rate"]
+    print(f"default preset, 2000 steps: learned {learned:.3f}, autonomous data {autonomous_rate:.3f}")
+    assert learned >= autonomous_rate + MARGIN_DEFAULT_PRESET
