@@ -38,7 +38,7 @@ TASKS = "reach-v3,button-press-topdown-v3,drawer-open-v3,door-open-v3,window-ope
 # Method -> overrides of the backbone's TrainConfig (ours) or the d3rlpy algorithm's name.
 OURS = {
     "qtransformer": {},
-    "qtransformer_paper": {"algo": {"conservative_bins": 0, "head_init": "default"}},  # the `paper` preset's objective
+    "qtransformer_paper": {"algo": {"conservative_bins": 0, "head_init": "default", "act_with": "online"}},  # the `paper` preset's choices
     "bc_demos": {"algo": {"method": "bc"}, "source_mix": {"demonstration": 1.0}},
     "bc_all": {"algo": {"method": "bc"}},
     "bc_filtered": {"algo": {"method": "bc"}, "only_successful": True},
