@@ -264,7 +264,11 @@ def _run_ours(spec: dict) -> dict:
     for ckpt in checkpoints:
         policy = QTPolicy.from_checkpoint(ckpt)
         names = list(policy.meta.get("task_names") or [])
-        per_task = {name: heldout_success(lambda obs, t=t: policy.act(obs, task=t), name, spec["eval_episodes"]) for t, name in enumerate(names)}
+        multi = policy.net.task_embedding is not None  # a single-task policy takes no task id
+        per_task = {
+            name: heldout_success(lambda obs, t=t: policy.act(obs, task=t if multi else None), name, spec["eval_episodes"])
+            for t, name in enumerate(names)
+        }
         curve.append([int(ckpt.name.split("_")[1]), float(np.mean(list(per_task.values())))])
     for ckpt in checkpoints[:-1]:  # keep the final policy (for bench.diagnose / variations), not the rest
         shutil.rmtree(ckpt)
@@ -350,7 +354,8 @@ def collect_chunk(job: dict) -> str:
         offset = 0
         for level, count in zip(eps, shares):
             if count:  # reset seeds 20_000_000 + first + offset + i: variation (first + offset + i) % 50
-                collect(policy, tmp, count, env_id=f"metaworld:{name}", epsilon=level, seed=first + offset, task=t, progress=False)
+                task = t if policy.net.task_embedding is not None else None  # a single-task policy takes no task id
+                collect(policy, tmp, count, env_id=f"metaworld:{name}", epsilon=level, seed=first + offset, task=task, progress=False)
             offset += count
     os.replace(tmp, path)
     return str(path)
