@@ -399,27 +399,42 @@ def plots(summary: dict, out: Path) -> None:
         return
     table = summary["table"]
     names = list(table)
-    means = [np.mean(table[m]["success"]) for m in names]
-    stds = [np.std(table[m]["success"]) for m in names]
+    success_bars(
+        plt, names, [np.mean(table[m]["success"]) for m in names], [np.std(table[m]["success"]) for m in names], LABELS, "success rate",
+        f"MetaWorld, {summary['main_dataset']}: success at the end of training (mean ± std over seeds)", out / "success.png",
+    )
+    curve_lines(
+        plt, {m: (table[m]["curve_steps"], table[m]["curve"]) for m in names}, LABELS,
+        "training budget: gradient steps at batch 256 (DT: the same number of transitions)", "success rate (mean over seeds and tasks)",
+        out / "curves.png",
+    )
+
+
+def success_bars(plt, names: list[str], means: list[float], stds: list[float], labels: dict, ylabel: str, title: str, path: Path) -> None:
+    """A bar per method (Q-Transformer and its paper variant blue, ablations grey, baselines orange) with std error bars."""
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    colors = ["tab:blue" if m == "qtransformer" else "tab:gray" if m.startswith("qt_") else "tab:orange" for m in names]
+    colors = ["tab:blue" if m.startswith("qtransformer") else "tab:gray" if m.startswith("qt_") else "tab:orange" for m in names]
     ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=3)
-    ax.set_xticks(range(len(names)), [LABELS[m].replace(" (", "\n(").replace(": ", ":\n") for m in names], fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("success rate")
+    ax.set_xticks(range(len(names)), [labels[m].replace(" (", "\n(").replace(": ", ":\n") for m in names], fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
-    ax.set_title(f"MetaWorld, {summary['main_dataset']}: success at the end of training (mean ± std over seeds)")
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out / "success.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def curve_lines(plt, curves: dict[str, tuple[list, list]], labels: dict, xlabel: str, ylabel: str, path: Path) -> None:
+    """Success against training steps, a line per method: curves {method: (steps, success)}."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for m in names:
-        ax.plot(table[m]["curve_steps"], table[m]["curve"], marker="o", label=LABELS[m], lw=2.5 if m == "qtransformer" else 1.2)
-    ax.set_xlabel("training budget: gradient steps at batch 256 (DT: the same number of transitions)")
-    ax.set_ylabel("success rate (mean over seeds and tasks)")
+    for m, (steps, success) in curves.items():
+        ax.plot(steps, success, marker="o", label=labels[m], lw=2.5 if m == "qtransformer" else 1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -619,26 +619,14 @@ def plots(summary: dict, out: Path) -> None:
         return
     methods = summary["methods"]
     names = list(methods)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    colors = ["tab:blue" if m == "qtransformer" else "tab:gray" if m.startswith("qt_") else "tab:orange" for m in names]
-    ax.bar(range(len(names)), [methods[m]["mean"] for m in names], yerr=[methods[m]["std"] for m in names], color=colors, capsize=3)
-    ax.set_xticks(range(len(names)), [LABELS[m].replace(" (", "\n(").replace(": ", ":\n") for m in names], fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("held-out success rate")
-    ax.set_ylim(0, 1)
-    ax.set_title("The paper's regime on MetaWorld: success at the end of training (mean ± std over seeds)")
-    fig.tight_layout()
-    fig.savefig(out / "success.png", dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for m, c in summary["curves"].items():
-        ax.plot(c["steps"], c["success"], marker="o", label=LABELS[m], lw=2.5 if m == "qtransformer" else 1.2)
-    ax.set_xlabel("gradient steps")
-    ax.set_ylabel("held-out success (mean over seeds and tasks)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
-    plt.close(fig)
+    compare.success_bars(
+        plt, names, [methods[m]["mean"] for m in names], [methods[m]["std"] for m in names], LABELS, "held-out success rate",
+        "The paper's regime on MetaWorld: success at the end of training (mean ± std over seeds)", out / "success.png",
+    )
+    compare.curve_lines(
+        plt, {m: (c["steps"], c["success"]) for m, c in summary["curves"].items()}, LABELS, "gradient steps",
+        "held-out success (mean over seeds and tasks)", out / "curves.png",
+    )
     if summary["scaling"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for m, s in summary["scaling"].items():
