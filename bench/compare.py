@@ -388,7 +388,8 @@ def markdown(args: Args, summary: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(summary: dict, out: Path) -> None:
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, or None (with a notice) without the bench extra."""
     try:
         import matplotlib
 
@@ -396,6 +397,13 @@ def plots(summary: dict, out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib not installed (the bench extra): no plots", file=sys.stderr)
+        return None
+    return plt
+
+
+def plots(summary: dict, out: Path) -> None:
+    plt = pyplot()
+    if plt is None:
         return
     table = summary["table"]
     names = list(table)

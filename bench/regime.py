@@ -326,10 +326,7 @@ def demos_dataset(args: Args, demos: int) -> Path:
     path = args.out / "datasets" / f"demos{demos}"
     if not (path / "meta.json").exists():
         ds = make_metaworld_dataset(args.task_list, demos, 0, seed=args.data_seed, progress=False, workers=args.jobs)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        EpisodeStore.create(tmp, ds)
-        os.replace(tmp, path)
+        EpisodeStore.create(path, ds)  # atomic: a temporary folder renamed into place
         print(f"made {path}: {ds.num_episodes} demonstrations, {ds.num_steps} steps", flush=True)
     return path
 
@@ -398,10 +395,7 @@ def assemble(path: Path, demos: Path, chunks: list[Path], drop_successful_autono
             ep["instruction"] = instructions[ep["task"]]
             episodes.append(ep)
     ds = EpisodeDataset.from_episodes(episodes, base.action_low, base.action_high, env_id=base.env_id, task_names=names)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    EpisodeStore.create(tmp, ds)
-    os.replace(tmp, path)
+    EpisodeStore.create(path, ds)  # atomic: a temporary folder renamed into place
     print(f"made {path}: {ds.num_episodes} episodes, {ds.num_steps} steps", flush=True)
     return path
 
@@ -609,13 +603,8 @@ def markdown(args: Args, summary: dict, command: str) -> str:
 
 
 def plots(summary: dict, out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed (the bench extra): no plots", file=sys.stderr)
+    plt = compare.pyplot()
+    if plt is None:
         return
     methods = summary["methods"]
     names = list(methods)
