@@ -78,6 +78,7 @@ def run(root: str, variant: str, data: str, seed: int, steps: int, curve_every: 
 
     from qtransformer.config import apply_overrides, preset, to_dict
     from qtransformer.envs import BUILTIN_ENV_ID
+    from qtransformer.fileio import atomic_write_text
     from qtransformer.train import train
 
     torch.set_num_threads(1)
@@ -99,7 +100,7 @@ def run(root: str, variant: str, data: str, seed: int, steps: int, curve_every: 
         if saved["settings"] == settings:
             if "success_target" not in saved:  # a run from before both networks were evaluated
                 saved.update(evaluate_both(cfg.out))
-                result_file.write_text(json.dumps(saved, indent=1))
+                atomic_write_text(result_file, json.dumps(saved, indent=1))
             saved["success_rate"] = saved[f"success_{cfg.algo.act_with}"]
             return saved
     shutil.rmtree(cfg.out, ignore_errors=True)
@@ -114,7 +115,7 @@ def run(root: str, variant: str, data: str, seed: int, steps: int, curve_every: 
         "q_data_end": last["train/q_data"], "q_unseen_end": last["train/q_unseen"],
         "curve": [[r["step"], r["eval/success_rate"]] for r in rows if "eval/success_rate" in r],  # 100 episodes each
     }
-    result_file.write_text(json.dumps(result, indent=1))
+    atomic_write_text(result_file, json.dumps(result, indent=1))
     return result
 
 

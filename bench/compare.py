@@ -163,14 +163,14 @@ def run_one(spec: dict) -> dict:
     """Train one method on one dataset with one seed, evaluate it, write and return the result JSON."""
     import torch
 
+    from qtransformer.fileio import atomic_write_text
+
     torch.set_num_threads(spec["threads"])
     out = Path(spec["result"])
     out.parent.mkdir(parents=True, exist_ok=True)
     run = _run_ours(spec) if spec["method"] in OURS else _run_d3rlpy(spec)
     result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points")} | run
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
 
