@@ -207,53 +207,20 @@ def _run_ours(spec: dict) -> dict:
 
 
 def _run_d3rlpy(spec: dict, task_success=None) -> dict:
-    """CQL, IQL or DT (d3rlpy) on spec's dataset. `task_success(act, task_name, episodes) -> float`, when
-    given, replaces the evaluation on the fixed reset seeds (bench.regime evaluates on held-out variations)."""
-    import contextlib
-    import io
-
-    import torch
-
-    with contextlib.redirect_stderr(io.StringIO()):  # d3rlpy imports the old gym, which prints a notice
-        import d3rlpy
-
+    """CQL, IQL or DT (d3rlpy, through bench.d3rlpy_peers) on spec's dataset. `task_success(act,
+    task_name, episodes) -> float`, when given, replaces the evaluation on the fixed reset seeds
+    (bench.regime evaluates on held-out variations)."""
+    from bench import d3rlpy_peers as peers
     from qtransformer.data import EpisodeStore
     from qtransformer.envs import make_env
     from qtransformer.evaluate import eval_seeds, run_episodes, success_of
 
-    import logging
-
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # d3rlpy logs every epoch
+    d3rlpy = peers.import_d3rlpy()
     d3rlpy.seed(spec["seed"])
     ds = EpisodeStore.open(spec["dataset"]).to_dataset()
-    n_tasks = len(ds.task_names)
-    task_of_step = ds.step_task()
-
-    def with_task(obs: np.ndarray, task: np.ndarray) -> np.ndarray:  # (B, obs_dim) -> (B, obs_dim + n_tasks)
-        return np.concatenate([obs, np.eye(n_tasks, dtype=np.float32)[task]], axis=1).astype(np.float32)
-
-    # d3rlpy refuses a step that is both terminal and timeout, and needs every episode to end in one.
-    timeouts = ds.timeouts & ~ds.terminals
-    timeouts[ds.episode_starts[1:] - 1] |= ~ds.terminals[ds.episode_starts[1:] - 1]
-    dataset = d3rlpy.dataset.MDPDataset(
-        with_task(ds.observations, task_of_step), ds.actions.astype(np.float32), ds.rewards.astype(np.float32),
-        ds.terminals.astype(np.float32), timeouts.astype(np.float32),
-    )
-    scalers = {
-        "observation_scaler": d3rlpy.preprocessing.StandardObservationScaler(),
-        "action_scaler": d3rlpy.preprocessing.MinMaxActionScaler(minimum=ds.action_low, maximum=ds.action_high),
-    }
+    dataset, with_task = peers.mdp_dataset(d3rlpy, ds)
     method = spec["method"]
-    if method == "cql":
-        algo = d3rlpy.algos.CQLConfig(batch_size=256, **scalers).create(device="cpu:0")
-    elif method == "iql":
-        algo = d3rlpy.algos.IQLConfig(batch_size=256, **scalers).create(device="cpu:0")
-    else:  # the DT paper's size (embedding 128, 3 layers, 1 head, context 20); d3rlpy's default embeds at 256
-        algo = d3rlpy.algos.DecisionTransformerConfig(
-            batch_size=64, context_size=20, max_timestep=1000, encoder_factory=d3rlpy.models.VectorEncoderFactory([128]), **scalers,
-        ).create(device="cpu:0")
+    algo = peers.make_algo(d3rlpy, method, ds)
 
     def evaluate() -> tuple[float, dict]:
         per_task = {}
@@ -280,33 +247,7 @@ def _run_d3rlpy(spec: dict, task_success=None) -> dict:
                 per_task[name] = float(np.mean([e["success"] for e in eps]))
         return float(np.mean(list(per_task.values()))), per_task
 
-    # One budget for all: the same number of training transitions. The others take 256 transitions a
-    # step; DT takes 64 sequences of 20, so it gets steps * 256 / 1280 gradient steps.
-    steps = max(1, spec["steps"] * 256 // (64 * 20)) if method == "dt" else spec["steps"]
-    every, curve, eval_time = max(1, steps // spec["curve_points"]), [], 0.0
-
-    def callback(algo_, epoch: int, total_step: int) -> None:
-        nonlocal eval_time
-        if total_step % every == 0 and total_step < steps:
-            t = time.perf_counter()
-            curve.append([total_step, evaluate()[0]])
-            eval_time += time.perf_counter() - t
-
-    t = time.perf_counter()
-    with torch.inference_mode(False):
-        algo.fit(
-            dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9,
-            logger_adapter=d3rlpy.logging.NoopAdapterFactory(), callback=callback,
-        )
-    train_s = time.perf_counter() - t - eval_time
-    te = time.perf_counter()
-    final, per_task = evaluate()
-    eval_time += time.perf_counter() - te
-    curve.append([steps, final])
-    return {
-        "success_rate": final, "per_task": per_task, "curve": curve, "wall_s": train_s + eval_time, "train_s": train_s,
-        "steps_per_s": steps / train_s, "gradient_steps": steps, "d3rlpy": d3rlpy.__version__,
-    }
+    return peers.fit(d3rlpy, algo, dataset, peers.gradient_steps(method, spec["steps"]), spec["curve_points"], evaluate)
 
 
 # -- summaries ---------------------------------------------------------------------------------------------
