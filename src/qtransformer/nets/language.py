@@ -94,6 +94,7 @@ class HFEncoder:
             import transformers
         except ImportError:
             raise LanguageEncoderError(f"{self.name} needs the transformers package: {LANGUAGE_INSTALL}") from None
+        transformers.logging.disable_progress_bar()  # no "Loading weights" bar on every evaluation
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
             model = transformers.AutoModel.from_pretrained(str(self.folder), local_files_only=True).eval()
