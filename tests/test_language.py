@@ -197,3 +197,31 @@ def test_a_minilm_policy_trains_saves_and_takes_unseen_instructions(minilm, tmp_
     obs = np.zeros((2, 6), np.float32)
     np.testing.assert_array_equal(a.q_values(obs, instruction="bring the point to the goal"), b.q_values(obs, instruction="bring the point to the goal"))
     assert a.processor.language_dim == 384
+
+
+def _cfg(data, out, steps, encoder="hash", resume=False):
+    return apply_overrides(preset("smoke"), {
+        "dataset": str(data), "out": str(out), "progress": False, "eval_episodes": 0, "steps": steps, "save_every": 2,
+        "resume": resume, "prefetch": 0, "model": {"language_encoder": encoder},
+    })
+
+
+def test_a_language_run_resumes_exactly(hash_run, tmp_path):
+    from safetensors.torch import load_file
+
+    root, _ = hash_run
+    straight = train(_cfg(root / "data", tmp_path / "straight", 4))
+    train(_cfg(root / "data", tmp_path / "resumed", 2))
+    resumed = train(_cfg(root / "data", tmp_path / "resumed", 4, resume=True))
+    a, b = load_file(str(straight / "model" / "model.safetensors")), load_file(str(resumed / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_from_before_language_conditioning_resumes(hash_run, tmp_path):
+    root, _ = hash_run
+    first = train(_cfg(root / "data", tmp_path / "old", 2, encoder="none"))
+    state_path = first / "training_state" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["train_config"]["model"]["language_encoder"]  # as a run of an older version wrote it
+    state_path.write_text(json.dumps(state))
+    assert train(_cfg(root / "data", tmp_path / "old", 4, encoder="none", resume=True)).name == "step_00000004"

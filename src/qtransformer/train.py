@@ -59,6 +59,8 @@ def _differences(saved, now, prefix: str = "") -> list[str]:
 
 def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
     now, saved = to_dict(cfg), state["train_config"]
+    if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
+        saved["model"] = {"language_encoder": "none", **saved["model"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
