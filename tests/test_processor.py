@@ -38,7 +38,7 @@ def test_split_observation_one_rule_for_recording_and_acting():
 def image_language_run(tmp_path_factory):
     """A language policy (hash encoder) trained on the camera variant of the built-in task."""
     root = tmp_path_factory.mktemp("processor")
-    make_builtin_dataset(2, 2, seed=0, images=True, progress=False).save(root / "data")
+    EpisodeStore.create(root / "data", make_builtin_dataset(2, 2, seed=0, images=True, progress=False))
     cfg = apply_overrides(preset("smoke"), {
         "dataset": str(root / "data"), "out": str(root / "run"), "progress": False, "eval_episodes": 0, "steps": 4,
         "model": {"language_encoder": "hash"},
