@@ -127,6 +127,9 @@ class ObservationProcessor:
         def fail(msg: str) -> None:
             raise ValueError(f"{where}: field 'processor' {msg}; the checkpoint is corrupted or from a newer qtransformer")
 
+        def strings(xs) -> bool:
+            return isinstance(xs, list) and all(isinstance(x, str) for x in xs)
+
         if not isinstance(d, dict) or d.get("format_version") != PROCESSOR_VERSION:
             fail(f"must be a mapping with format_version {PROCESSOR_VERSION}")
         names = {f.name for f in dataclasses.fields(cls) if f.init}
@@ -134,9 +137,6 @@ class ObservationProcessor:
         if unknown:
             fail(f"has unknown entries {unknown}")
         p = cls(**{k: v for k, v in d.items() if k in names})
-        def strings(xs) -> bool:
-            return isinstance(xs, list) and all(isinstance(x, str) for x in xs)
-
         if not (isinstance(p.obs_dim, int) and p.obs_dim >= 0 and isinstance(p.language_dim, int) and p.language_dim >= 0):
             fail("'obs_dim'/'language_dim' must be whole numbers >= 0")
         if not (strings(p.image_keys) and strings(p.task_names) and p.task_names and strings(p.instructions)):
