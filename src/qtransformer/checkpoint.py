@@ -2,7 +2,8 @@
 
     run/checkpoints/step_00006000/
         model/            rebuilds the policy alone
-            config.json       network shape, action bins, task names, environment id
+            config.json       network shape, action bins, task names, environment id, and "processor": the
+                              observation pipeline's settings (processor.py: cameras, language encoder, instructions)
             model.safetensors weights, with the observation normaliser (encoder.obs_mean / obs_std)
         training_state/   what an exact resume needs besides the model
             target.safetensors, optimizer.safetensors, rng.safetensors (torch's RNG),
@@ -58,6 +59,8 @@ def model_config(net: QTransformerNet, discretizer: ActionDiscretizer, model_cfg
         "num_tasks": net.num_tasks,
         "image_shapes": {k: list(v) for k, v in image_shapes.items()},
         "imitation_head": net.imitation_head is not None,
+        "language_dim": net.language_dim,
+        "num_instructions": net.num_instructions,
         "model": to_dict(model_cfg),
         "actions": discretizer.to_dict(),
         **extra,
@@ -97,11 +100,15 @@ def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransforme
         for name, value in zip(("obs_dim", "action_dim", "num_tasks"), (args[0], args[1], args[3])):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"field '{name}' must be a whole number >= 0, got {value!r}")
+        language = {"language_dim": cfg.get("language_dim", 0), "num_instructions": cfg.get("num_instructions", 0)}  # 0: no language
+        for name, value in language.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"field '{name}' must be a whole number >= 0, got {value!r}")
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{config_path}: missing or invalid field ({exc!r}); the checkpoint is incomplete or corrupted") from exc
     try:
-        check_model_size(*args, image_shapes, device=device, training=False, imitation_head=imitation_head)  # before allocating it
-        net = QTransformerNet(*args, image_shapes=image_shapes, imitation_head=imitation_head)
+        check_model_size(*args, image_shapes, device=device, training=False, imitation_head=imitation_head, **language)  # before allocating it
+        net = QTransformerNet(*args, image_shapes=image_shapes, imitation_head=imitation_head, **language)
     except ValueError as exc:
         raise CheckpointError(f"{config_path}: {exc}; the checkpoint is corrupted or was made on a larger machine") from exc
     try:

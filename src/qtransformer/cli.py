@@ -124,6 +124,9 @@ class EvalArgs:
     support_tau: Optional[float] = None
     """Decode only among bins whose imitation probability is >= tau x the best bin's (policies trained with
     an imitation head; 0: the paper's plain greedy rule). Default: the training run's --algo.support-tau."""
+    instruction: Optional[str] = None
+    """The instruction a language-conditioned policy acts on (any text; one not seen in training is embedded
+    by the checkpoint's encoder). Default: the training instruction of the task (by --task or the env's name)."""
 
 
 @dataclass
@@ -148,6 +151,8 @@ class CollectArgs:
     """Seed of the episodes (20000000 + seed + i) and of the exploration."""
     source: str = "autonomous"
     """Source label of the new episodes."""
+    instruction: Optional[str] = None
+    """The instruction a language-conditioned policy acts on, recorded with the episodes (default: the task's)."""
 
 
 @dataclass
@@ -346,7 +351,9 @@ def cmd_eval(argv: list[str]) -> None:
         check_output_dir(args.video, "--video")
 
     policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device, support_tau=args.support_tau)
-    result = evaluate_policy(policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers)
+    result = evaluate_policy(
+        policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers, instruction=args.instruction
+    )
     result["checkpoint"] = str(args.checkpoint)
     for name, r in result.get("per_task", {}).items():
         print(f"  {name}: success rate {r['success_rate']:.3f} over {r['episodes']} episodes")
@@ -354,7 +361,9 @@ def cmd_eval(argv: list[str]) -> None:
     if args.video is not None:
         from .evaluate import record_videos
 
-        paths = record_videos(policy, result["env_id"], args.video, args.video_episodes, seed=args.seed, task=args.task)
+        paths = record_videos(
+            policy, result["env_id"], args.video, args.video_episodes, seed=args.seed, task=args.task, instruction=args.instruction
+        )
         result["videos"] = [str(p) for p in paths]
         print(f"wrote {len(paths)} videos to {args.video}")
     if args.out is not None:
@@ -372,7 +381,7 @@ def cmd_collect(argv: list[str]) -> None:
 
     policy = QTPolicy.from_checkpoint(args.checkpoint)
     result = collect(policy, args.into, args.episodes, env_id=args.env, epsilon=args.epsilon, temperature=args.temperature,
-                     seed=args.seed, task=args.task, source=args.source)
+                     seed=args.seed, task=args.task, source=args.source, instruction=args.instruction)
     print(f"appended {result['episodes']} episodes ({result['steps']} steps, success rate {result['success_rate']:.3f}) "
           f"to {args.into}, which now holds {result['dataset_episodes']} episodes")
 
@@ -399,6 +408,9 @@ def cmd_info(argv: list[str]) -> None:
     n_params = sum(p.numel() for p in net.parameters())
     print(f"model {model_dir}: {n_params:,} parameters, env {meta.get('env_id')}")
     print(f"observations ({net.obs_dim},), actions ({net.action_dim},) x {disc.num_bins} bins, tasks: {meta.get('task_names')}")
+    processor = meta.get("processor") or {}
+    if processor.get("language_encoder", "none") != "none":
+        print(f"language encoder {processor['language_encoder']} ({processor['language_dim']}-d), trained instructions: {processor['instructions']}")
     print(json.dumps(meta["model"]))
 
 

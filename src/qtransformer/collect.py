@@ -41,8 +41,12 @@ def collect(
     task: Optional[int] = None,
     source: str = "autonomous",
     progress: bool = True,
+    instruction: Optional[str] = None,
 ) -> dict:
     """Run `episodes` episodes of `policy` in `env_id` and append them to the dataset `into`.
+
+    A language-conditioned policy acts on `instruction` (by default its training instruction for the
+    task), and the episodes record that text as their instruction.
 
     Episode i resets with seed 20_000_000 + seed + i; exploration draws from a generator seeded with
     `seed`, so a collection is repeatable. Returns counts and the collected episodes' success rate.
@@ -59,17 +63,27 @@ def collect(
     env = make_env(env_id)
     generator = torch.Generator().manual_seed(seed)
     task_names = list(policy.meta.get("task_names") or ["default"])
-    task = policy.task_for_env(env_id, task)
-    task_id = 0 if task is None else int(task)
+    instruction = policy.instruction_for_env(env_id, task, instruction)
+    given = task
+    task = policy.task_for_env(env_id, task)  # the model's task input: None for a language-conditioned policy
+    name = policy.env_task_name(env_id)
+    if task is not None:
+        task_id = int(task)
+    elif given is not None:
+        task_id = int(given)
+    else:  # the episodes' task: the one the environment names, else the first
+        task_id = task_names.index(name) if name in task_names else 0
 
     def act(obs):
-        return policy.act(obs, task=task, epsilon=epsilon, temperature=temperature, generator=generator)
+        return policy.act(obs, task=task, epsilon=epsilon, temperature=temperature, generator=generator, instruction=instruction)
 
     recorded = []
     for i in tqdm(range(episodes), desc="collect", disable=not progress, leave=False):
         ep = rollout(env, act, seed=COLLECT_SEED_OFFSET + seed + i)
         ep["source"] = source
         ep["task"] = task_id
+        if instruction is not None:
+            ep["instruction"] = instruction
         recorded.append(ep)
     env.close()
     low, high = policy.discretizer.low, policy.discretizer.high

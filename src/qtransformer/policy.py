@@ -12,6 +12,7 @@ import torch
 from .actions import ActionDiscretizer
 from .algo.support import restrict, support_mask
 from .nets import QTransformerNet
+from .processor import ModelInputs, ObservationProcessor
 
 
 def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -49,6 +50,7 @@ def decode(
     temperature: float = 0.0,
     generator: Optional[torch.Generator] = None,
     support_tau: float = 0.0,
+    language: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Autoregressive decoding over action dimensions. obs (B, obs_dim) -> bins (B, d), values (B, d).
 
@@ -61,10 +63,10 @@ def decode(
     bins = torch.zeros(B, d, dtype=torch.long, device=obs.device)
     chosen_values = torch.zeros(B, d, device=obs.device)
     if use_cache:
-        h, cache = net.start_features(obs, task, images)  # (B, C)
+        h, cache = net.start_features(obs, task, images, language)  # (B, C)
     for i in range(d):
         if not use_cache:
-            h = net.features(obs, bins, task, images)[:, i]  # (B, C): only bins < i influence it (causal)
+            h = net.features(obs, bins, task, images, language)[:, i]  # (B, C): only bins < i influence it (causal)
         elif i > 0:
             h, cache = net.step_features(bins[:, i - 1], i, cache)
         values, allowed = _choice_values(net, h, support_tau)  # (B, K) each
@@ -79,11 +81,12 @@ def greedy_decode(
     task: Optional[torch.Tensor] = None,
     images: Optional[dict] = None,
     support_tau: float = 0.0,
+    language: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding with the KV cache, the same result as `decode(net, obs, task, support_tau=...)`,
     written as one straight-line trace (d is fixed per network) so that torch.compile fuses all d steps
     into one program: see QTPolicy(compile=True). obs (B, obs_dim) -> bins (B, d), values (B, d)."""
-    h, cache = net.start_features(obs, task, images)  # (B, C)
+    h, cache = net.start_features(obs, task, images, language)  # (B, C)
     bins, chosen = [], []
     for i in range(net.action_dim):
         if i > 0:
@@ -96,7 +99,12 @@ def greedy_decode(
 
 
 class QTPolicy:
-    """A trained Q-Transformer as a policy. Load with `QTPolicy.from_checkpoint(path)`."""
+    """A trained Q-Transformer as a policy. Load with `QTPolicy.from_checkpoint(path)`.
+
+    Observations and instructions become model inputs through `self.processor` (processor.py), rebuilt
+    from config.json: `act(obs, instruction="open the drawer")` for a language-conditioned policy (any
+    text: one never seen in training is embedded by the checkpoint's encoder), `act(obs, task=i)` for a
+    multi-task one without language."""
 
     def __init__(
         self,
@@ -124,6 +132,7 @@ class QTPolicy:
         if support_tau > 0 and net.imitation_head is None:
             raise ValueError("support_tau > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
         self.support_tau = support_tau
+        self.processor = ObservationProcessor.for_network(self.net, self.meta)
         self.model_dir: Optional[Path] = None  # set when loaded from a checkpoint (evaluation workers reload it)
         greedy = partial(greedy_decode, self.net, support_tau=support_tau)
         self._greedy = torch.compile(greedy, dynamic=False) if compile else None
@@ -147,10 +156,18 @@ class QTPolicy:
         where = self.model_dir / "config.json" if self.model_dir is not None else "the policy's meta"
         return env_id_from_file(self.meta.get("env_id"), where)
 
+    @staticmethod
+    def env_task_name(env_id: str) -> Optional[str]:
+        """The task a single-task MetaWorld id names ("metaworld:reach-v3" -> "reach-v3"), else None."""
+        return env_id.split(":", 1)[1] if env_id.startswith("metaworld:") else None
+
     def task_for_env(self, env_id: str, task: Optional[int] = None) -> Optional[int]:
-        """The task id to act with in `env_id`: `task` when given; None for a single-task policy; for a
-        multi-task policy in "metaworld:<task>", that task's id by name; otherwise an error."""
+        """The task id to act with in `env_id`: `task` when given; None for a single-task policy and for a
+        language-conditioned one (which takes instructions: instruction_for_env); for a multi-task policy
+        in "metaworld:<task>", that task's id by name; otherwise an error."""
         names = list(self.meta.get("task_names") or [])
+        if self.processor.uses_language:
+            return None
         if task is not None:
             if self.net.task_embedding is None:
                 raise ValueError(f"--task {task}: this policy was trained on a single task ({names}), it takes no task id; drop --task")
@@ -159,57 +176,26 @@ class QTPolicy:
             return task
         if self.net.task_embedding is None:
             return None
-        name = env_id.split(":", 1)[1] if env_id.startswith("metaworld:") else None
+        name = self.env_task_name(env_id)
         if name is None:
             raise ValueError(f"this policy was trained on tasks {names}: pass a task id (--task)")
         if name not in names:
             raise ValueError(f"this policy was trained on tasks {names}, not '{name}'")
         return names.index(name)
 
-    def _inputs(self, obs, task):
-        images = None
-        if isinstance(obs, dict):
-            obs, images = self._split(obs)
-            images = images or None  # a Dict observation without cameras (goal-conditioned: observation, desired_goal, ...)
-        elif self.net.image_keys:
-            raise ValueError(f"this policy reads images {self.net.image_keys}: pass a dict observation with 'state' and those keys")
-        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        single = obs_t.dim() == 1
-        if images is not None:
-            single = next(iter(images.values())).dim() == 3
-            images = {k: v.unsqueeze(0) if single else v for k, v in images.items()}
-            if obs_t.numel() == 0:
-                obs_t = obs_t.reshape(next(iter(images.values())).shape[0], 0)
-        if single and obs_t.dim() == 1:
-            obs_t = obs_t.unsqueeze(0)
-        if obs_t.dim() != 2 or obs_t.shape[1] != self.net.obs_dim:
-            raise ValueError(f"observation must be ({self.net.obs_dim},) or (batch, {self.net.obs_dim}); got {tuple(obs_t.shape)}")
-        task_t = None
-        if self.net.task_embedding is not None and task is None:
-            names = self.meta.get("task_names")
-            raise ValueError(f"this policy was trained on {self.net.num_tasks} tasks ({names}); pass task= with a task id")
-        if task is not None:
-            task_t = torch.as_tensor(np.asarray(task), device=self.device).long().reshape(-1)
-            task_t = task_t.expand(obs_t.shape[0]) if task_t.numel() == 1 else task_t
-        return obs_t, task_t, single, images
+    def instruction_for_env(self, env_id: str, task: Optional[int] = None, instruction: Optional[str] = None) -> Optional[str]:
+        """The instruction to act on in `env_id`: `instruction` when given (any text); for a language-
+        conditioned policy otherwise the training instruction of task id `task`, of the task that
+        "metaworld:<task>" names, or of the only task; None for a policy without language (which refuses one)."""
+        p = self.processor
+        if p.uses_language and instruction is None and task is None:
+            name = self.env_task_name(env_id)
+            if name in p.task_instructions:
+                return p.task_instructions[name]
+        return p.instruction_for(task, instruction)
 
-    def _split(self, obs: dict):
-        """A Dict observation, single or batched -> (state (B, obs_dim) or (obs_dim,), {camera: uint8 tensor}).
-
-        Camera keys are the ones the model was trained with; every other entry is flattened into the
-        state in sorted key order, as the dataset recorder (envs/rollout.py) does."""
-        image_keys = self.net.image_keys
-        missing = [k for k in image_keys if k not in obs]
-        if missing:
-            raise ValueError(f"observation dict lacks the image keys {missing} this policy reads")
-        state_keys = sorted(k for k in obs if k not in image_keys)
-        ref = np.asarray(obs[image_keys[0]] if image_keys else obs[state_keys[0]])
-        single = ref.ndim == (3 if image_keys else 1)
-        B = 1 if single else ref.shape[0]
-        parts = [np.asarray(obs[k], dtype=np.float32).reshape(B, -1) for k in state_keys]
-        state = np.concatenate(parts, axis=1) if parts else np.zeros((B, 0), np.float32)
-        images = {k: torch.as_tensor(np.asarray(obs[k], dtype=np.uint8), device=self.device) for k in image_keys}
-        return (state[0] if single else state), images
+    def _inputs(self, obs, task, instruction) -> ModelInputs:
+        return self.processor.model_inputs(obs, task=task, instruction=instruction, device=self.device)
 
     def act(
         self,
@@ -218,27 +204,30 @@ class QTPolicy:
         epsilon: float = 0.0,
         temperature: float = 0.0,
         generator: Optional[torch.Generator] = None,
+        instruction: Union[None, str, list[str]] = None,
     ) -> np.ndarray:
-        """Observation (obs_dim,) or (B, obs_dim) -> action (d,) or (B, d) at bin centres.
+        """Observation (obs_dim,) or (B, obs_dim) (or a Dict of them) -> action (d,) or (B, d) at bin centres.
 
+        `instruction`: the text a language-conditioned policy acts on (one, or one per observation); `task`:
+        a task id (a multi-task policy without language; for a language one, that task's training instruction).
         Greedy by default. For data collection: `temperature` samples each dimension's bin from
         softmax(values / temperature), `epsilon` then replaces it by a uniform bin with that probability.
         """
-        obs_t, task_t, single, images = self._inputs(obs, task)
+        x = self._inputs(obs, task, instruction)
         if self._greedy is not None and epsilon == 0 and temperature == 0:
             with torch.inference_mode():
-                bins, _ = self._greedy(obs_t, task_t, images)
+                bins, _ = self._greedy(x.obs, x.task, x.images, language=x.language)
         else:
             bins, _ = decode(
-                self.net, obs_t, task_t, epsilon=epsilon, temperature=temperature, generator=generator, images=images,
-                support_tau=self.support_tau,
+                self.net, x.obs, x.task, epsilon=epsilon, temperature=temperature, generator=generator, images=x.images,
+                support_tau=self.support_tau, language=x.language,
             )
         actions = self.discretizer.decode(bins)  # (B, d)
-        return actions[0] if single else actions
+        return actions[0] if x.single else actions
 
-    def q_values(self, obs, task=None) -> np.ndarray:
+    def q_values(self, obs, task=None, instruction: Union[None, str, list[str]] = None) -> np.ndarray:
         """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,)."""
-        obs_t, task_t, single, images = self._inputs(obs, task)
-        _, values = decode(self.net, obs_t, task_t, images=images, support_tau=self.support_tau)
+        x = self._inputs(obs, task, instruction)
+        _, values = decode(self.net, x.obs, x.task, images=x.images, support_tau=self.support_tau, language=x.language)
         v = values[:, -1].float().cpu().numpy()  # value at the last dimension = Q of the full action
-        return v[0] if single else v
+        return v[0] if x.single else v

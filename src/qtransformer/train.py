@@ -22,12 +22,12 @@ from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import DatasetError, EpisodeStore, TransitionSampler, build_transitions
 from .data.sampler import imitation_mask
 from .envs import env_id_from_file, is_multi_task, make_env
-from .envs.rollout import split_observation
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text, check_output_dir
 from .logging import MetricLogger
 from .nets import QTransformerNet, check_model_size
 from .policy import QTPolicy
+from .processor import ObservationProcessor, split_observation, with_instructions
 
 
 def pick_device(name: str) -> torch.device:
@@ -59,6 +59,8 @@ def _differences(saved, now, prefix: str = "") -> list[str]:
 
 def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
     now, saved = to_dict(cfg), state["train_config"]
+    if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
+        saved["model"] = {"language_encoder": "none", **saved["model"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
@@ -123,7 +125,7 @@ def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
         env = make_env(env_id)
     except Exception as exc:  # noqa: BLE001 - any failure to build the environment
         raise ConfigError(f"cannot make the evaluation environment '{env_id}' ({exc}); {fix}") from exc
-    state, images = split_observation(env.observation_space.sample())
+    state, images = split_observation(env.observation_space.sample())  # as the recorder and the policy split it
     act = env.action_space.shape
     env.close()
     found = {"state": state.shape, **{k: v.shape for k, v in images.items()}}
@@ -168,6 +170,17 @@ def train(cfg: TrainConfig) -> Path:
         _check_eval_env(eval_env, ds)
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
+    try:
+        processor = ObservationProcessor.for_dataset(ds, cfg.model.language_encoder)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    language_table = None
+    if processor.uses_language:  # embedded once per distinct instruction, cached in the dataset folder
+        processor, language_table, step_instruction = with_instructions(processor, ds)
+        # A language model is conditioned on the instruction, not the task id: the sampler's per-step
+        # conditioning ids index its training instructions (the network's language table).
+        transitions["task"] = step_instruction
+    language = {"language_dim": processor.language_dim, "num_instructions": len(processor.instructions) if processor.uses_language else 0}
     with_imitation = cfg.algo.imitation_weight > 0 and cfg.algo.method == "qtransformer"
     if with_imitation:
         try:
@@ -183,13 +196,16 @@ def train(cfg: TrainConfig) -> Path:
     try:  # before allocating: an absurd size would fill the memory first
         check_model_size(
             ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, device, training=True,
-            imitation_head=with_imitation,
+            imitation_head=with_imitation, **language,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     net = QTransformerNet(
-        ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, imitation_head=with_imitation
+        ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, imitation_head=with_imitation,
+        **language,
     )
+    if language_table is not None:
+        net.set_language_table(torch.from_numpy(language_table))
     if net.encoder is not None:
         mean, std = ds.observation_stats()
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
@@ -202,7 +218,8 @@ def train(cfg: TrainConfig) -> Path:
     )
     model_meta = model_config(
         net, discretizer, cfg.model,
-        {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo), "image_shapes": ds.image_shapes},
+        {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo), "image_shapes": ds.image_shapes,
+         "processor": processor.to_dict()},
     )
 
     start = 0

@@ -1,4 +1,7 @@
-"""Run a policy in a gymnasium environment and record the episode in the dataset's layout."""
+"""Run a policy in a gymnasium environment and record the episode in the dataset's layout.
+
+Observations are split into the stored state row and camera images by processor.split_observation, the
+rule a policy's processor applies when it acts, so a dataset holds exactly what the model later reads."""
 
 from __future__ import annotations
 
@@ -6,20 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-
-def split_observation(obs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """An observation -> (state vector, {camera: uint8 image}). A Dict observation's uint8 arrays of
-    rank 3 are images; its other entries are flattened into the state in sorted key order."""
-    if not isinstance(obs, dict):
-        return np.asarray(obs, dtype=np.float32).reshape(-1), {}
-    state, images = [], {}
-    for k in sorted(obs):
-        v = np.asarray(obs[k])
-        if v.dtype == np.uint8 and v.ndim == 3:
-            images[k] = v
-        else:
-            state.append(v.astype(np.float32).reshape(-1))
-    return (np.concatenate(state) if state else np.zeros(0, np.float32)), images
+from ..processor import split_observation  # the recorder's rule is the processor's (processor.py)
 
 
 def rollout(env, act: Callable, seed: int) -> dict:

@@ -1,14 +1,19 @@
 """The Q network: observation (and task) tokens, then one token per action dimension.
 
 Token layout for one sample, with d action dimensions and P prefix tokens (1 observation token, plus a
-task token when the dataset has several tasks):
+task or language token):
 
-    position:  0 .. P-1                          P        P+1          ...   P+d-1
-    token:     [state] [image per camera] [task]  start    bin(a^1)     ...   bin(a^{d-1})
+    position:  0 .. P-1                                     P        P+1          ...   P+d-1
+    token:     [state] [image per camera] [task | language]  start    bin(a^1)     ...   bin(a^{d-1})
     output:    (unused)        Q(s, ·)      Q(s, a^1, ·)   ...   Q(s, a^1..a^{d-1}, ·)
 
 The prefix has a state token when the observation has a state vector, one token per camera for
-image observations (uint8, a small CNN each), and a task token when there are several tasks.
+image observations (uint8, a small CNN each), and a task token when there are several tasks. A language
+model (language_dim E > 0) has a language token instead of the task token: a linear map of the
+instruction's frozen sentence embedding (B, E) -> (B, 1, C). It replaces the task-id embedding rather
+than joining it, so that an instruction never seen in training (no task id) still conditions the policy.
+Its training instructions' embeddings are a table (buffer `language_table`, (I, E)) that `task` ids
+index when no embedding is passed; the policy passes embeddings (`language=`) of any instruction.
 The causal mask makes the output at action position i (0-based) depend only on the observation and on
 the bins of dimensions < i. A sigmoid head maps each output to K values in [0, 1]. An optional second
 head on the same outputs gives K imitation logits per dimension (used to keep decoding on the data's
@@ -79,17 +84,24 @@ class QTransformerNet(nn.Module):
         cfg: ModelConfig,
         image_shapes: Optional[dict[str, tuple[int, ...]]] = None,
         imitation_head: bool = False,
+        language_dim: int = 0,
+        num_instructions: int = 0,
     ):
         super().__init__()
         self.obs_dim, self.action_dim, self.num_bins, self.num_tasks = obs_dim, action_dim, num_bins, num_tasks
+        self.language_dim, self.num_instructions = (language_dim, num_instructions) if language_dim > 0 else (0, 0)
         self.image_keys = sorted(image_shapes or {})
         if obs_dim <= 0 and not self.image_keys:
             raise ValueError("the observation needs a state vector or at least one image")
         C = cfg.d_model
         self.encoder = StateEncoder(obs_dim, C, cfg.encoder_hidden) if obs_dim > 0 else None
         self.image_encoders = nn.ModuleList(ImageEncoder(tuple(image_shapes[k]), C) for k in self.image_keys)
-        self.task_embedding = nn.Embedding(num_tasks, C) if num_tasks > 1 else None
-        self.num_prefix = (self.encoder is not None) + len(self.image_keys) + (self.task_embedding is not None)
+        self.task_embedding = nn.Embedding(num_tasks, C) if num_tasks > 1 and not self.language_dim else None
+        self.language_proj = nn.Linear(language_dim, C) if self.language_dim else None
+        if self.language_proj is not None:
+            self.register_buffer("language_table", torch.zeros(self.num_instructions, language_dim))  # (I, E)
+        has_condition = self.task_embedding is not None or self.language_proj is not None
+        self.num_prefix = (self.encoder is not None) + len(self.image_keys) + has_condition
         self.start_token = nn.Parameter(torch.zeros(C))
         # Bin b of dimension j (0-based, j < d-1) is token id j*K + b: each dimension has its own table.
         self.bin_embedding = nn.Embedding(max(action_dim - 1, 1) * num_bins, C)
@@ -103,9 +115,16 @@ class QTransformerNet(nn.Module):
         if self.task_embedding is not None:
             nn.init.normal_(self.task_embedding.weight, std=0.02)
 
+    def set_language_table(self, embeddings: torch.Tensor) -> None:
+        """The training instructions' embeddings (I, E), the rows that `task` ids index."""
+        self.language_table.copy_(torch.as_tensor(embeddings, dtype=torch.float32))
+
     # -- token construction --------------------------------------------------------------------
-    def _prefix(self, obs: torch.Tensor, task: Optional[torch.Tensor], images: Optional[dict] = None) -> torch.Tensor:
-        """Prefix tokens plus the start token: (B, P+1, C)."""
+    def _prefix(
+        self, obs: torch.Tensor, task: Optional[torch.Tensor], images: Optional[dict] = None, language: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Prefix tokens plus the start token: (B, P+1, C). A language model reads `language` (B, E), or
+        the rows of its language table that `task` (B,) indexes."""
         tokens = [] if self.encoder is None else [self.encoder(obs)]  # (B, 1, C)
         if self.image_keys:
             if images is None or any(k not in images for k in self.image_keys):
@@ -115,6 +134,12 @@ class QTransformerNet(nn.Module):
             if task is None:
                 raise ValueError("this model was trained on several tasks: pass task ids")
             tokens.append(self.task_embedding(task.long()).unsqueeze(1))  # (B, 1, C)
+        if self.language_proj is not None:
+            if language is None:
+                if task is None:
+                    raise ValueError("this model is language-conditioned: pass instruction embeddings (language=) or instruction ids")
+                language = self.language_table[task.long()]  # (B, E)
+            tokens.append(self.language_proj(language.float()).unsqueeze(1))  # (B, 1, C)
         tokens.append(self.start_token.expand(tokens[0].shape[0], 1, -1))  # (B, 1, C)
         x = torch.cat(tokens, dim=1)  # (B, P+1, C)
         return x + self.pos_embedding[: self.num_prefix + 1]
@@ -138,10 +163,11 @@ class QTransformerNet(nn.Module):
         return self.imitation_head(h).float()
 
     def features(
-        self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
+        self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None,
+        language: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Teacher-forced trunk outputs at the d action positions, (B, d, C); both heads read them."""
-        x = self._prefix(obs, task, images)
+        x = self._prefix(obs, task, images, language)
         if self.action_dim > 1:
             x = torch.cat([x, self._bin_tokens(bins[:, : self.action_dim - 1], 0)], dim=1)
         h, _ = self.transformer(x)
@@ -173,10 +199,11 @@ class QTransformerNet(nn.Module):
         return self.values(self.first_dim_features(obs, task, images))
 
     def start_features(
-        self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
+        self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None,
+        language: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, KVCache]:
         """Begin autoregressive decoding: the trunk output for the first dimension (B, C) and the KV cache."""
-        h, cache = self.transformer(self._prefix(obs, task, images))
+        h, cache = self.transformer(self._prefix(obs, task, images, language))
         return h[:, -1], cache
 
     def step_features(self, prev_bin: torch.Tensor, dim: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
@@ -198,11 +225,14 @@ class QTransformerNet(nn.Module):
 
 def parameter_count(
     obs_dim: int, action_dim: int, num_bins: int, num_tasks: int, cfg: ModelConfig, image_shapes: Optional[dict] = None,
-    imitation_head: bool = False,
+    imitation_head: bool = False, language_dim: int = 0, num_instructions: int = 0,
 ) -> int:
     """The network's parameter count, found without allocating it (built on the meta device)."""
     with torch.device("meta"):
-        net = QTransformerNet(obs_dim, action_dim, num_bins, num_tasks, cfg, image_shapes, imitation_head=imitation_head)
+        net = QTransformerNet(
+            obs_dim, action_dim, num_bins, num_tasks, cfg, image_shapes, imitation_head=imitation_head, language_dim=language_dim,
+            num_instructions=num_instructions,
+        )
     return sum(p.numel() for p in net.parameters())
 
 
@@ -219,12 +249,13 @@ def memory_bytes(device: Union[str, torch.device] = "cpu") -> int:
 
 def check_model_size(
     obs_dim: int, action_dim: int, num_bins: int, num_tasks: int, cfg: ModelConfig, image_shapes: Optional[dict] = None,
-    device: Union[str, torch.device] = "cpu", training: bool = True, imitation_head: bool = False,
+    device: Union[str, torch.device] = "cpu", training: bool = True, imitation_head: bool = False, language_dim: int = 0,
+    num_instructions: int = 0,
 ) -> int:
     """Refuse, before allocating anything, a network that would not fit `device`'s memory: its weights
     (float32) once for inference, five times for training (weights, target network, gradients and
     AdamW's two moments). Returns the parameter count; raises ValueError naming the sizes and the fix."""
-    n = parameter_count(obs_dim, action_dim, num_bins, num_tasks, cfg, image_shapes, imitation_head)
+    n = parameter_count(obs_dim, action_dim, num_bins, num_tasks, cfg, image_shapes, imitation_head, language_dim, num_instructions)
     need = n * 4 * (5 if training else 1)
     have = memory_bytes(device)
     if need > have:
