@@ -24,6 +24,7 @@ import torch
 
 from qtransformer.algo import QTransformerLearner
 from qtransformer.config import preset
+from qtransformer.data import Batch
 from qtransformer.nets import QTransformerNet
 from qtransformer.policy import decode, greedy_decode
 
@@ -66,15 +67,15 @@ def learner_and_batch(cfg_name: str, obs_dim: int, action_dim: int, amp: bool = 
     learner = QTransformerLearner(net, cfg.algo, "cpu", amp_bf16=amp)
     B, K = cfg.batch_size, cfg.algo.num_bins
     g = torch.Generator().manual_seed(0)
-    batch = {
-        "obs": torch.randn(B, obs_dim, generator=g),
-        "bins": torch.randint(K, (B, action_dim), generator=g),
-        "reward": torch.rand(B, generator=g),
-        "discount": torch.full((B,), cfg.algo.gamma),
-        "bootstrap": torch.ones(B),
-        "next_obs": torch.randn(B, obs_dim, generator=g),
-        "mc_return": torch.rand(B, generator=g),
-    }
+    batch = Batch(
+        obs=torch.randn(B, obs_dim, generator=g),
+        bins=torch.randint(K, (B, action_dim), generator=g),
+        reward=torch.rand(B, generator=g),
+        discount=torch.full((B,), cfg.algo.gamma),
+        bootstrap=torch.ones(B),
+        next_obs=torch.randn(B, obs_dim, generator=g),
+        mc_return=torch.rand(B, generator=g),
+    )
     return learner, batch
 
 
@@ -102,10 +103,10 @@ def bench_training_pair(cfg_name: str, obs_dim: int, action_dim: int, seconds: f
     return rows[0], rows[1], ratios
 
 
-def _training_row(name: str, cfg_name: str, learner: QTransformerLearner, batch: dict, sec: float) -> dict:
-    B, K = batch["bins"].shape[0], learner.online.num_bins
+def _training_row(name: str, cfg_name: str, learner: QTransformerLearner, batch: Batch, sec: float) -> dict:
+    B, K = batch.bins.shape[0], learner.online.num_bins
     flops = model_flops_per_step(learner.online, B)
-    return {"name": name, "preset": cfg_name, "bf16": learner.amp_bf16, "batch": B, "bins": K, "d": batch["bins"].shape[1],
+    return {"name": name, "preset": cfg_name, "bf16": learner.amp_bf16, "batch": B, "bins": K, "d": batch.bins.shape[1],
             "steps_per_s": 1 / sec, "samples_per_s": B / sec, "model_gflops_per_s": flops / sec / 1e9}
 
 

@@ -13,7 +13,7 @@ from qtransformer.actions import ActionDiscretizer
 from qtransformer.algo import QTransformerLearner
 from qtransformer.algo.losses import bc_loss, cql_loss, qtransformer_loss
 from qtransformer.config import AlgoConfig
-from qtransformer.data import EpisodeDataset, TransitionSampler, build_transitions
+from qtransformer.data import Batch, EpisodeDataset, TransitionSampler, build_transitions
 from qtransformer.nets import QTransformerNet
 from qtransformer.policy import decode
 
@@ -40,11 +40,11 @@ def test_bc_loss_by_hand():
 
 
 def one_state_batch(action, B=32):
-    return {
-        "obs": torch.zeros(B, 3), "bins": torch.tensor(action).repeat(B, 1),
-        "reward": torch.zeros(B), "discount": torch.full((B,), 0.9), "bootstrap": torch.zeros(B),
-        "next_obs": torch.zeros(B, 3), "mc_return": torch.zeros(B),
-    }
+    return Batch(
+        obs=torch.zeros(B, 3), bins=torch.tensor(action).repeat(B, 1),
+        reward=torch.zeros(B), discount=torch.full((B,), 0.9), bootstrap=torch.zeros(B),
+        next_obs=torch.zeros(B, 3), mc_return=torch.zeros(B),
+    )
 
 
 def test_bc_learns_to_repeat_the_data_action():
@@ -68,8 +68,8 @@ def test_only_successful_steps_are_sampled():
     ds = EpisodeDataset.from_episodes([ep(0), ep(1), ep(0), ep(1)], [-1, -1], [1, 1])
     tr = build_transitions(ds, ActionDiscretizer([-1, -1], [1, 1], 4), 0.9, 1)
     filtered = TransitionSampler(tr, 64, "cpu", seed=0, only_successful=True)
-    assert filtered.make_batch(0)["obs"][:, 0].eq(1.0).all()
-    assert not TransitionSampler(tr, 64, "cpu", seed=0).make_batch(0)["obs"][:, 0].eq(1.0).all()
+    assert filtered.make_batch(0).obs[:, 0].eq(1.0).all()
+    assert not TransitionSampler(tr, 64, "cpu", seed=0).make_batch(0).obs[:, 0].eq(1.0).all()
     failures = EpisodeDataset.from_episodes([ep(0), ep(0)], [-1, -1], [1, 1])
     with pytest.raises(ValueError, match="no successful episode"):
         TransitionSampler(build_transitions(failures, ActionDiscretizer([-1, -1], [1, 1], 4), 0.9, 1), 8, "cpu", 0, only_successful=True)

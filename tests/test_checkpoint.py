@@ -181,7 +181,7 @@ def test_training_state_round_trip_continues_identically(make_net, tmp_path):
         fresh.update(fresh_sampler.sample())
     for a, b in zip(learner.online.state_dict().values(), fresh.online.state_dict().values()):
         assert torch.equal(a, b)
-    for a, b in zip(learner.target.state_dict().values(), fresh.target.state_dict().values()):
+    for a, b in zip(learner.target_net.state_dict().values(), fresh.target_net.state_dict().values()):
         assert torch.equal(a, b)
 
 

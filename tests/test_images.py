@@ -10,7 +10,7 @@ from qt_testutils import tiny_model_config
 from qtransformer.actions import ActionDiscretizer
 from qtransformer.algo import QTransformerLearner
 from qtransformer.config import AlgoConfig, apply_overrides, preset
-from qtransformer.data import DatasetError, EpisodeDataset, EpisodeStore, TransitionSampler, build_transitions
+from qtransformer.data import Batch, DatasetError, EpisodeDataset, EpisodeStore, TransitionSampler, build_transitions
 from qtransformer.envs import BUILTIN_IMAGE_ENV_ID
 from qtransformer.envs.builtin_dataset import make_builtin_dataset
 from qtransformer.evaluate import evaluate_policy
@@ -42,8 +42,8 @@ def test_store_maps_images_and_the_next_image_of_a_last_step_is_the_final_image(
     tr = build_transitions(store, ActionDiscretizer([-1, -1], [1, 1], 4), gamma=0.9, n_step=2)
     sampler = TransitionSampler(tr, 64, "cpu", seed=0)
     batch = sampler.make_batch(0)
-    now = batch["images"]["cam"][:, 0, 0, 0].tolist()
-    nxt = batch["next_images"]["cam"][:, 0, 0, 0].tolist()
+    now = batch.images["cam"][:, 0, 0, 0].tolist()
+    nxt = batch.next_images["cam"][:, 0, 0, 0].tolist()
     # n = 2: the bootstrap image is two steps on, or the episode's final image (labels 13 and 22)
     expected = {10: 12, 11: 13, 12: 13, 20: 22, 21: 22}
     assert all(expected[a] == b for a, b in zip(now, nxt)) and set(now) == set(expected)
@@ -88,13 +88,13 @@ def test_every_parameter_of_an_image_model_moves_after_one_update():
     before = [p.detach().clone() for p in learner.online.parameters()]
     g = torch.Generator().manual_seed(1)
     B = 8
-    batch = {
-        "obs": torch.randn(B, 2, generator=g), "bins": torch.randint(0, 5, (B, 3), generator=g),
-        "reward": torch.rand(B, generator=g), "discount": torch.full((B,), 0.9), "bootstrap": torch.ones(B),
-        "next_obs": torch.randn(B, 2, generator=g), "mc_return": torch.rand(B, generator=g),
-        "images": {"cam": torch.randint(0, 256, (B, 16, 16, 3), generator=g, dtype=torch.uint8)},
-        "next_images": {"cam": torch.randint(0, 256, (B, 16, 16, 3), generator=g, dtype=torch.uint8)},
-    }
+    batch = Batch(
+        obs=torch.randn(B, 2, generator=g), bins=torch.randint(0, 5, (B, 3), generator=g),
+        reward=torch.rand(B, generator=g), discount=torch.full((B,), 0.9), bootstrap=torch.ones(B),
+        next_obs=torch.randn(B, 2, generator=g), mc_return=torch.rand(B, generator=g),
+        images={"cam": torch.randint(0, 256, (B, 16, 16, 3), generator=g, dtype=torch.uint8)},
+        next_images={"cam": torch.randint(0, 256, (B, 16, 16, 3), generator=g, dtype=torch.uint8)},
+    )
     learner.update(batch)
     names = [n for n, _ in learner.online.named_parameters()]
     for name, b, a in zip(names, before, learner.online.parameters()):

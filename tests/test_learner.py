@@ -1,4 +1,4 @@
-"""The learner (algo/learner.py): targets from the target network, Polyak step, eval-mode target, no dead layer."""
+"""The learner (algo/learner.py): TD targets from the target network, Polyak step, eval-mode target network, no dead layer."""
 
 from __future__ import annotations
 
@@ -10,24 +10,25 @@ import torch
 from qtransformer.algo import QTransformerLearner
 from qtransformer.algo.learner import _param_groups
 from qtransformer.algo.losses import qtransformer_loss
-from qtransformer.algo.targets import per_dimension_targets
+from qtransformer.algo.targets import per_dimension_td_targets
 from qtransformer.config import AlgoConfig
+from qtransformer.data import Batch
 
 OBS_DIM, D, K, TASKS, B = 4, 3, 5, 3, 12
 
 
 def make_batch(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {
-        "obs": torch.randn(B, OBS_DIM, generator=g),
-        "bins": torch.randint(K, (B, D), generator=g),
-        "reward": torch.rand(B, generator=g),
-        "discount": torch.full((B,), 0.9),
-        "bootstrap": (torch.rand(B, generator=g) < 0.7).float(),
-        "next_obs": torch.randn(B, OBS_DIM, generator=g),
-        "mc_return": torch.rand(B, generator=g),
-        "task": torch.arange(B) % TASKS,
-    }
+    return Batch(
+        obs=torch.randn(B, OBS_DIM, generator=g),
+        bins=torch.randint(K, (B, D), generator=g),
+        reward=torch.rand(B, generator=g),
+        discount=torch.full((B,), 0.9),
+        bootstrap=(torch.rand(B, generator=g) < 0.7).float(),
+        next_obs=torch.randn(B, OBS_DIM, generator=g),
+        mc_return=torch.rand(B, generator=g),
+        task=torch.arange(B) % TASKS,
+    )
 
 
 def make_learner(make_net, dropout=0.0, **algo):
@@ -36,11 +37,11 @@ def make_learner(make_net, dropout=0.0, **algo):
     return QTransformerLearner(net, cfg, "cpu")
 
 
-def perturb_target(learner):
-    """Make the target differ from the online network, so that which one is used is visible."""
+def perturb_target_net(learner):
+    """Make the target network differ from the online network, so that which one is used is visible."""
     g = torch.Generator().manual_seed(99)
     with torch.no_grad():
-        for p in learner.target.parameters():
+        for p in learner.target_net.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g))
 
 
@@ -51,25 +52,25 @@ def snapshot(module):
 def test_polyak_step_after_one_update(make_net):
     tau = 0.2
     learner = make_learner(make_net, tau=tau)
-    perturb_target(learner)
-    old_target = {k: v.clone() for k, v in learner.target.named_parameters()}
+    perturb_target_net(learner)
+    old_target_net = {k: v.clone() for k, v in learner.target_net.named_parameters()}
     learner.update(make_batch())
     new_online = dict(learner.online.named_parameters())
-    for name, p in learner.target.named_parameters():
-        expected = (1 - tau) * old_target[name] + tau * new_online[name].detach()
+    for name, p in learner.target_net.named_parameters():
+        expected = (1 - tau) * old_target_net[name] + tau * new_online[name].detach()
         torch.testing.assert_close(p, expected, rtol=0, atol=1e-6, msg=name)
-        assert not torch.equal(p, old_target[name]), f"target {name} did not move"
-    for (name, tb), ob in zip(learner.target.named_buffers(), learner.online.buffers()):
+        assert not torch.equal(p, old_target_net[name]), f"target network {name} did not move"
+    for (name, tb), ob in zip(learner.target_net.named_buffers(), learner.online.buffers()):
         assert torch.equal(tb, ob), name
 
 
-def test_tau_zero_leaves_target_bit_identical(make_net):
+def test_tau_zero_leaves_the_target_network_bit_identical(make_net):
     learner = make_learner(make_net, tau=0.0)
-    perturb_target(learner)
-    before = snapshot(learner.target)
+    perturb_target_net(learner)
+    before = snapshot(learner.target_net)
     online_before = snapshot(learner.online)
     learner.update(make_batch())
-    after = snapshot(learner.target)
+    after = snapshot(learner.target_net)
     for k in before:
         assert torch.equal(before[k], after[k]), k
     assert any(not torch.equal(online_before[k], v) for k, v in snapshot(learner.online).items())
@@ -80,11 +81,11 @@ def test_target_network_stays_in_eval_mode_and_has_no_dropout_noise(make_net):
     batch = make_batch()
     for _ in range(2):
         learner.update(batch)
-    assert all(not m.training for m in learner.target.modules())
+    assert all(not m.training for m in learner.target_net.modules())
     assert all(m.training for m in learner.online.modules())
-    assert all(not p.requires_grad for p in learner.target.parameters())
+    assert all(not p.requires_grad for p in learner.target_net.parameters())
     # dropout 0.5 in train mode would make these differ
-    torch.testing.assert_close(learner.compute_targets(batch), learner.compute_targets(batch), rtol=0, atol=0)
+    torch.testing.assert_close(learner.compute_td_targets(batch), learner.compute_td_targets(batch), rtol=0, atol=0)
 
 
 def test_every_online_parameter_moves_after_one_step(make_net):
@@ -109,34 +110,34 @@ def test_every_online_parameter_moves_after_one_step(make_net):
         ({"mc_bound": False, "n_step": 1, "n_step_mode": "all_dims"}, False),  # one step: nothing to skip
     ],
 )
-def test_targets_come_from_the_target_network(make_net, algo, skip):
+def test_td_targets_come_from_the_target_network(make_net, algo, skip):
     learner = make_learner(make_net, **algo)
-    perturb_target(learner)
+    perturb_target_net(learner)
     batch = make_batch()
     with torch.no_grad():
-        tv = learner.target(batch["obs"], batch["bins"], batch["task"])
-        nv = learner.target.first_dim_values(batch["next_obs"], batch["task"])
-    expected = per_dimension_targets(
-        tv, nv, batch["reward"], batch["discount"], batch["bootstrap"],
-        batch["mc_return"] if algo["mc_bound"] else None, skip_dim_max=skip,
+        tv = learner.target_net(batch.obs, batch.bins, batch.task)
+        nv = learner.target_net.first_dim_values(batch.next_obs, batch.task)
+    expected = per_dimension_td_targets(
+        tv, nv, batch.reward, batch.discount, batch.bootstrap,
+        batch.mc_return if algo["mc_bound"] else None, skip_dim_max=skip,
     )
-    torch.testing.assert_close(learner.compute_targets(batch), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(learner.compute_td_targets(batch), expected, rtol=0, atol=1e-6)
     # and not from the online network
     with torch.no_grad():
-        tv_on = learner.online(batch["obs"], batch["bins"], batch["task"])
-        nv_on = learner.online.first_dim_values(batch["next_obs"], batch["task"])
-    wrong = per_dimension_targets(tv_on, nv_on, batch["reward"], batch["discount"], batch["bootstrap"], skip_dim_max=skip)
-    assert (learner.compute_targets(batch) - wrong).abs().max() > 1e-3
+        tv_on = learner.online(batch.obs, batch.bins, batch.task)
+        nv_on = learner.online.first_dim_values(batch.next_obs, batch.task)
+    wrong = per_dimension_td_targets(tv_on, nv_on, batch.reward, batch.discount, batch.bootstrap, skip_dim_max=skip)
+    assert (learner.compute_td_targets(batch) - wrong).abs().max() > 1e-3
 
 
-def test_reported_loss_is_the_loss_of_the_online_values_against_target_targets(make_net):
+def test_reported_loss_is_the_loss_of_the_online_values_against_the_target_networks_td_targets(make_net):
     learner = make_learner(make_net, alpha=0.7, mc_bound=False)
-    perturb_target(learner)
+    perturb_target_net(learner)
     batch = make_batch()
     online = copy.deepcopy(learner.online).train()
     with torch.no_grad():
-        values = online(batch["obs"], batch["bins"], batch["task"])
-        expected = qtransformer_loss(values, batch["bins"], learner.compute_targets(batch), 0.7, reference_bins=learner.cfg.conservative_bins)
+        values = online(batch.obs, batch.bins, batch.task)
+        expected = qtransformer_loss(values, batch.bins, learner.compute_td_targets(batch), 0.7, reference_bins=learner.cfg.conservative_bins)
     assert learner.cfg.conservative_bins == 16  # the default: each unseen bin weighed by alpha / 15 whatever K
     metrics = learner.update(batch)
     assert metrics["loss"] == pytest.approx(expected["loss"].item(), abs=1e-6)
@@ -176,3 +177,16 @@ def test_bf16_autocast_step_stays_close_to_fp32(make_net):
     assert m16["loss"] != m32["loss"]  # the bf16 path really ran in lower precision
     for p32, p16 in zip(fp32.online.parameters(), bf16.online.parameters()):
         torch.testing.assert_close(p16, p32, atol=5e-3, rtol=0.05)
+
+
+def test_state_dict_round_trip_continues_bit_identically(make_net):
+    """load_state_dict(state_dict()) on a differently initialised learner: the next update matches."""
+    learner = make_learner(make_net)
+    learner.update(make_batch(0))
+    other = QTransformerLearner(make_net(OBS_DIM, D, K, num_tasks=TASKS, seed=1), learner.cfg, "cpu")
+    other.load_state_dict(copy.deepcopy(learner.state_dict()))
+    assert other.num_updates == learner.num_updates == 1
+    assert learner.update(make_batch(1)) == other.update(make_batch(1))
+    for net in ("online", "target_net"):
+        for (name, a), b in zip(learner.state_dict()[net].items(), other.state_dict()[net].values(), strict=True):
+            assert torch.equal(a, b), f"{net} {name}"

@@ -11,6 +11,7 @@ import torch
 from qtransformer.actions import ActionDiscretizer
 from qtransformer.algo import QTransformerLearner
 from qtransformer.config import AlgoConfig
+from qtransformer.data import Batch
 from qtransformer.policy import QTPolicy, decode, greedy_decode
 
 OBS_DIM = 4
@@ -102,15 +103,15 @@ def test_greedy_decoding_finds_best_action_of_a_trained_one_state_bandit(make_ne
     cfg = AlgoConfig(num_bins=K, alpha=0.0, mc_bound=False, tau=0.1, lr=1e-2, warmup_steps=0, weight_decay=0.0, grad_clip=0.0)
     learner = QTransformerLearner(net, cfg, "cpu")
     obs = torch.zeros(9, 3)
-    batch = {
-        "obs": obs,
-        "bins": combos,
-        "reward": rewards,
-        "discount": torch.full((9,), 0.9),
-        "bootstrap": torch.zeros(9),  # every transition is terminal
-        "next_obs": obs,
-        "mc_return": rewards,
-    }
+    batch = Batch(
+        obs=obs,
+        bins=combos,
+        reward=rewards,
+        discount=torch.full((9,), 0.9),
+        bootstrap=torch.zeros(9),  # every transition is terminal
+        next_obs=obs,
+        mc_return=rewards,
+    )
     for _ in range(250):
         learner.update(batch)
     trained = learner.online.eval()

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import bad_inputs
 from qt_testutils import tiny_model_config
 from qtransformer.config import AlgoConfig, TrainConfig
-from qtransformer.data import DatasetError
+from qtransformer.data import Batch, DatasetError
 from qtransformer.train import TrainingDiverged, train
 
 
@@ -58,10 +58,10 @@ def test_the_learner_skips_a_non_finite_update_and_names_the_first_non_finite_qu
     net = make_net(3, 2, 8)
     learner = QTransformerLearner(net, AlgoConfig(num_bins=8, warmup_steps=1), torch.device("cpu"))
     B = 4
-    batch = {"obs": torch.randn(B, 3), "bins": torch.randint(8, (B, 2)), "reward": torch.zeros(B), "discount": torch.full((B,), 0.9),
-             "bootstrap": torch.ones(B), "next_obs": torch.randn(B, 3), "mc_return": torch.zeros(B)}
-    bad = dict(batch, obs=batch["obs"].clone())
-    bad["obs"][1, 2] = float("nan")
+    batch = Batch(obs=torch.randn(B, 3), bins=torch.randint(8, (B, 2)), reward=torch.zeros(B), discount=torch.full((B,), 0.9),
+                  bootstrap=torch.ones(B), next_obs=torch.randn(B, 3), mc_return=torch.zeros(B))
+    bad = dataclasses.replace(batch, obs=batch.obs.clone())
+    bad.obs[1, 2] = float("nan")
     before = {k: v.clone() for k, v in learner.online.state_dict().items()}
     metrics = learner.update(bad)
     assert not math.isfinite(metrics["loss"]) and learner.num_updates == 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qtransformer.actions import ActionDiscretizer
-from qtransformer.data import EpisodeDataset, TransitionSampler, build_transitions
+from qtransformer.data import Batch, EpisodeDataset, TransitionSampler, build_transitions
 
 
 def make_ds():
@@ -51,13 +51,13 @@ def test_sampled_next_obs_is_the_bootstrap_state():
     tr = build_transitions(ds, ActionDiscretizer([-1, -1], [1, 1], 4), gamma=0.5, n_step=2)
     sampler = TransitionSampler(tr, batch_size=64, device="cpu", seed=0)
     batch = sampler.sample()
-    assert batch["obs"].shape == (64, 2) and batch["bins"].shape == (64, 2) and batch["next_obs"].shape == (64, 2)
+    assert batch.obs.shape == (64, 2) and batch.bins.shape == (64, 2) and batch.next_obs.shape == (64, 2)
     # obs[:, 0] is the step's label: A steps are 0, 1, 2 and B steps are 10, 11, 12.
     # The bootstrap state s_{t+m} is next_observations[t + m - 1], labelled obs + m with tag 0.5.
     m = {0: 2, 1: 2, 2: 1, 10: 2, 11: 2, 12: 1}
-    for o, n in zip(batch["obs"].tolist(), batch["next_obs"].tolist()):
+    for o, n in zip(batch.obs.tolist(), batch.next_obs.tolist()):
         assert n == [o[0] + m[int(o[0])], 0.5]
-    assert len({int(o) for o in batch["obs"][:, 0].tolist()}) == 6  # 64 draws cover all 6 steps
+    assert len({int(o) for o in batch.obs[:, 0].tolist()}) == 6  # 64 draws cover all 6 steps
 
 
 def test_sampler_is_reproducible_from_its_seed_and_state():
@@ -66,11 +66,26 @@ def test_sampler_is_reproducible_from_its_seed_and_state():
     b = TransitionSampler(tr, 8, "cpu", seed=3)
     for _ in range(3):
         ba, bb = a.sample(), b.sample()
-        for k in ba:
-            assert torch.equal(ba[k], bb[k])
+        for (ka, ta), (kb, tb) in zip(ba.tensors(), bb.tensors(), strict=True):
+            assert ka == kb and torch.equal(ta, tb)
     state = a.state()
     next_a = a.sample()
     c = TransitionSampler(tr, 8, "cpu", seed=3)
     c.set_state(state)
-    assert torch.equal(next_a["obs"], c.sample()["obs"])
-    assert not torch.equal(next_a["obs"], TransitionSampler(tr, 8, "cpu", seed=3).sample()["obs"])
+    assert torch.equal(next_a.obs, c.sample().obs)
+    assert not torch.equal(next_a.obs, TransitionSampler(tr, 8, "cpu", seed=3).sample().obs)
+
+
+def test_a_batch_is_frozen_and_moves_whole():
+    batch = Batch(
+        obs=torch.zeros(2, 3), bins=torch.zeros(2, 1, dtype=torch.long), reward=torch.zeros(2), discount=torch.ones(2),
+        bootstrap=torch.ones(2), next_obs=torch.zeros(2, 3), mc_return=torch.zeros(2),
+        images={"cam": torch.zeros(2, 4, 4, 3, dtype=torch.uint8)}, next_images={"cam": torch.zeros(2, 4, 4, 3, dtype=torch.uint8)},
+    )
+    with pytest.raises(AttributeError):
+        batch.obs = torch.ones(2, 3)
+    moved = batch.to("cpu")
+    assert isinstance(moved, Batch) and moved.task is None and moved.imitate is None
+    assert [name for name, _ in moved.tensors()] == [
+        "obs", "bins", "reward", "discount", "bootstrap", "next_obs", "mc_return", "images/cam", "next_images/cam",
+    ]

@@ -156,12 +156,12 @@ def test_prefetching_gives_the_same_batches(tmp_path):
     try:
         for _ in range(5):
             a, b = plain.sample(), ahead.sample()
-            for k in a:
-                assert torch.equal(a[k], b[k]), k
+            for (ka, ta), (kb, tb) in zip(a.tensors(), b.tensors(), strict=True):
+                assert ka == kb and torch.equal(ta, tb), ka
         ahead.set_state(2)  # jump back, as a resume does
         plain2 = TransitionSampler(tr, 16, "cpu", seed=7)
         plain2.set_state(2)
-        assert torch.equal(ahead.sample()["obs"], plain2.sample()["obs"])
+        assert torch.equal(ahead.sample().obs, plain2.sample().obs)
     finally:
         ahead.close()
 

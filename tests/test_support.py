@@ -10,10 +10,11 @@ import torch
 
 from qt_testutils import tiny_model_config
 from qtransformer.actions import ActionDiscretizer
-from qtransformer.algo import QTransformerLearner, per_dimension_targets
+from qtransformer.algo import QTransformerLearner, per_dimension_td_targets
 from qtransformer.algo.losses import masked_bc_loss, qtransformer_loss
 from qtransformer.algo.support import restrict, support_mask
 from qtransformer.config import AlgoConfig
+from qtransformer.data import Batch
 from qtransformer.nets import QTransformerNet
 from qtransformer.policy import QTPolicy, decode, greedy_decode
 
@@ -105,33 +106,33 @@ def test_support_without_an_imitation_head_is_refused():
         QTPolicy(net, ActionDiscretizer([-1.0] * 2, [1.0] * 2, 3), support_tau=0.5)
 
 
-def make_batch(B: int = 8, d: int = 3, K: int = 5, seed: int = 0) -> dict:
+def make_batch(B: int = 8, d: int = 3, K: int = 5, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return {
-        "obs": torch.randn(B, OBS_DIM, generator=g),
-        "next_obs": torch.randn(B, OBS_DIM, generator=g),
-        "bins": torch.randint(K, (B, d), generator=g),
-        "reward": torch.randint(2, (B,), generator=g).float(),
-        "discount": torch.full((B,), 0.9),
-        "bootstrap": torch.tensor([1.0, 0.0] * (B // 2)),
-        "mc_return": torch.rand(B, generator=g),
-        "imitate": torch.tensor([1.0, 0.0] * (B // 2)),
-    }
+    return Batch(
+        obs=torch.randn(B, OBS_DIM, generator=g),
+        next_obs=torch.randn(B, OBS_DIM, generator=g),
+        bins=torch.randint(K, (B, d), generator=g),
+        reward=torch.randint(2, (B,), generator=g).float(),
+        discount=torch.full((B,), 0.9),
+        bootstrap=torch.tensor([1.0, 0.0] * (B // 2)),
+        mc_return=torch.rand(B, generator=g),
+        imitate=torch.tensor([1.0, 0.0] * (B // 2)),
+    )
 
 
-def test_targets_with_support_take_their_maxima_over_the_target_networks_support():
+def test_td_targets_with_support_take_their_maxima_over_the_target_networks_support():
     net = imitation_net(3, 5, seed=1)
     learner = QTransformerLearner(net, AlgoConfig(num_bins=5, imitation_weight=1.0, support_tau=0.5, support_in_targets=True, mc_bound=False), "cpu")
     batch = make_batch()
     with torch.no_grad():
-        h, nh = learner.target.features(batch["obs"], batch["bins"]), learner.target.first_dim_features(batch["next_obs"])
-        tv = learner.target.values(h).masked_fill(~support_mask(learner.target.imitation_logits(h), 0.5), -1.0)
-        nv = learner.target.values(nh).masked_fill(~support_mask(learner.target.imitation_logits(nh), 0.5), -1.0)
-    expected = per_dimension_targets(tv, nv, batch["reward"], batch["discount"], batch["bootstrap"])
-    got = learner.compute_targets(batch)
+        h, nh = learner.target_net.features(batch.obs, batch.bins), learner.target_net.first_dim_features(batch.next_obs)
+        tv = learner.target_net.values(h).masked_fill(~support_mask(learner.target_net.imitation_logits(h), 0.5), -1.0)
+        nv = learner.target_net.values(nh).masked_fill(~support_mask(learner.target_net.imitation_logits(nh), 0.5), -1.0)
+    expected = per_dimension_td_targets(tv, nv, batch.reward, batch.discount, batch.bootstrap)
+    got = learner.compute_td_targets(batch)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
-    plain = QTransformerLearner(imitation_net(3, 5, seed=1), AlgoConfig(num_bins=5, mc_bound=False), "cpu").compute_targets(batch)
-    assert (got - plain).abs().max() > 1e-3  # the support does change the targets here
+    plain = QTransformerLearner(imitation_net(3, 5, seed=1), AlgoConfig(num_bins=5, mc_bound=False), "cpu").compute_td_targets(batch)
+    assert (got - plain).abs().max() > 1e-3  # the support does change the TD targets here
     assert torch.isfinite(got).all()
 
 
@@ -141,9 +142,9 @@ def test_update_adds_the_weighted_imitation_loss_on_the_chosen_steps():
     learner = QTransformerLearner(net, cfg, "cpu")
     batch = make_batch()
     with torch.no_grad():
-        h = learner.online.features(batch["obs"], batch["bins"])
-        q = qtransformer_loss(learner.online.values(h), batch["bins"], learner.compute_targets(batch), cfg.alpha, reference_bins=16)
-        imitation = masked_bc_loss(learner.online.imitation_logits(h), batch["bins"], batch["imitate"])
+        h = learner.online.features(batch.obs, batch.bins)
+        q = qtransformer_loss(learner.online.values(h), batch.bins, learner.compute_td_targets(batch), cfg.alpha, reference_bins=16)
+        imitation = masked_bc_loss(learner.online.imitation_logits(h), batch.bins, batch.imitate)
     metrics = learner.update(batch)
     assert metrics["imitation_loss"] == pytest.approx(imitation.item(), abs=1e-6)
     assert metrics["loss"] == pytest.approx(q["loss"].item() + 0.5 * imitation.item(), abs=1e-6)

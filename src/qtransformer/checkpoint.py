@@ -6,12 +6,13 @@
                               observation pipeline's settings (processor.py: cameras, language encoder, instructions)
             model.safetensors weights, with the observation normaliser (encoder.obs_mean / obs_std)
         training_state/   what an exact resume needs besides the model
-            target.safetensors, optimizer.safetensors, rng.safetensors (torch's RNG),
+            target.safetensors (the target network), optimizer.safetensors, rng.safetensors (torch's RNG),
             online.safetensors when model/ holds the target network (algo.act_with 'target', the default),
             state.json (step, optimizer groups, config, dataset, batches drawn by the sampler)
     run/checkpoints/last  the name of the newest complete checkpoint
 
-Each checkpoint is written into a temporary folder and renamed into place, and `last` is replaced
+The learner's `state_dict()` gives what training_state/ holds and `load_state_dict()` takes it back;
+this module only maps it to files. Each checkpoint is written into a temporary folder and renamed into place, and `last` is replaced
 atomically after it, so a crash at any moment leaves the previous checkpoint intact and pointed to.
 """
 
@@ -43,6 +44,10 @@ def _save_tensors(tensors: dict, path: Path) -> None:
     give_ordinary_mode(path)  # safetensors creates its files 0600
 
 
+def _cpu(state: dict) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
@@ -70,8 +75,7 @@ def model_config(net: QTransformerNet, discretizer: ActionDiscretizer, model_cfg
 def save_model(directory: Path, net: QTransformerNet, config: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     _write_json(directory / "config.json", config)
-    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    _save_tensors(state, directory / "model.safetensors")
+    _save_tensors(_cpu(net.state_dict()), directory / "model.safetensors")
 
 
 def resolve_model_dir(path: Union[str, Path]) -> Path:
@@ -125,8 +129,8 @@ def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransforme
 
 
 # -- training_state/ ---------------------------------------------------------------------------------
-def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
+def _optimizer_to_flat(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state dict as (tensors for safetensors, the rest for state.json)."""
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for key, value in st.items():
@@ -161,7 +165,7 @@ def save_checkpoint(
     intact and pointed to, and raises a CheckpointError saying so."""
     ckpt_root = Path(run_dir) / "checkpoints"
     name = f"step_{step:08d}"
-    bad = learner.nonfinite_state() if hasattr(learner, "nonfinite_state") else None
+    bad = learner.nonfinite_state()
     if bad is not None:
         raise CheckpointError(f"{ckpt_root / name}: not written: {bad} holds NaN or inf; the training diverged (lower --algo.lr)")
     try:
@@ -203,21 +207,21 @@ def _remove_stale(ckpt_root: Path) -> None:
 def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset) -> Path:
     tmp = make_temp_dir(f".{name}.tmp-", ckpt_root)
     try:
-        policy_net = getattr(learner, "policy_net", learner.online)
-        save_model(tmp / "model", policy_net, model_cfg_dict)
+        state = learner.state_dict()
+        save_model(tmp / "model", learner.policy_net, model_cfg_dict)
         ts = tmp / "training_state"
         ts.mkdir()
-        _save_tensors({k: v.detach().contiguous().cpu() for k, v in learner.target.state_dict().items()}, ts / "target.safetensors")
-        if policy_net is not learner.online:  # model/ holds the target network: the online one goes here
-            _save_tensors({k: v.detach().contiguous().cpu() for k, v in learner.online.state_dict().items()}, ts / "online.safetensors")
-        opt_tensors, opt_info = _optimizer_to_flat(learner.optimizer)
+        _save_tensors(_cpu(state["target_net"]), ts / "target.safetensors")
+        if learner.cfg.act_with == "target":  # model/ holds the target network: the online one goes here
+            _save_tensors(_cpu(state["online"]), ts / "online.safetensors")
+        opt_tensors, opt_info = _optimizer_to_flat(state["optimizer"])
         _save_tensors(opt_tensors, ts / "optimizer.safetensors")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         _save_tensors(rng, ts / "rng.safetensors")
         _write_json(ts / "state.json", {
-            "step": step, "num_updates": learner.num_updates, "optimizer": opt_info,
+            "step": step, "num_updates": state["num_updates"], "optimizer": opt_info,
             "train_config": to_dict(train_cfg), "dataset": dataset, "batches_drawn": sampler.state(),
         })
         fsync_tree(tmp)
@@ -263,7 +267,8 @@ def read_training_state_json(ckpt: Path) -> dict:
 
 
 def load_training_state(ckpt: Path, learner, sampler) -> dict:
-    """Restore online, target, optimizer and RNG state in place; return state.json."""
+    """Restore the learner (online and target networks, optimizer), the sampler and torch's RNG in place;
+    return state.json."""
     try:
         return _load_training_state(Path(ckpt), learner, sampler)
     except CheckpointError:
@@ -279,16 +284,13 @@ def _load_training_state(ckpt: Path, learner, sampler) -> dict:
     ts = ckpt / "training_state"
     state = read_training_state_json(ckpt)
     online = ts / "online.safetensors"  # present when model/ holds the target network (algo.act_with 'target')
-    learner.online.load_state_dict(load_file(str(online if online.exists() else ckpt / "model" / "model.safetensors"), device="cpu"))
-    learner.target.load_state_dict(load_file(str(ts / "target.safetensors"), device="cpu"))
     opt_tensors = load_file(str(ts / "optimizer.safetensors"), device="cpu")  # the optimizer moves them
-    # Which AdamW kernel runs (fused, multi-tensor) is this machine's choice, not the run's: a checkpoint
-    # from a GPU or from an older version must not impose its own.
-    kernel = {k: learner.optimizer.param_groups[0].get(k) for k in ("fused", "foreach")}
-    learner.optimizer.load_state_dict(_optimizer_from_flat(opt_tensors, state["optimizer"]))
-    for group in learner.optimizer.param_groups:
-        group.update(kernel)
-    learner.num_updates = state["num_updates"]
+    learner.load_state_dict({
+        "online": load_file(str(online if online.exists() else ckpt / "model" / "model.safetensors"), device="cpu"),
+        "target_net": load_file(str(ts / "target.safetensors"), device="cpu"),
+        "optimizer": _optimizer_from_flat(opt_tensors, state["optimizer"]),
+        "num_updates": state["num_updates"],
+    })
     rng = load_file(str(ts / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
     sampler.set_state(state["batches_drawn"])

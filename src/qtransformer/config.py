@@ -83,13 +83,13 @@ class AlgoConfig:
     bin's (discrete BCQ); 0: every bin (the paper's rule), 1: the imitation argmax. Overridable at eval."""
     act_with: Literal["target", "online"] = "target"
     """The network the policy acts with (model/ in checkpoints, evaluations): 'target', the Polyak
-    average of the online weights (the network the targets come from, steadier from step to step);
+    average of the online weights (the target network, which the TD targets come from; steadier from step to step);
     'online', the network the optimizer trains (the paper does not say; public implementations)."""
     support_in_targets: bool = False
-    """Restrict the per-dimension maxima of the targets to the same support (the target network's
+    """Restrict the per-dimension maxima of the TD targets to the same support (the target network's
     imitation head at tau = support_tau)."""
     tau: float = 0.005
-    """Polyak rate of the target network: target <- (1 - tau) * target + tau * online, every step."""
+    """Polyak rate of the target network: target_net <- (1 - tau) * target_net + tau * online, every step."""
     lr: float = 3e-4
     """AdamW learning rate (constant after warm-up)."""
     warmup_steps: int = 100
@@ -105,7 +105,7 @@ class AlgoConfig:
     action dimension and keeps the per-dimension maxima below it; 'all_dims' gives every dimension the
     n-step return, skipping the per-dimension maxima."""
     mc_bound: bool = True
-    """Lower-bound every target by the data episode's discounted return-to-go (Monte-Carlo bound)."""
+    """Lower-bound every TD target by the data episode's discounted return-to-go (Monte-Carlo bound)."""
     regularizer: Literal["zero", "cql"] = "zero"
     """The conservative term (weight alpha): 'zero', the paper's, regresses bins not in the data to 0;
     'cql', the CQL-style softmax push-down, logsumexp over bins minus the data bin's value (an ablation)."""

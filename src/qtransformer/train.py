@@ -19,7 +19,7 @@ from .actions import ActionDiscretizer
 from .algo import QTransformerLearner
 from .checkpoint import CheckpointError, load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
-from .data import DatasetError, EpisodeStore, TransitionSampler, build_transitions
+from .data import Batch, DatasetError, EpisodeStore, TransitionSampler, build_transitions
 from .data.sampler import imitation_mask
 from .envs import env_id_from_file, is_multi_task, make_env
 from .evaluate import evaluate_policy
@@ -79,7 +79,7 @@ class TrainingDiverged(ValueError):
     """Training stopped because a value went NaN or inf; the message says which, when and why."""
 
 
-def _divergence(learner, batch: Optional[dict], step: int, cfg: TrainConfig, ds: EpisodeStore, run_dir: Path) -> TrainingDiverged:
+def _divergence(learner, batch: Optional[Batch], step: int, cfg: TrainConfig, ds: EpisodeStore, run_dir: Path) -> TrainingDiverged:
     """The error that stops a run whose update at `step` went non-finite: the first non-finite quantity
     (found by recomputing the failed update on its batch), the likely cause and the checkpoint kept."""
     if batch is None:  # found before a checkpoint: the parameters

@@ -1,4 +1,8 @@
-"""The learner: owns the online and target networks and the optimizer; `update(batch)` is one step."""
+"""The learner: owns the online and target networks and the optimizer; `update(batch)` is one step.
+
+Two things are called "target" in Q-learning; here the names keep them apart: `target_net` is the
+Polyak-averaged copy of the online network, `td_targets` (B, d) are the values y the TD loss regresses
+the online network's Q-values onto (computed from the target network: algo/targets.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from typing import Optional
 import torch
 
 from ..config import AlgoConfig
+from ..data.batch import Batch
 from ..nets import QTransformerNet
 from .losses import bc_loss, data_bin_values, masked_bc_loss, qtransformer_loss
 from .support import restrict, support_mask
-from .targets import per_dimension_targets
+from .targets import per_dimension_td_targets
 
 
 def _param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -33,29 +38,24 @@ def _adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
 
 
 class QTransformerLearner:
-    """Batch keys (all tensors on the learner's device):
-
-    obs (B, obs_dim), bins (B, d) int64, reward (B,), discount (B,), bootstrap (B,),
-    next_obs (B, obs_dim) the bootstrap state s_{t+m}, mc_return (B,), task (B,) int64 (optional),
-    images / next_images {camera: (B, H, W, C) uint8} at s_t and s_{t+m} (image models only),
-    imitate (B,) float: 1 on the steps the imitation head learns from (networks with an imitation head).
-    """
+    """`update(batch)` takes a `Batch` (data/batch.py) with every tensor on the learner's device; a
+    network with an imitation head needs its `imitate` mask."""
 
     def __init__(self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False):
         self.cfg = cfg
         self.device = torch.device(device)
         self.online = net.to(self.device)
-        self.target = copy.deepcopy(self.online)
-        self.target.requires_grad_(False)
-        self.target.eval()  # always: no dropout noise in the targets
+        self.target_net = copy.deepcopy(self.online)
+        self.target_net.requires_grad_(False)
+        self.target_net.eval()  # always: no dropout noise in the TD targets
         self.optimizer = _adamw(_param_groups(self.online, cfg.weight_decay), cfg.lr)
         self.amp_bf16 = amp_bf16
         self.num_updates = 0
 
     @property
     def policy_net(self) -> QTransformerNet:
-        """The network the policy acts with (`algo.act_with`): the target (Polyak-averaged) or the online one."""
-        return self.target if self.cfg.act_with == "target" else self.online
+        """The network the policy acts with (`algo.act_with`): the target network (Polyak-averaged) or the online one."""
+        return self.target_net if self.cfg.act_with == "target" else self.online
 
     def _autocast(self):
         if not self.amp_bf16:
@@ -68,54 +68,54 @@ class QTransformerLearner:
         return self.cfg.lr * min(1.0, (self.num_updates + 1) / self.cfg.warmup_steps)
 
     @torch.no_grad()
-    def compute_targets(self, batch: dict) -> torch.Tensor:
-        """Targets (B, d) from the target network (one teacher-forced pass at s, one prefix pass at s')."""
+    def compute_td_targets(self, batch: Batch) -> torch.Tensor:
+        """TD targets (B, d) from the target network (one teacher-forced pass at s, one prefix pass at s')."""
         skip_dim_max = self.cfg.n_step > 1 and self.cfg.n_step_mode == "all_dims"
-        net = self.target
+        net = self.target_net
         with self._autocast():
-            next_h = net.first_dim_features(batch["next_obs"], batch.get("task"), batch.get("next_images"))  # (B, C)
+            next_h = net.first_dim_features(batch.next_obs, batch.task, batch.next_images)  # (B, C)
             next_values = net.values(next_h)  # (B, K)
             if skip_dim_max:  # the per-dimension maxima are not used: skip the teacher-forced pass
                 h = None
-                target_values = next_values.new_zeros(next_values.shape[0], self.online.action_dim, next_values.shape[1])
+                target_net_values = next_values.new_zeros(next_values.shape[0], self.online.action_dim, next_values.shape[1])  # (B, d, K)
             else:
-                h = net.features(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, C)
-                target_values = net.values(h)  # (B, d, K)
+                h = net.features(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, C)
+                target_net_values = net.values(h)  # (B, d, K)
             if self.cfg.support_in_targets:  # the maxima range over the target network's imitation support only
                 tau = self.cfg.support_tau
                 next_values = restrict(next_values, support_mask(net.imitation_logits(next_h), tau))
                 if h is not None:
-                    target_values = restrict(target_values, support_mask(net.imitation_logits(h), tau))
-        return per_dimension_targets(
-            target_values.float(),
+                    target_net_values = restrict(target_net_values, support_mask(net.imitation_logits(h), tau))
+        return per_dimension_td_targets(
+            target_net_values.float(),
             next_values.float(),
-            batch["reward"],
-            batch["discount"],
-            batch["bootstrap"],
-            batch["mc_return"] if self.cfg.mc_bound else None,
+            batch.reward,
+            batch.discount,
+            batch.bootstrap,
+            batch.mc_return if self.cfg.mc_bound else None,
             skip_dim_max=skip_dim_max,
         )
 
-    def update(self, batch: dict) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         self.online.train()
         if self.cfg.method == "bc":
             return self._bc_update(batch)
-        targets = self.compute_targets(batch)  # (B, d)
+        td_targets = self.compute_td_targets(batch)  # (B, d)
         with self._autocast():
-            h = self.online.features(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, C)
+            h = self.online.features(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, C)
             values = self.online.values(h)  # (B, d, K)
             imitation = self.online.imitation_logits(h) if self.online.imitation_head is not None else None  # (B, d, K)
         losses = qtransformer_loss(
-            values.float(), batch["bins"], targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
+            values.float(), batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
         )
         if imitation is not None:
-            losses["imitation_loss"] = masked_bc_loss(imitation.float(), batch["bins"], batch["imitate"])
+            losses["imitation_loss"] = masked_bc_loss(imitation.float(), batch.bins, batch.imitate)
             losses["loss"] = losses["loss"] + self.cfg.imitation_weight * losses["imitation_loss"]
 
         grad_norm = self._step(losses["loss"])
 
         with torch.no_grad():
-            q_data = data_bin_values(values.float(), batch["bins"])  # (B, d)
+            q_data = data_bin_values(values.float(), batch.bins)  # (B, d)
             K = values.shape[-1]
             q_all_mean = values.float().mean(-1)  # (B, d)
             q_unseen = (q_all_mean * K - q_data) / (K - 1)
@@ -125,7 +125,7 @@ class QTransformerLearner:
             "conservative_loss": losses["conservative_loss"].item(),
             "q_data": q_data.mean().item(),
             "q_unseen": q_unseen.mean().item(),
-            "target": targets.mean().item(),
+            "td_target": td_targets.mean().item(),
             "grad_norm": float(grad_norm),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
@@ -134,7 +134,7 @@ class QTransformerLearner:
         return out
 
     def _step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, AdamW step, Polyak target update; returns the gradient norm before clipping.
+        """Backward, clip, AdamW step, Polyak update of the target network; returns the gradient norm before clipping.
 
         When the loss or the gradient norm is not finite, nothing is stepped: the networks and the
         optimizer keep the state they had before this update (`find_nonfinite` then says why)."""
@@ -158,9 +158,10 @@ class QTransformerLearner:
     # -- non-finite values -------------------------------------------------------------------------
     def nonfinite_state(self) -> Optional[str]:
         """The first tensor of the online or target network or of the optimizer state that holds NaN or
-        inf (e.g. 'online parameter head.weight'), or None when all are finite."""
+        inf (e.g. 'online parameter head.weight', 'target network parameter head.bias'), or None when all
+        are finite."""
         with torch.no_grad():
-            for label, net in (("online", self.online), ("target", self.target)):
+            for label, net in (("online", self.online), ("target network", self.target_net)):
                 for name, t in [*net.named_parameters(), *net.named_buffers()]:
                     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                         return f"{label} parameter {name}"
@@ -171,43 +172,42 @@ class QTransformerLearner:
         return None
 
     @torch.no_grad()
-    def find_nonfinite(self, batch: dict) -> tuple[str, str]:
+    def find_nonfinite(self, batch: Batch) -> tuple[str, str]:
         """After an update whose loss or gradient norm was not finite (and so was not applied): the first
         quantity of that update, in the order it is computed, that holds NaN or inf, as (quantity,
-        detail). Quantities: 'batch inputs', 'parameters', 'targets', 'values', 'td loss',
+        detail). Quantities: 'batch inputs', 'parameters', 'td targets', 'values', 'td loss',
         'conservative loss', 'imitation loss', 'bc loss', 'loss', 'gradients', 'grad norm'. Slow: call it only on failure."""
 
         def bad(t: torch.Tensor) -> bool:
             return t.is_floating_point() and not bool(torch.isfinite(t).all())
 
-        for key, value in batch.items():
-            for sub, t in (value.items() if isinstance(value, dict) else [(None, value)]):
-                if bad(t):
-                    return "batch inputs", f"batch field '{key}{'/' + sub if sub else ''}'"
+        for name, t in batch.tensors():
+            if bad(t):
+                return "batch inputs", f"batch field '{name}'"
         state = self.nonfinite_state()
         if state is not None:
             return "parameters", state
         if self.cfg.method == "bc":
             with self._autocast():
-                logits = self.online.logits(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))
+                logits = self.online.logits(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, K)
             if bad(logits):
                 return "values", "the online network's logits"
-            if bad(bc_loss(logits.float(), batch["bins"])):
+            if bad(bc_loss(logits.float(), batch.bins)):
                 return "bc loss", "the cross-entropy of the data's bins"
         else:
-            targets = self.compute_targets(batch)
-            if bad(targets):
-                return "targets", "the regression targets from the target network"
+            td_targets = self.compute_td_targets(batch)  # (B, d)
+            if bad(td_targets):
+                return "td targets", "the TD targets computed with the target network"
             with self._autocast():
-                h = self.online.features(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, C)
+                h = self.online.features(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, C)
                 values = self.online.values(h)  # (B, d, K)
             if bad(values):
                 return "values", "the online network's Q-values"
             losses = qtransformer_loss(
-                values.float(), batch["bins"], targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
+                values.float(), batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
             )
             if self.online.imitation_head is not None:
-                losses["imitation_loss"] = masked_bc_loss(self.online.imitation_logits(h), batch["bins"], batch["imitate"])
+                losses["imitation_loss"] = masked_bc_loss(self.online.imitation_logits(h), batch.bins, batch.imitate)
             for key, label in (("td_loss", "td loss"), ("conservative_loss", "conservative loss"), ("imitation_loss", "imitation loss"), ("loss", "loss")):
                 if key not in losses:
                     continue
@@ -223,22 +223,46 @@ class QTransformerLearner:
         with torch.no_grad():
             return max((float(p.detach().nan_to_num(0.0, 0.0, 0.0).abs().max()) for p in self.online.parameters() if p.numel()), default=0.0)
 
-    def _bc_update(self, batch: dict) -> dict[str, float]:
+    def _bc_update(self, batch: Batch) -> dict[str, float]:
         """The behaviour-cloning baseline: cross-entropy of the data's bins, same network and optimizer."""
         with self._autocast():
-            logits = self.online.logits(batch["obs"], batch["bins"], batch.get("task"), batch.get("images"))  # (B, d, K)
-        loss = bc_loss(logits.float(), batch["bins"])
+            logits = self.online.logits(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, K)
+        loss = bc_loss(logits.float(), batch.bins)
         grad_norm = self._step(loss)
         with torch.no_grad():
-            accuracy = (logits.argmax(-1) == batch["bins"]).float().mean()
+            accuracy = (logits.argmax(-1) == batch.bins).float().mean()
         return {"loss": loss.item(), "bc_loss": loss.item(), "bin_accuracy": accuracy.item(),
                 "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"]}
 
     @torch.no_grad()
     def polyak_update(self) -> None:
-        tau = self.cfg.tau
-        online = list(self.online.parameters())
-        target = list(self.target.parameters())
-        torch._foreach_lerp_(target, online, tau)  # target <- target + tau * (online - target)
-        for tb, ob in zip(self.target.buffers(), self.online.buffers()):
+        """target_net <- target_net + tau * (online - target_net); buffers copied."""
+        online_params = list(self.online.parameters())
+        target_params = list(self.target_net.parameters())
+        torch._foreach_lerp_(target_params, online_params, self.cfg.tau)
+        for tb, ob in zip(self.target_net.buffers(), self.online.buffers(), strict=True):
             tb.copy_(ob)
+
+    # -- state (for checkpoints and exact resume) --------------------------------------------------
+    def state_dict(self) -> dict:
+        """What an exact resume needs: {"online": state dict, "target_net": state dict, "optimizer":
+        AdamW's state dict, "num_updates": int}. Tensors are the live ones (copy before changing them)."""
+        return {
+            "online": self.online.state_dict(),
+            "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned, in place (tensors may be on any device).
+
+        Which AdamW kernel runs (fused, multi-tensor) stays this machine's choice, not the saved run's: a
+        state from a GPU or from an older version must not impose its own."""
+        self.online.load_state_dict(state["online"])
+        self.target_net.load_state_dict(state["target_net"])
+        kernel = {k: self.optimizer.param_groups[0].get(k) for k in ("fused", "foreach")}
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group.update(kernel)
+        self.num_updates = int(state["num_updates"])

@@ -1,6 +1,6 @@
 """Q-Transformer's loss, in value space (after the sigmoid), never on logits.
 
-With Q = values (B, d, K), a = the data's bins (B, d), y = targets (B, d):
+With Q = values (B, d, K), a = the data's bins (B, d), y = the TD targets (B, d) of algo/targets.py:
 
     TD           = mean_{b, j} ( Q[b, j, a_bj] - y_bj )^2
     conservative = alpha * mean_{b, j} [ 1/(N-1) * sum_{k != a_bj} Q[b, j, k]^2 ]
@@ -32,8 +32,9 @@ def data_bin_values(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return values.gather(-1, bins.long().unsqueeze(-1)).squeeze(-1)
 
 
-def td_loss(values: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(data_bin_values(values, bins), targets)
+def td_loss(values: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor) -> torch.Tensor:
+    """mean_{b, j} (Q[b, j, a_bj] - y_bj)^2: values (B, d, K), bins (B, d), td_targets (B, d)."""
+    return F.mse_loss(data_bin_values(values, bins), td_targets)
 
 
 def conservative_loss(values: torch.Tensor, bins: torch.Tensor, reference_bins: int = 0) -> torch.Tensor:
@@ -55,9 +56,9 @@ def cql_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 def qtransformer_loss(
-    values: torch.Tensor, bins: torch.Tensor, targets: torch.Tensor, alpha: float, regularizer: str = "zero", reference_bins: int = 0
+    values: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor, alpha: float, regularizer: str = "zero", reference_bins: int = 0
 ) -> dict:
-    td = td_loss(values, bins, targets.detach())
+    td = td_loss(values, bins, td_targets.detach())
     cons = conservative_loss(values, bins, reference_bins) if regularizer == "zero" else cql_loss(values, bins)
     return {"loss": td + alpha * cons, "td_loss": td, "conservative_loss": cons}
 

@@ -1,9 +1,9 @@
 """Training transitions and the batch sampler.
 
-`build_transitions` computes, once per dataset, every per-step quantity the targets need (bins,
+`build_transitions` computes, once per dataset, every per-step quantity the TD targets need (bins,
 n-step reward/discount/bootstrap, the bootstrap step, the Monte-Carlo return, task, source); these
 are small. Observations stay where they are (memory maps for a dataset on disk) and are gathered
-row by row for each batch.
+row by row for each batch, a `Batch` (data/batch.py).
 
 Batch i is a pure function of (seed, i): its indices come from numpy's PCG64 seeded with [seed, i].
 So the sampler's whole state is the number of batches drawn, a background thread can prepare the
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..actions import ActionDiscretizer
+from .batch import Batch
 from .dataset import EpisodeDataset
 from .returns import n_step_returns, returns_to_go
 
@@ -187,18 +188,25 @@ class TransitionSampler:
             return rng.integers(0, self.size, self.batch_size)
         return np.concatenate([pool[rng.integers(0, len(pool), n)] for pool, n in self.pools])
 
-    def make_batch(self, i: int) -> dict[str, torch.Tensor]:
-        idx = self.indices(i)
-        batch = {k: v[idx] for k, v in self.small.items()}
-        batch["obs"] = torch.from_numpy(self.obs.gather(idx))  # (B, obs_dim)
-        batch["next_obs"] = torch.from_numpy(self.next_obs.gather(self.next_index[idx]))  # (B, obs_dim) at s_{t+m}
+    def make_batch(self, i: int) -> Batch:
+        """Batch i, on the CPU."""
+        idx = self.indices(i)  # (B,)
+        small = {k: v[idx] for k, v in self.small.items()}  # each (B,) or (B, d)
+        images = next_images = None
         if self.images:
             rows, next_rows = self.image_row[idx], self.next_image_row[self.next_index[idx]]
-            batch["images"] = {k: torch.from_numpy(src.gather(rows)) for k, src in self.images.items()}  # (B, H, W, C) uint8
-            batch["next_images"] = {k: torch.from_numpy(src.gather(next_rows)) for k, src in self.images.items()}
-        return batch
+            images = {k: torch.from_numpy(src.gather(rows)) for k, src in self.images.items()}  # (B, H, W, C) uint8
+            next_images = {k: torch.from_numpy(src.gather(next_rows)) for k, src in self.images.items()}  # at s_{t+m}
+        return Batch(
+            obs=torch.from_numpy(self.obs.gather(idx)),  # (B, obs_dim)
+            next_obs=torch.from_numpy(self.next_obs.gather(self.next_index[idx])),  # (B, obs_dim) at s_{t+m}
+            images=images,
+            next_images=next_images,
+            **small,
+        )
 
-    def sample(self) -> dict[str, torch.Tensor]:
+    def sample(self) -> Batch:
+        """The next batch, on the sampler's device."""
         if self.prefetch > 0:
             if self._thread is None:
                 self._start()
@@ -208,7 +216,7 @@ class TransitionSampler:
         else:
             batch = self.make_batch(self.batches_drawn)
         self.batches_drawn += 1
-        return _to(batch, self.device)
+        return batch.to(self.device, non_blocking=True)
 
     # -- state (for exact resume) -----------------------------------------------------------------
     def state(self) -> int:
@@ -245,12 +253,6 @@ class TransitionSampler:
             self._thread.join()
             self._thread = None
             self._queue = None
-
-
-def _to(x, device):
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x.to(device, non_blocking=True)
 
 
 def _rows(x) -> RowSource:
