@@ -54,7 +54,7 @@ def main() -> None:
         EpisodeStore.create(data, make_builtin_dataset(100, 400, seed=0))  # the demo's dataset
     jobs = [(str(a.out), str(data), bf16, s) for s in range(a.seeds) for bf16 in (False, True)]
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-        results = list(pool.map(run, *zip(*jobs)))
+        results = list(pool.map(run, *zip(*jobs, strict=True)))
     steps = [s for s, _ in results[0]["curve"]]
     print("| run | " + " | ".join(f"success @ {s}" for s in steps) + " | q_data @ end | wall s |")
     print("|---|" + "---|" * (len(steps) + 2))

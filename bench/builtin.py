@@ -138,7 +138,7 @@ def main() -> None:
         dataset_dir(a.out, d)  # made once, before the workers start
     jobs = [(str(a.out), v, d, s, a.steps, a.curve_every) for d in datas for v in variants for s in range(a.seeds)]
     with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
-        results = list(pool.map(run, *zip(*jobs)))
+        results = list(pool.map(run, *zip(*jobs, strict=True)))
 
     summary_file = a.out / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {"runs": {}}

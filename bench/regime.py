@@ -195,7 +195,7 @@ def heldout_success(act: Callable, name: str, episodes: int) -> float:
         for bseed, group in by_seed.items():
             envs += _envs(name, bseed, len(group))
             variations += [i % VARIATIONS for i in group]
-        obs = [env.reset(seed=v)[0] for env, v in zip(envs, variations)]
+        obs = [env.reset(seed=v)[0] for env, v in zip(envs, variations, strict=True)]
         active = np.ones(len(envs), bool)
         success = np.zeros(len(envs), bool)
         while active.any():
@@ -266,7 +266,7 @@ def _run_ours(spec: dict) -> dict:
         names = list(policy.meta.get("task_names") or [])
         multi = policy.net.task_embedding is not None  # a single-task policy takes no task id
         per_task = {
-            name: heldout_success(lambda obs, t=t: policy.act(obs, task=t if multi else None), name, spec["eval_episodes"])
+            name: heldout_success(lambda obs, t=t: policy.act(obs, task=t if multi else None), name, spec["eval_episodes"])  # noqa: B023 - called within this iteration
             for t, name in enumerate(names)
         }
         curve.append([int(ckpt.name.split("_")[1]), float(np.mean(list(per_task.values())))])
@@ -349,7 +349,7 @@ def collect_chunk(job: dict) -> str:
         first = job["chunk"] * n
         shares = [len(range(k, n, len(eps))) for k in range(len(eps))]
         offset = 0
-        for level, count in zip(eps, shares):
+        for level, count in zip(eps, shares, strict=True):
             if count:  # reset seeds 20_000_000 + first + offset + i: variation (first + offset + i) % 50
                 task = t if policy.net.task_embedding is not None else None  # a single-task policy takes no task id
                 collect(policy, tmp, count, env_id=f"metaworld:{name}", epsilon=level, seed=first + offset, task=task, progress=False)

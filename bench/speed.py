@@ -94,8 +94,8 @@ def bench_training_pair(cfg_name: str, obs_dim: int, action_dim: int, seconds: f
     for r in range(rounds):
         for amp in ((False, True) if r % 2 == 0 else (True, False)):
             learner, batch = pair[amp]
-            per_round[amp].append(timeit(lambda: learner.update(batch), seconds / rounds))
-    ratios = [a / b for a, b in zip(per_round[False], per_round[True])]
+            per_round[amp].append(timeit(lambda: learner.update(batch), seconds / rounds))  # noqa: B023 - timeit calls it at once
+    ratios = [a / b for a, b in zip(per_round[False], per_round[True], strict=True)]
     rows = tuple(
         _training_row(f"{cfg_name} {'bf16' if amp else 'fp32'}", cfg_name, *pair[amp], statistics.median(per_round[amp]))
         for amp in (False, True)

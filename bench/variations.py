@@ -55,8 +55,8 @@ def main() -> None:
         for seed in a.seeds:
             policy = QTPolicy.from_checkpoint(a.root / "runs" / a.dataset / method / f"seed{seed}")
             for t, name in enumerate(ds.task_names):
-                for group, variations in zip(("seen", "held-out"), groups[name]):
-                    episodes = run_episodes(lambda obs: policy.act(obs, task=t), f"metaworld:{name}", variations[: a.episodes])
+                for group, variations in zip(("seen", "held-out"), groups[name], strict=True):
+                    episodes = run_episodes(lambda obs: policy.act(obs, task=t), f"metaworld:{name}", variations[: a.episodes])  # noqa: B023 - run at once
                     rate = float(np.mean([e["success"] for e in episodes]))
                     results.setdefault(method, {}).setdefault(name, {}).setdefault(group, []).append(rate)
     short = [n.removesuffix("-v3") for n in ds.task_names]

@@ -25,7 +25,7 @@ def test_tiny_comparison_runs_resumes_and_reports(tmp_path, capsys):
     assert set(summary["table"]) == {"qtransformer", "bc_demos"}
     row = summary["table"]["qtransformer"]
     assert row["seeds"] == 1 and set(row["per_task"]) == {"reach-v3"}
-    assert [s for s, _ in zip(row["curve_steps"], row["curve"])] == [10, 20]
+    assert [s for s, _ in zip(row["curve_steps"], row["curve"], strict=True)] == [10, 20]
     # the dataset's own success rates: demonstrations succeed, and they are reported per task
     data = summary["data"][summary["main_dataset"]]
     assert data["by_source"]["demonstration"] == 1.0 and data["by_task"]["reach-v3"]["demonstration"] == 1.0

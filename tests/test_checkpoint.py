@@ -179,9 +179,9 @@ def test_training_state_round_trip_continues_identically(make_net, tmp_path):
     assert state["step"] == 3 and fresh.num_updates == 3
     for _ in range(2):
         fresh.update(fresh_sampler.sample())
-    for a, b in zip(learner.online.state_dict().values(), fresh.online.state_dict().values()):
+    for a, b in zip(learner.online.state_dict().values(), fresh.online.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    for a, b in zip(learner.target_net.state_dict().values(), fresh.target_net.state_dict().values()):
+    for a, b in zip(learner.target_net.state_dict().values(), fresh.target_net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -218,7 +218,7 @@ def test_run_checkpoint_and_model_folders_all_resolve_and_old_ones_are_pruned(ma
     assert resolve_model_dir(final) == final / "model"
     assert resolve_model_dir(final / "model") == final / "model"
     loaded, _, _ = load_model(run)
-    for a, b in zip(learner.policy_net.state_dict().values(), loaded.state_dict().values()):
+    for a, b in zip(learner.policy_net.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not list((run / "checkpoints").glob(".*tmp*"))  # no temporary folder left behind
 

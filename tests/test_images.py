@@ -46,7 +46,7 @@ def test_store_maps_images_and_the_next_image_of_a_last_step_is_the_final_image(
     nxt = batch.next_images["cam"][:, 0, 0, 0].tolist()
     # n = 2: the bootstrap image is two steps on, or the episode's final image (labels 13 and 22)
     expected = {10: 12, 11: 13, 12: 13, 20: 22, 21: 22}
-    assert all(expected[a] == b for a, b in zip(now, nxt)) and set(now) == set(expected)
+    assert all(expected[a] == b for a, b in zip(now, nxt, strict=True)) and set(now) == set(expected)
 
 
 def test_images_must_be_uint8_with_matching_shapes():
@@ -97,7 +97,7 @@ def test_every_parameter_of_an_image_model_moves_after_one_update():
     )
     learner.update(batch)
     names = [n for n, _ in learner.online.named_parameters()]
-    for name, b, a in zip(names, before, learner.online.parameters()):
+    for name, b, a in zip(names, before, learner.online.parameters(), strict=True):
         assert not torch.equal(a, b), name
     assert any(n.startswith("image_encoders.0.conv") for n in names)
 

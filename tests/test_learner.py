@@ -60,7 +60,7 @@ def test_polyak_step_after_one_update(make_net):
         expected = (1 - tau) * old_target_net[name] + tau * new_online[name].detach()
         torch.testing.assert_close(p, expected, rtol=0, atol=1e-6, msg=name)
         assert not torch.equal(p, old_target_net[name]), f"target network {name} did not move"
-    for (name, tb), ob in zip(learner.target_net.named_buffers(), learner.online.buffers()):
+    for (name, tb), ob in zip(learner.target_net.named_buffers(), learner.online.buffers(), strict=True):
         assert torch.equal(tb, ob), name
 
 
@@ -175,7 +175,7 @@ def test_bf16_autocast_step_stays_close_to_fp32(make_net):
     m32, m16 = fp32.update(batch), bf16.update(batch)
     assert m16["loss"] == pytest.approx(m32["loss"], rel=0.05)
     assert m16["loss"] != m32["loss"]  # the bf16 path really ran in lower precision
-    for p32, p16 in zip(fp32.online.parameters(), bf16.online.parameters()):
+    for p32, p16 in zip(fp32.online.parameters(), bf16.online.parameters(), strict=True):
         torch.testing.assert_close(p16, p32, atol=5e-3, rtol=0.05)
 
 

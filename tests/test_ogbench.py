@@ -13,7 +13,12 @@ from qtransformer.data import EpisodeStore  # noqa: E402
 from qtransformer.envs import make_env  # noqa: E402
 from qtransformer.envs.ogbench import TaskJudge, generate_episode, make_collection_env, singletask_id  # noqa: E402
 from qtransformer.envs.ogbench_dataset import (  # noqa: E402
-    RawRecipe, generate_raw, load_block, make_ogbench_dataset, raw_successes, relabel_episode,
+    RawRecipe,
+    generate_raw,
+    load_block,
+    make_ogbench_dataset,
+    raw_successes,
+    relabel_episode,
 )
 
 QPOS_OBJ, CUBE_LEN = 14, 7  # OGBench's qpos layout: the arm and gripper, then 7 entries (xyz, quat) per cube
@@ -46,8 +51,8 @@ def _put_at_goal(env: str, judge: TaskJudge, raw: dict, steps: list[int], partia
 
 @pytest.mark.parametrize("env", ["cube-single", "cube-double", "puzzle-3x3", "scene"])
 def test_relabelling_agrees_with_ogbench_relabel_utils(env):
-    from ogbench.relabel_utils import relabel_dataset
     import gymnasium as gym
+    from ogbench.relabel_utils import relabel_dataset
 
     judge = TaskJudge(env, 2)
     raw = _put_at_goal(env, judge, _raw(env, 12), steps=[3, 4, 9], partial=[6])

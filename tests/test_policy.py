@@ -58,7 +58,7 @@ def enumerate_values(net, obs_row, d, K):
     combos = torch.tensor(list(itertools.product(range(K), repeat=d)))  # (K^d, d)
     with torch.no_grad():
         values = net(obs_row.expand(len(combos), -1), combos)  # (K^d, d, K)
-    return {tuple(c.tolist()): v for c, v in zip(combos, values)}
+    return {tuple(c.tolist()): v for c, v in zip(combos, values, strict=True)}
 
 
 @pytest.mark.parametrize("d, K", [(2, 3), (3, 3), (3, 4)])

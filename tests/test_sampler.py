@@ -55,7 +55,7 @@ def test_sampled_next_obs_is_the_bootstrap_state():
     # obs[:, 0] is the step's label: A steps are 0, 1, 2 and B steps are 10, 11, 12.
     # The bootstrap state s_{t+m} is next_observations[t + m - 1], labelled obs + m with tag 0.5.
     m = {0: 2, 1: 2, 2: 1, 10: 2, 11: 2, 12: 1}
-    for o, n in zip(batch.obs.tolist(), batch.next_obs.tolist()):
+    for o, n in zip(batch.obs.tolist(), batch.next_obs.tolist(), strict=True):
         assert n == [o[0] + m[int(o[0])], 0.5]
     assert len({int(o) for o in batch.obs[:, 0].tolist()}) == 6  # 64 draws cover all 6 steps
 

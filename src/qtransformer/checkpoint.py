@@ -101,7 +101,7 @@ def load_model(path: Union[str, Path], device: str = "cpu") -> tuple[QTransforme
         args = (cfg["obs_dim"], cfg["action_dim"], discretizer.num_bins, cfg["num_tasks"], model_from_dict(cfg["model"]))
         image_shapes = {k: tuple(v) for k, v in cfg.get("image_shapes", {}).items()}
         imitation_head = bool(cfg.get("imitation_head", False))
-        for name, value in zip(("obs_dim", "action_dim", "num_tasks"), (args[0], args[1], args[3])):
+        for name, value in zip(("obs_dim", "action_dim", "num_tasks"), (args[0], args[1], args[3]), strict=True):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"field '{name}' must be a whole number >= 0, got {value!r}")
         language = {"language_dim": cfg.get("language_dim", 0), "num_instructions": cfg.get("num_instructions", 0)}  # 0: no language

@@ -26,7 +26,7 @@ def run_episodes(act: Callable, env_id: str, seeds: list[int], progress: bool = 
     Returns per episode: seed, success, return, length."""
     n = len(seeds)
     envs = [make_env(env_id) for _ in range(n)]
-    obs = [env.reset(seed=s)[0] for s, env in zip(seeds, envs)]
+    obs = [env.reset(seed=s)[0] for s, env in zip(seeds, envs, strict=True)]
     active = np.ones(n, dtype=bool)
     success = np.zeros(n, dtype=bool)
     returns = np.zeros(n)
@@ -54,7 +54,7 @@ def run_episodes(act: Callable, env_id: str, seeds: list[int], progress: bool = 
         bar.close()
     for env in envs:
         env.close()
-    return [{"seed": int(s), "success": bool(ok), "return": float(r), "length": int(k)} for s, ok, r, k in zip(seeds, success, returns, lengths)]
+    return [{"seed": int(s), "success": bool(ok), "return": float(r), "length": int(k)} for s, ok, r, k in zip(seeds, success, returns, lengths, strict=True)]
 
 
 def summarize(env_id: str, seed: int, per_episode: list[dict]) -> dict:

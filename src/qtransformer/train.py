@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .actions import ActionDiscretizer
 from .algo import QTransformerLearner
-from .checkpoint import CheckpointError, load_training_state, read_training_state_json, last_checkpoint, model_config, save_checkpoint
+from .checkpoint import CheckpointError, last_checkpoint, load_training_state, model_config, read_training_state_json, save_checkpoint
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import Batch, DatasetError, EpisodeStore, TransitionSampler, build_transitions
 from .data.sampler import imitation_mask

@@ -120,7 +120,7 @@ def _episode_buffers(EpisodeBuffer, ds: EpisodeDataset, first_id: int, with_imag
 def _episode_metadata(ds: EpisodeDataset, task_names: list[str]) -> list[dict]:
     return [
         {"source": str(src), "task": int(task), "task_name": str(task_names[int(task)])}
-        for src, task in zip(ds.episode_source, np.asarray(ds.episode_task).tolist())
+        for src, task in zip(ds.episode_source, np.asarray(ds.episode_task).tolist(), strict=True)
     ]
 
 

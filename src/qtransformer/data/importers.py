@@ -293,7 +293,7 @@ def read_d4rl(path, env_id: Optional[str] = None, source: Optional[str] = None) 
 
     episodes = []
     dropped = [0, 0, 0]
-    for s, t in zip(starts.tolist(), ends.tolist()):
+    for s, t in zip(starts.tolist(), ends.tolist(), strict=True):
         sl = slice(s, t + 1)
         is_terminal = bool(term[t])
         if next_obs is not None:

@@ -280,7 +280,7 @@ class EpisodeStore:
         offsets = np.cumsum([0] + [c.num_steps for c in cs])
         ds = EpisodeDataset(
             **{k: np.concatenate([np.asarray(getattr(c, k)) for c in cs]) for k in STEP_FIELDS},
-            episode_starts=np.concatenate([[0]] + [c.episode_starts[1:] + o for c, o in zip(cs, offsets)]).astype(np.int64),
+            episode_starts=np.concatenate([[0]] + [c.episode_starts[1:] + o for c, o in zip(cs, offsets, strict=False)]).astype(np.int64),  # offsets: one more (the total)
             episode_task=np.concatenate([c.episode_task for c in cs]),
             episode_source=[s for c in cs for s in c.episode_source],
             episode_instruction=[i for c in cs for i in c.episode_instruction] if all(c.episode_instruction for c in cs) else [],

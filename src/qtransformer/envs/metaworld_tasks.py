@@ -19,7 +19,6 @@ that need it, so the core package never imports it. See docs/metaworld.md.
 from __future__ import annotations
 
 import os
-
 import warnings
 from typing import Callable, Optional
 
@@ -376,7 +375,7 @@ def make_metaworld_dataset(
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
-            per_task = list(tqdm(pool.map(_task_episodes, *zip(*args)), total=len(tasks), desc="tasks", disable=not progress, leave=False))
+            per_task = list(tqdm(pool.map(_task_episodes, *zip(*args, strict=True)), total=len(tasks), desc="tasks", disable=not progress, leave=False))
     else:
         per_task = [_task_episodes(*a) for a in tqdm(args, desc="tasks", disable=not progress, leave=False)]
     episodes = [ep for eps in per_task for ep in eps]

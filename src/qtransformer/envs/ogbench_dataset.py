@@ -29,7 +29,15 @@ import numpy as np
 from ..data import EpisodeDataset, EpisodeStore
 from ..fileio import atomic_write_text
 from .ogbench import (
-    DATASET_TYPES, ENVS, EPISODE_LENGTH, NUM_TASKS, TaskJudge, episode_seed, generate_episode, make_collection_env, ogbench_env_id,
+    DATASET_TYPES,
+    ENVS,
+    EPISODE_LENGTH,
+    NUM_TASKS,
+    TaskJudge,
+    episode_seed,
+    generate_episode,
+    make_collection_env,
+    ogbench_env_id,
 )
 
 BLOCK_EPISODES = 50  # raw episodes per cache block (about 50k transitions at the full episode length)
@@ -73,9 +81,9 @@ def _block_path(cache: Path, start: int, end: int) -> Path:
 
 def _check_cache(cache: Path, recipe: RawRecipe) -> None:
     meta_path = cache / "meta.json"
-    import ogbench  # noqa: F401 - the version goes into the cache's meta
-
     from importlib.metadata import version
+
+    import ogbench  # noqa: F401 - the version goes into the cache's meta
 
     want = {"format": CACHE_FORMAT, "recipe": asdict(recipe), "ogbench": version("ogbench")}
     if meta_path.exists():

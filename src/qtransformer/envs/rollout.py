@@ -21,7 +21,7 @@ def rollout(env, act: Callable, seed: int) -> dict:
         action = act(obs)
         obs, reward, terminated, truncated, _ = env.step(action)
         seen.append(split_observation(obs))
-        for k, v in zip(steps, (action, reward, terminated, truncated and not terminated)):
+        for k, v in zip(steps, (action, reward, terminated, truncated and not terminated), strict=True):
             steps[k].append(v)
         if terminated or truncated:
             episode = {k: np.asarray(v) for k, v in steps.items()}

@@ -129,7 +129,7 @@ class QTransformerNet(nn.Module):
         if self.image_keys:
             if images is None or any(k not in images for k in self.image_keys):
                 raise ValueError(f"this model reads images {self.image_keys}: pass them")
-            tokens += [enc(images[k]) for k, enc in zip(self.image_keys, self.image_encoders)]  # each (B, 1, C)
+            tokens += [enc(images[k]) for k, enc in zip(self.image_keys, self.image_encoders, strict=True)]  # each (B, 1, C)
         if self.task_embedding is not None:
             if task is None:
                 raise ValueError("this model was trained on several tasks: pass task ids")
