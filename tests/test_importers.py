@@ -1,4 +1,4 @@
-"""Dataset importers (data/importers.py): D4RL arrays, robomimic HDF5 and Minari datasets.
+"""Dataset importers (data/importers/): D4RL arrays, robomimic HDF5 and Minari datasets.
 
 Each source is a small file built here with known values; the imported dataset must hold exactly
 those values, cut into the right episodes with the right terminal/timeout flags, and every bad input
