@@ -7,17 +7,15 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from qtransformer.envs.metaworld_tasks import (  # noqa: E402
+from qtransformer.envs.metaworld import (  # noqa: E402
     MT10_TASKS,
     instruction_for,
-    make_metaworld_dataset,
     make_metaworld_env,
     metaworld_env_id,
-    perturbed_policy,
-    replay_policy,
     scripted_expert,
     tasks_from_env_id,
 )
+from qtransformer.envs.metaworld_dataset import make_metaworld_dataset, perturbed_policy, replay_policy  # noqa: E402
 from qtransformer.envs.rollout import rollout  # noqa: E402
 
 
@@ -135,3 +133,11 @@ def test_no_renderer_is_chosen_unless_rendering(monkeypatch):
     assert "MUJOCO_GL" not in os.environ and "PYOPENGL_PLATFORM" not in os.environ
     make_metaworld_env("reach-v3", seed=0, max_steps=3, render_mode="rgb_array").close()
     assert os.environ["MUJOCO_GL"] == "osmesa"  # videos: the software renderer unless the user chose one
+
+
+def test_the_former_module_still_exports_the_adapter():
+    """envs/metaworld_tasks.py was split into envs/metaworld.py and envs/metaworld_dataset.py; the old path stays."""
+    from qtransformer.envs import metaworld_tasks
+
+    assert metaworld_tasks.make_metaworld_env is make_metaworld_env and metaworld_tasks.make_metaworld_dataset is make_metaworld_dataset
+    assert all(hasattr(metaworld_tasks, name) for name in metaworld_tasks.__all__)

@@ -100,7 +100,7 @@ def record_videos(
     from PIL import Image
 
     if is_multi_task(env_id):
-        from .envs.metaworld_tasks import tasks_from_env_id
+        from .envs.metaworld import tasks_from_env_id
 
         return [p for t in tasks_from_env_id(env_id) for p in record_videos(policy, f"metaworld:{t}", out_dir, episodes, seed, None, fps, instruction)]
     instruction = policy.instruction_for_env(env_id, task, instruction)
@@ -170,7 +170,7 @@ def evaluate_policy(
     if not env_id:
         raise ValueError("this checkpoint records no environment; pass --env")
     if is_multi_task(env_id):
-        from .envs.metaworld_tasks import tasks_from_env_id
+        from .envs.metaworld import tasks_from_env_id
 
         results = {
             t: evaluate_policy(policy, f"metaworld:{t}", episodes, seed, progress, workers=workers, instruction=instruction)

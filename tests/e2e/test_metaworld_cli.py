@@ -40,7 +40,7 @@ def test_paper_mix_and_an_unknown_task(tmp_path, capsys):
 
 
 def test_workers_make_the_same_dataset(tmp_path):
-    from qtransformer.envs.metaworld_tasks import make_metaworld_dataset
+    from qtransformer.envs.metaworld_dataset import make_metaworld_dataset
 
     kw = dict(demos=1, autonomous=1, recipe="replay", seed=3, max_steps=30, progress=False)
     one = make_metaworld_dataset(["reach-v3", "push-v3"], workers=1, **kw)

@@ -15,7 +15,7 @@ def is_multi_task(env_id: str) -> bool:
     """A MetaWorld id naming several tasks ("metaworld:mt10", "metaworld:a,b"): evaluated task by task."""
     if not env_id.startswith("metaworld:"):
         return False
-    from .metaworld_tasks import tasks_from_env_id
+    from .metaworld import tasks_from_env_id
 
     return len(tasks_from_env_id(env_id)) > 1
 
@@ -55,7 +55,7 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
 
         return make_ogbench_env(env_id, **kwargs)
     if env_id.startswith("metaworld:"):
-        from .metaworld_tasks import make_metaworld_env, tasks_from_env_id
+        from .metaworld import make_metaworld_env, tasks_from_env_id
 
         tasks = tasks_from_env_id(env_id)
         if len(tasks) != 1:

@@ -1,0 +1,208 @@
+"""MetaWorld (v3) tasks with a sparse success reward, and MetaWorld's scripted experts.
+
+MetaWorld is an optional extra (`pip install -e '.[sim]'`): it is imported lazily, inside the functions
+that need it, so the core package never imports it. See docs/metaworld.md; the dataset recipes and the
+dataset maker are in envs/metaworld_dataset.py.
+
+- `make_metaworld_env(name, seed)`: one task ("reach-v3", ...) with one task variation (object and goal
+  placement, one of MetaWorld's 50 per task) chosen by `seed`; reward 1.0 and terminated on the first
+  step with `info["success"]`, else 0.0; truncated (a timeout) after `max_steps` steps. Observations are
+  MetaWorld's 39-d state as float32 (with the goal visible, as in the MT benchmarks), actions Box(-1, 1, (4,)).
+  With `vary_task=True`, `reset(seed=s)` picks variation `s % 50` instead, so a dataset covers them all.
+- `scripted_expert(name)`: MetaWorld's scripted policy for the task, as a callable obs -> action;
+  `noisy_expert(name, rng)`, the demonstrator: the same with small Gaussian action noise.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+
+INSTALL_HINT = "pip install -e '.[sim]'  (or: pip install 'metaworld>=3')"
+
+MT10_TASKS = [
+    "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
+    "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3",
+]
+
+MT10_INSTRUCTIONS = {
+    "reach-v3": "reach the goal",
+    "push-v3": "push the puck to the goal",
+    "pick-place-v3": "pick up the puck and place it at the goal",
+    "door-open-v3": "open the door",
+    "drawer-open-v3": "open the drawer",
+    "drawer-close-v3": "close the drawer",
+    "button-press-topdown-v3": "press the button from the top",
+    "peg-insert-side-v3": "insert the peg into the hole from the side",
+    "window-open-v3": "slide the window open",
+    "window-close-v3": "slide the window closed",
+}
+
+# MetaWorld's environments allow 500 steps (max_path_length); its scripted experts solve the MT10 tasks
+# in 35-140 steps (docs/metaworld.md), so 200 leaves room for slow recoveries while keeping failed
+# episodes (which always run to the cut) cheap. Pass max_steps=500 for MetaWorld's own horizon.
+DEFAULT_MAX_STEPS = 200
+NUM_VARIATIONS = 50  # MetaWorld makes 50 task variations (object/goal placements) per task
+
+
+def _choose_renderer() -> None:
+    """For headless rendering (videos) only: MuJoCo's software renderer, OSMesa, unless the user chose
+    one (MUJOCO_GL=egl on a GPU machine, glfw with a display). Without rendering nothing is set, so
+    making datasets and evaluating need no OpenGL library at all."""
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def _import_metaworld():
+    try:
+        import metaworld  # noqa: F401
+        import metaworld.policies  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"MetaWorld is not installed ({exc}); install the optional extra: {INSTALL_HINT}") from exc
+    return metaworld
+
+
+def instruction_for(name: str) -> str:
+    """A short instruction text: a hand-written one for the MT10 tasks, else the task's name in words."""
+    if name in MT10_INSTRUCTIONS:
+        return MT10_INSTRUCTIONS[name]
+    base = name[:-3] if name.endswith("-v3") else name
+    return base.replace("-", " ")
+
+
+def metaworld_env_id(tasks: list[str]) -> str:
+    """The env_id recorded in a dataset: "metaworld:<task>", "metaworld:mt10", or "metaworld:<a>,<b>"."""
+    if len(tasks) == 1:
+        return f"metaworld:{tasks[0]}"
+    if sorted(tasks) == sorted(MT10_TASKS):
+        return "metaworld:mt10"
+    return "metaworld:" + ",".join(tasks)
+
+
+def tasks_from_env_id(env_id: str) -> list[str]:
+    """The inverse of metaworld_env_id: "metaworld:mt10" -> the MT10 task list, "metaworld:a,b" -> [a, b]."""
+    if not env_id.startswith("metaworld:"):
+        raise ValueError(f"'{env_id}' is not a MetaWorld id (metaworld:<task>, metaworld:mt10 or metaworld:<a>,<b>)")
+    rest = env_id[len("metaworld:"):]
+    return list(MT10_TASKS) if rest == "mt10" else [t for t in rest.split(",") if t]
+
+
+class MetaWorldSparseEnv(gym.Env):
+    """One MetaWorld task with the sparse success reward (see the module docstring)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self, name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None
+    ):
+        metaworld = _import_metaworld()
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if name not in metaworld.MT1.ENV_NAMES:
+            close = [n for n in metaworld.MT1.ENV_NAMES if name.split("-")[0] in n][:5]
+            raise ValueError(f"unknown MetaWorld task '{name}'; v3 names look like 'reach-v3' (similar: {close})")
+        self.name, self.seed, self.max_steps, self.vary_task = name, int(seed), int(max_steps), vary_task
+        benchmark = metaworld.MT1(name, seed=self.seed)  # 50 variations, drawn from `seed`
+        self._tasks = list(benchmark.train_tasks)
+        self.render_mode = render_mode
+        if render_mode is None:
+            self._env = benchmark.train_classes[name]()
+        else:  # offscreen frames from the "corner" camera, for videos
+            _choose_renderer()
+            self._env = benchmark.train_classes[name](render_mode=render_mode, camera_name="corner", width=128, height=128)
+        self._env.max_path_length = max(self.max_steps, 1)  # we cut episodes ourselves
+        self.variation = 0
+        self._env.set_task(self._tasks[self.variation])
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(39,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self._t = 0
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        if self.vary_task and seed is not None:
+            self.variation = int(seed) % len(self._tasks)
+            self._env.set_task(self._tasks[self.variation])
+        obs, info = self._env.reset()
+        self._t = 0
+        return np.asarray(obs, dtype=np.float32), {"success": False, "variation": self.variation}
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, dtype=np.float32).reshape(4), -1.0, 1.0)
+        obs, _, _, _, info = self._env.step(a)
+        self._t += 1
+        success = bool(info.get("success", 0.0))
+        truncated = (not success) and self._t >= self.max_steps
+        info = dict(info, success=success)
+        return np.asarray(obs, dtype=np.float32), float(success), success, truncated, info
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        try:
+            frame = self._env.render()
+        except Exception as exc:  # noqa: BLE001 - no OpenGL for offscreen rendering
+            raise RuntimeError(
+                f"MuJoCo could not render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({exc}); "
+                "install Mesa's software renderer (Debian: apt-get install libosmesa6) or set MUJOCO_GL=egl on a GPU machine"
+            ) from exc
+        return np.asarray(frame)[::-1].copy() if frame is not None else None  # MuJoCo's rows run bottom-up
+
+    def close(self):
+        self._env.close()
+
+
+def make_metaworld_env(
+    name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None
+) -> gym.Env:
+    """A MetaWorld v3 task ("reach-v3") with the sparse success reward; see MetaWorldSparseEnv."""
+    return MetaWorldSparseEnv(name, seed=seed, max_steps=max_steps, vary_task=vary_task, render_mode=render_mode)
+
+
+def _policy_class_name(name: str) -> str:
+    base = name[:-3] if name.endswith("-v3") else name
+    words = "".join(w.capitalize() for w in base.split("-"))
+    words = {"PegInsertSide": "PegInsertionSide"}.get(words, words)
+    return f"Sawyer{words}V3Policy"
+
+
+def scripted_expert(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """MetaWorld's scripted policy for task `name` (e.g. SawyerPegInsertionSideV3Policy for
+    peg-insert-side-v3), as a callable obs -> float32 action in [-1, 1]^4."""
+    _import_metaworld()
+    import metaworld.policies as policies
+
+    cls_name = _policy_class_name(name)
+    cls = getattr(policies, cls_name, None)
+    if cls is None:
+        raise ValueError(f"MetaWorld has no scripted policy '{cls_name}' for task '{name}'")
+    policy = cls()
+    # the policies warn when their gain saturates the action; the env clips anyway
+    warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", module=r"metaworld")
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        a = policy.get_action(np.asarray(obs, dtype=np.float64))
+        return np.clip(np.asarray(a, dtype=np.float32), -1.0, 1.0)
+
+    act.__name__ = f"{cls_name}.get_action"
+    return act
+
+
+def noisy_expert(name: str, rng: np.random.Generator, noise: float = 0.1) -> Callable[[np.ndarray], np.ndarray]:
+    """The demonstrator: the scripted expert plus small Gaussian noise on every action dimension."""
+    expert = scripted_expert(name)
+
+    def act(obs):
+        a = expert(obs) + noise * rng.standard_normal(4)
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+    return act
+
+
+__all__ = [
+    "DEFAULT_MAX_STEPS", "INSTALL_HINT", "MT10_INSTRUCTIONS", "MT10_TASKS", "MetaWorldSparseEnv", "NUM_VARIATIONS",
+    "instruction_for", "make_metaworld_env", "metaworld_env_id", "noisy_expert", "scripted_expert", "tasks_from_env_id",
+]
