@@ -1,4 +1,4 @@
-"""Episode datasets (data/dataset.py): round trip on disk and validation errors that name the field."""
+"""Episode datasets (data/dataset.py): round trip on disk (data/store.py) and validation errors that name the field."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qtransformer.data.dataset import DatasetError, EpisodeDataset
+from qtransformer.data.store import EpisodeStore
 
 OBS_DIM, D = 3, 2
 
@@ -56,8 +57,9 @@ def test_shape_facts():
 
 def test_save_load_round_trip(tmp_path):
     ds = make_ds()
-    path = ds.save(tmp_path / "ds")
-    again = EpisodeDataset.load(path)
+    path = tmp_path / "ds"
+    EpisodeStore.create(path, ds)
+    again = EpisodeStore.open(path).to_dataset()
     for name in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts", "episode_starts", "episode_task", "action_low", "action_high"):
         a, b = getattr(ds, name), getattr(again, name)
         assert a.dtype == b.dtype, name
@@ -67,8 +69,8 @@ def test_save_load_round_trip(tmp_path):
     assert again.source_path == str(path)
     # saving over an existing dataset replaces it and leaves no temporary folder behind
     ds2 = EpisodeDataset.from_episodes([episode(5, "timeout", seed=9)], [-1, -1], [1, 1])
-    ds2.save(path)
-    assert EpisodeDataset.load(path).num_steps == 5
+    EpisodeStore.create(path, ds2)
+    assert EpisodeStore.open(path).to_dataset().num_steps == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
@@ -136,24 +138,26 @@ def test_no_episodes_is_rejected():
 
 def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(DatasetError, match="missing_ds"):
-        EpisodeDataset.load(tmp_path / "missing_ds")
-    path = make_ds().save(tmp_path / "ds")
+        EpisodeStore.open(tmp_path / "missing_ds").to_dataset()
+    path = tmp_path / "ds"
+    EpisodeStore.create(path, make_ds())
     meta = json.loads((path / "meta.json").read_text())
     meta["format_version"] = 42
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="format_version"):
-        EpisodeDataset.load(path)
+        EpisodeStore.open(path).to_dataset()
     (path / "meta.json").write_text("{")
     with pytest.raises(DatasetError, match="meta.json"):
-        EpisodeDataset.load(path)
+        EpisodeStore.open(path).to_dataset()
     (path / "meta.json").unlink()
     with pytest.raises(DatasetError, match="meta.json"):
-        EpisodeDataset.load(path)
+        EpisodeStore.open(path).to_dataset()
 
 
 def test_corrupted_arrays_are_rejected(tmp_path):
-    path = make_ds().save(tmp_path / "ds")
+    path = tmp_path / "ds"
+    EpisodeStore.create(path, make_ds())
     arrays = path / "chunks" / "000000" / "actions.npy"
     arrays.write_bytes(arrays.read_bytes()[:100])
     with pytest.raises(DatasetError, match="actions.npy"):
-        EpisodeDataset.load(path)
+        EpisodeStore.open(path).to_dataset()

@@ -74,7 +74,7 @@ def test_nothing_is_written_when_a_check_fails(tmp_path):
     good = EpisodeDataset.from_episodes(eps, [-1, -1], [1, 1])
     good.rewards[0] = np.nan  # corrupted after construction: save must still refuse
     with pytest.raises(DatasetError, match="rewards"):
-        good.save(tmp_path / "d")
+        EpisodeStore.create(tmp_path / "d", good)
     assert not (tmp_path / "d").exists() and list(tmp_path.iterdir()) == []
     with pytest.raises(DatasetError):
         EpisodeStore.open(tmp_path / "d")

@@ -103,7 +103,7 @@ def test_every_parameter_of_an_image_model_moves_after_one_update():
 
 
 def test_train_and_act_on_the_camera_variant_of_the_builtin_task(tmp_path):
-    make_builtin_dataset(3, 3, seed=0, images=True, progress=False).save(tmp_path / "data")
+    EpisodeStore.create(tmp_path / "data", make_builtin_dataset(3, 3, seed=0, images=True, progress=False))
     cfg = apply_overrides(preset("smoke"), {"dataset": tmp_path / "data", "out": tmp_path / "run", "progress": False, "steps": 6, "eval_episodes": 2})
     final = train(cfg)
     policy = QTPolicy.from_checkpoint(final)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qtransformer.cli import main
-from qtransformer.data import DatasetError, EpisodeDataset
+from qtransformer.data import DatasetError, EpisodeStore
 from qtransformer.data.importers import ImportSourceError, import_dataset, read_d4rl
 
 # -- D4RL ---------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def write_flat(path, arrays):
 
 
 def load_imported(result, out):
-    ds = EpisodeDataset.load(out)
+    ds = EpisodeStore.open(out).to_dataset()
     np.testing.assert_array_equal(ds.observations, result.dataset.observations)
     return ds
 
@@ -262,14 +262,14 @@ def test_robomimic_no_images_and_skipped_keys(tmp_path, capsys):
     result = import_dataset(src, "robomimic", tmp_path / "out2", images=False)
     assert result.dataset.images == {} and result.dataset.final_images == {}
     assert any("agentview_image (--no-images)" in n for n in result.notes)
-    ds = EpisodeDataset.load(tmp_path / "out2")
+    ds = EpisodeStore.open(tmp_path / "out2").to_dataset()
     assert ds.images == {} and ds.obs_dim == 3
     np.testing.assert_array_equal(ds.observations, state(demo))
 
     assert main(["import", str(src), "--format", "robomimic", "--out", str(tmp_path / "out3"), "--no-images"]) == 0
     printed = capsys.readouterr().out
     assert "note: skipped image observation keys" in printed and "agentview_image (--no-images)" in printed
-    assert EpisodeDataset.load(tmp_path / "out3").images == {}
+    assert EpisodeStore.open(tmp_path / "out3").to_dataset().images == {}
 
 
 def test_robomimic_image_only_demo(tmp_path):
@@ -514,7 +514,7 @@ def test_cli_import_robomimic_images_then_train(tmp_path, capsys):
     assert main(["import", str(src), "--format", "robomimic", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "camera 'agentview_image' (16, 16, 3) uint8" in printed
-    assert EpisodeDataset.load(out).image_shapes == {"agentview_image": (16, 16, 3)}
+    assert EpisodeStore.open(out).to_dataset().image_shapes == {"agentview_image": (16, 16, 3)}
     assert main(["train", "--preset", "smoke", "--dataset", str(out), "--out", str(run), "--no-progress", "--eval-episodes", "0"]) == 0
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from qt_testutils import tiny_model_config
 from qtransformer.config import AlgoConfig, ConfigError, TrainConfig
-from qtransformer.data import EpisodeDataset
+from qtransformer.data import EpisodeStore
 from qtransformer.envs.builtin_dataset import make_builtin_dataset
 from qtransformer.policy import QTPolicy
 from qtransformer.train import train
@@ -20,7 +20,7 @@ from qtransformer.train import train
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "ds"
-    make_builtin_dataset(demos=3, autonomous=5).save(path)
+    EpisodeStore.create(path, make_builtin_dataset(demos=3, autonomous=5))
     return path
 
 
@@ -78,7 +78,7 @@ def test_ten_plus_ten_with_resume_equals_twenty_straight(dataset, tmp_path):
     m10 = load_file(str(first / "model" / "model.safetensors"))
     assert any(not torch.equal(m10[k], m2[k]) for k in m10)
     # the resumed run's final checkpoint gives a policy that acts like the straight one
-    obs = EpisodeDataset.load(dataset).observations[:8]
+    obs = EpisodeStore.open(dataset).to_dataset().observations[:8]
     assert (QTPolicy.from_checkpoint(tmp_path / "resumed").act(obs) == QTPolicy.from_checkpoint(tmp_path / "straight").act(obs)).all()
 
 

@@ -239,13 +239,13 @@ def cmd_make_dataset(argv: list[str]) -> None:
     if argv and argv[0] == "builtin":
         argv = argv[1:]
     args = tyro.cli(MakeDatasetArgs, args=argv, prog="qtransformer make-dataset builtin")
-    from .data.store import check_can_write
+    from .data.store import EpisodeStore, check_can_write
     from .envs.builtin_dataset import make_builtin_dataset
 
     check_can_write(args.out)  # now, not after the episodes were made
 
     ds = make_builtin_dataset(args.demos, args.autonomous, seed=args.seed, images=args.images)
-    ds.save(args.out)
+    EpisodeStore.create(args.out, ds)
     print(f"wrote {args.out}: {ds.num_episodes} episodes, {ds.num_steps} steps")
     print(dataset_table(ds))
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .config import preset
+from .data import EpisodeStore
 from .envs import BUILTIN_ENV_ID
 from .envs.builtin_dataset import make_builtin_dataset
 from .evaluate import evaluate, evaluate_policy, random_policy
@@ -21,7 +22,7 @@ def run_demo(args) -> dict:
     data_dir = out / "dataset"
     print(f"[1/3] making the built-in dataset ({args.demos} demonstrations + {args.autonomous} autonomous episodes) in {data_dir}")
     ds = make_builtin_dataset(args.demos, args.autonomous, seed=args.seed)
-    ds.save(data_dir)
+    EpisodeStore.create(data_dir, ds)
     rates = ds.success_by_source()
 
     run_dir = out / "run"

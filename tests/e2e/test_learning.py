@@ -10,6 +10,7 @@ uniformly random policy.
 from __future__ import annotations
 
 from qtransformer.config import apply_overrides, preset
+from qtransformer.data import EpisodeStore
 from qtransformer.envs import BUILTIN_ENV_ID
 from qtransformer.envs.builtin_dataset import make_builtin_dataset
 from qtransformer.evaluate import evaluate, evaluate_policy, random_policy
@@ -21,7 +22,7 @@ MARGIN_OVER_AUTONOMOUS = 0.25
 
 def test_learned_policy_beats_its_autonomous_data(tmp_path):
     ds = make_builtin_dataset(demos=100, autonomous=400, seed=0, progress=False)
-    ds.save(tmp_path / "data")
+    EpisodeStore.create(tmp_path / "data", ds)
     autonomous_rate = ds.success_by_source()["autonomous"][1]
 
     cfg = apply_overrides(
@@ -46,7 +47,7 @@ def test_default_preset_at_k256_learns_the_builtin_task(tmp_path):
     autonomous data, so at least 0.38. Before the per-bin conservative weight and the
     calibrated head start, this preset reached 0.01-0.04 after all 6000 steps (docs/algorithm.md)."""
     ds = make_builtin_dataset(demos=100, autonomous=400, seed=0, progress=False)
-    ds.save(tmp_path / "data")
+    EpisodeStore.create(tmp_path / "data", ds)
     autonomous_rate = ds.success_by_source()["autonomous"][1]
     cfg = apply_overrides(
         preset("default"),

@@ -1,4 +1,5 @@
-"""Episodes in memory: flat step arrays cut into episodes (data/store.py keeps them on disk).
+"""Episodes in memory: flat step arrays cut into episodes (data/store.py keeps them on disk, and depends on
+this module, never the other way: `EpisodeStore.create(path, ds)` writes one, `EpisodeStore.open(path)` reads it).
 
 See docs/dataset_format.md. Per step: observation, next observation, action, reward, `terminal` (the
 episode really ended: no bootstrap) and `timeout` (cut by a time limit: bootstrap). A step with both
@@ -9,7 +10,6 @@ success is derived: an episode succeeded when it earned a positive reward.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -209,18 +209,3 @@ class EpisodeDataset:
         if (self.terminals & inner).any() or (self.timeouts & inner).any():
             t = int(np.argmax((self.terminals | self.timeouts) & inner))
             fail(f"episode {step_episode[t]}, step {t - starts[step_episode[t]]}, field 'terminals'/'timeouts': set before the episode's last step; split the episode there")
-
-    # -- disk ---------------------------------------------------------------------------------
-    def save(self, path: Path) -> Path:
-        """Write a new dataset folder holding these episodes (see data/store.py), atomically."""
-        from .store import EpisodeStore
-
-        EpisodeStore.create(path, self)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Path) -> "EpisodeDataset":
-        """Read a whole dataset folder into memory (for large datasets use EpisodeStore.open)."""
-        from .store import EpisodeStore
-
-        return EpisodeStore.open(path).to_dataset()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..store import EpisodeStore
 from .common import INSTALL_HINT, ImportResult, ImportSourceError
 from .d4rl import read_d4rl
 from .minari import read_minari
@@ -32,7 +33,7 @@ def import_dataset(
         raise ImportSourceError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     extra = {} if fmt == "d4rl" else {"images": images}
     result = READERS[fmt](source, env_id=env_id, source=source_label, **extra)
-    result.dataset.save(Path(out))
+    EpisodeStore.create(Path(out), result.dataset)
     return result
 
 
