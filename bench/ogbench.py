@@ -29,7 +29,6 @@ The protocol (fixed before any Q-Transformer run, and the same for every method)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing as mp
 import shutil
