@@ -12,8 +12,9 @@
     run/checkpoints/last  the name of the newest complete checkpoint
 
 The learner's `state_dict()` gives what training_state/ holds and `load_state_dict()` takes it back;
-this module only maps it to files. Each checkpoint is written into a temporary folder and renamed into place, and `last` is replaced
-atomically after it, so a crash at any moment leaves the previous checkpoint intact and pointed to.
+this module only maps it to files. Each checkpoint is written into a temporary folder and renamed
+into place, and `last` is replaced atomically after it, so a crash at any moment leaves the previous
+checkpoint intact and pointed to.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def test_eval_video_writes_one_gif_per_recorded_episode(tmp_path):
     assert main(["eval", "--checkpoint", str(run), "--episodes", "3", "--video", str(videos), "--video-episodes", "2", "--out", str(report)]) == 0
     gifs = sorted(videos.glob("*.gif"))
     assert len(gifs) == 2 and json.loads(report.read_text())["videos"] == [str(p) for p in gifs]
-    for gif, episode in zip(gifs, json.loads(report.read_text())["per_episode"], strict=True):
+    for gif, episode in zip(gifs, json.loads(report.read_text())["per_episode"], strict=False):  # 2 of the 3 episodes recorded
         with Image.open(gif) as im:
             assert im.size == (128, 128) and im.n_frames == episode["length"] + 1  # the reset frame, then one per step
 
