@@ -81,9 +81,9 @@ def test_the_processor_gives_the_same_inputs_in_training_evaluation_and_collecti
     for t, (c, e) in enumerate(zip(seen["collect"], seen["eval"], strict=True)):
         assert c.single and not e.single  # collection acts on one observation, evaluation on a batch of one
         for x in (c, e):
-            torch.testing.assert_close(x.obs[0], batch["obs"][t], rtol=0, atol=0)
-            assert torch.equal(x.images["image"][0], batch["images"]["image"][t])
-            torch.testing.assert_close(x.language[0], torch.from_numpy(table[batch["task"][t]]), rtol=0, atol=0)
+            torch.testing.assert_close(x.obs[0], batch.obs[t], rtol=0, atol=0)
+            assert torch.equal(x.images["image"][0], batch.images["image"][t])
+            torch.testing.assert_close(x.language[0], torch.from_numpy(table[batch.task[t]]), rtol=0, atol=0)
             assert x.task is None
     # the trained network's table holds the training instructions' embeddings from the same rule
     net, _, meta = load_model(final)
