@@ -50,7 +50,7 @@ def mdp_dataset(d3rlpy, ds, rewards: Optional[np.ndarray] = None):
     n_tasks = len(ds.task_names)
     with_task = with_task_fn(n_tasks)
     timeouts = ds.timeouts & ~ds.terminals
-    ends = np.append(ds.episode_starts[1:], len(ds.terminals)) - 1  # (E,) the last step of each episode
+    ends = ds.episode_starts[1:] - 1  # (E,) the last step of each episode (episode_starts holds E+1 offsets)
     timeouts[ends] |= ~ds.terminals[ends]
     dataset = d3rlpy.dataset.MDPDataset(
         with_task(ds.observations, ds.step_task()), ds.actions.astype(np.float32),

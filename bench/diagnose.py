@@ -39,31 +39,46 @@ def teacher_forced_values(net, obs: np.ndarray, bins: np.ndarray, task: np.ndarr
     return np.concatenate(out)
 
 
-def diagnose(model_dir: Path, dataset: Path) -> dict:
+def episode_sample(lengths: np.ndarray, max_steps: int, seed: int = 0) -> np.ndarray:
+    """A step mask (N,) over whole episodes drawn at random (seeded) until they hold >= max_steps steps
+    (every step when max_steps <= 0 or the data is smaller)."""
+    n = int(lengths.sum())
+    if max_steps <= 0 or max_steps >= n:
+        return np.ones(n, bool)
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    chosen = order[: int(np.searchsorted(np.cumsum(lengths[order]), max_steps)) + 1]
+    keep = np.zeros(len(lengths), bool)
+    keep[chosen] = True
+    return np.repeat(keep, lengths)
+
+
+def diagnose(model_dir: Path, dataset: Path, max_steps: int = 0) -> dict:
     net, disc, meta = load_model(model_dir)
     net.eval()
     gamma = meta.get("algo", {}).get("gamma", 0.98)
     ds = EpisodeStore.open(dataset).to_dataset()
-    bins = disc.encode(ds.actions).astype(np.int64)  # (N, d)
-    lengths = np.diff(ds.episode_starts)
-    task = ds.step_task()
-    values = teacher_forced_values(net, ds.observations.astype(np.float32), bins, task)  # (N, d, K)
+    lengths = np.diff(ds.episode_starts)  # (E,); episode_starts holds E+1 offsets
+    G = returns_to_go(ds.rewards.astype(np.float64), ds.episode_starts, gamma)  # (N,) on whole episodes
+    keep = episode_sample(lengths, max_steps)  # (N,): the steps looked at (the values take N x d x K floats)
+    bins = disc.encode(ds.actions[keep]).astype(np.int64)  # (n, d)
+    task = ds.step_task()[keep]
+    values = teacher_forced_values(net, ds.observations[keep].astype(np.float32), bins, task)  # (n, d, K)
     N, d, K = values.shape
-    G = returns_to_go(ds.rewards.astype(np.float64), ds.episode_starts, gamma)  # (N,)
+    G = G[keep]
     data_v = np.take_along_axis(values, bins[:, :, None], axis=2)[:, :, 0]  # (N, d)
     best_v = values.max(axis=2)  # (N, d)
     unseen_v = (values.sum(axis=2) - data_v) / (K - 1)  # (N, d)
     greedy_is_data = values.argmax(axis=2) == bins  # (N, d)
     greedy_near_data = np.abs(values.argmax(axis=2) - bins) <= 1  # (N, d): the data bin or a neighbour
 
-    success = np.repeat(ds.episode_success(), lengths)
-    source = np.repeat(np.array(ds.episode_source), lengths)
+    success = np.repeat(ds.episode_success(), lengths)[keep]
+    source = np.repeat(np.array(ds.episode_source), lengths)[keep]
     groups = {
         "demonstration": source == "demonstration",
         "autonomous, success": (source != "demonstration") & success,
         "autonomous, failure": (source != "demonstration") & ~success,
     }
-    report = {"model": str(model_dir), "dataset": str(dataset), "gamma": gamma, "groups": {}}
+    report = {"model": str(model_dir), "dataset": str(dataset), "gamma": gamma, "steps_looked_at": int(N), "groups": {}}
     for name, m in groups.items():
         if not m.any():
             continue
@@ -91,8 +106,9 @@ def main() -> None:
     p.add_argument("model", type=Path, help="run folder, checkpoint or model folder")
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--max-steps", type=int, default=0, help="look at whole random episodes holding about this many steps (0: all)")
     a = p.parse_args()
-    r = diagnose(a.model, a.dataset)
+    r = diagnose(a.model, a.dataset, a.max_steps)
     print(f"{r['model']} on {r['dataset']} (gamma {r['gamma']})")
     print("| group | steps | G (MC return) | Q(s, a_data), last dim | corr(Q, G) | V(s) = max Q(s, a1) |")
     print("|---|---|---|---|---|---|")
