@@ -117,7 +117,9 @@ def start(ranks: Ranks, device: torch.device, timeout_s: float) -> tuple[Ranks, 
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))  # rendezvous from MASTER_ADDR/PORT
+        dist.init_process_group(  # rendezvous at MASTER_ADDR:MASTER_PORT; NCCL bound to this process's GPU
+            backend, timeout=timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None,
+        )
         owns = True
     if dist.get_world_size() != ranks.world_size or dist.get_rank() != ranks.rank:
         raise ValueError(f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, the environment "
