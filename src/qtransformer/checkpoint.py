@@ -150,6 +150,11 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], info: dict) -> dict:
     return {"state": state, "param_groups": info["param_groups"]}
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """run_dir/checkpoints/step_<step>, the folder `save_checkpoint` writes for `step`."""
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}"
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -165,7 +170,7 @@ def save_checkpoint(
     Refuses to write non-finite tensors; a write that fails (a full disk) leaves the previous checkpoint
     intact and pointed to, and raises a CheckpointError saying so."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    name = f"step_{step:08d}"
+    name = checkpoint_path(run_dir, step).name
     bad = learner.nonfinite_state()
     if bad is not None:
         raise CheckpointError(f"{ckpt_root / name}: not written: {bad} holds NaN or inf; the training diverged (lower --algo.lr)")

@@ -333,11 +333,13 @@ def cmd_export(argv: list[str]) -> None:
 
 
 def cmd_train(argv: list[str]) -> None:
+    from .distributed import from_env
     from .train import train
 
     cfg = parse_train_args(argv)
     final = train(cfg)
-    print(f"final checkpoint: {final}")
+    if from_env().is_main:  # under torchrun: once, not once per process
+        print(f"final checkpoint: {final}")
 
 
 def cmd_eval(argv: list[str]) -> None:
@@ -443,9 +445,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     from .checkpoint import CheckpointError
     from .data import DatasetError
+    from .distributed import is_collective_failure, rank_label
 
-    def error(text: str, code: int) -> int:
-        print(f"qtransformer {command}: error: {' '.join(str(text).split())}", file=sys.stderr)  # one line
+    def error(text: str, code: int) -> int:  # under torchrun the message names the rank: 'rank 1: ...'
+        print(f"qtransformer {command}: error: {rank_label()}{' '.join(str(text).split())}", file=sys.stderr, flush=True)  # one line
         return code
 
     try:
@@ -462,6 +465,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - anything else is a bug: one line, the traceback on request
         if os.environ.get("QTRANSFORMER_TRACEBACK"):
             raise
+        if rank_label() and is_collective_failure(exc):  # under torchrun: another process failed first
+            return error(f"a collective operation with the other processes failed ({type(exc).__name__}: {exc}); another "
+                         "process failed or stopped responding (its message is above), or --dist-timeout-s passed", 1)
         return error(f"unexpected {type(exc).__name__}: {exc} (a bug in qtransformer: please report it with the command line; "
                      "set QTRANSFORMER_TRACEBACK=1 to see the traceback)", 1)
     return 0

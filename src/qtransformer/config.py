@@ -155,9 +155,18 @@ class TrainConfig:
     steps: int = 6000
     """Total gradient steps."""
     batch_size: int = 256
-    """Transitions per gradient step."""
+    """Transitions per gradient step: the global batch, split evenly over the processes under torchrun
+    (each takes batch_size / WORLD_SIZE; it must divide)."""
     device: str = "auto"
-    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1', ..."""
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1', ...; under torchrun 'auto' and
+    'cuda' mean cuda:LOCAL_RANK."""
+    threads: int = 0
+    """CPU threads of this process (torch.set_num_threads; 0: PyTorch's default, one per core). Processes
+    sharing a machine should split its cores: two processes of 2 threads each on 2 cores slowed each other
+    more than tenfold (measured: the built-in demo's training fell from about 60 to 2 steps/s)."""
+    dist_timeout_s: float = 1800.0
+    """Under torchrun: seconds a process waits in a collective (the gradient all-reduce, a barrier) for the
+    others before the job fails; it must exceed rank 0's longest evaluation or checkpoint write."""
     amp_bf16: bool = False
     """Run the forward passes under bf16 autocast (CUDA, or CPUs with bf16 units)."""
     log_every: int = 50
@@ -187,8 +196,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "save_every"):
             _check(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_every", "eval_episodes", "keep_checkpoints", "prefetch"):
+        for name in ("eval_every", "eval_episodes", "keep_checkpoints", "prefetch", "threads"):
             _check(getattr(self, name) >= 0, name, f"must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        _check(self.dist_timeout_s > 0, "dist_timeout_s", f"must be > 0 seconds, got {self.dist_timeout_s}")
         mix = self.source_mix
         _check(isinstance(mix, dict), "source_mix", f"must be a mapping of source label to fraction, got {mix!r}")
         for label, frac in mix.items():

@@ -42,6 +42,16 @@ class MetricLogger:
             self._tb.close()
 
 
+class NullLogger:
+    """The logger of the processes that do not log (every rank but 0 under torchrun)."""
+
+    def log(self, step: int, metrics: dict[str, float], prefix: Optional[str] = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -15,16 +15,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .actions import ActionDiscretizer
 from .algo import QTransformerLearner
-from .checkpoint import CheckpointError, last_checkpoint, load_training_state, model_config, read_training_state_json, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    last_checkpoint,
+    load_training_state,
+    model_config,
+    read_training_state_json,
+    save_checkpoint,
+)
 from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
 from .data import Batch, DatasetError, EpisodeStore, TransitionSampler, build_transitions
 from .data.sampler import imitation_mask
 from .envs import env_id_from_file, is_multi_task, make_env
 from .evaluate import evaluate_policy
 from .fileio import atomic_write_text, check_output_dir
-from .logging import MetricLogger
+from .logging import MetricLogger, NullLogger
 from .nets import QTransformerNet, check_model_size
 from .policy import QTPolicy
 from .processor import ObservationProcessor, split_observation, with_instructions
@@ -145,7 +154,25 @@ def init_value_head(net: QTransformerNet, value: float) -> None:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train per `cfg`; return the final checkpoint folder."""
+    """Train per `cfg`; return the final checkpoint folder.
+
+    Under torchrun every process calls this: it joins the process group from torchrun's environment
+    (distributed.py) and trains its shard of each global batch; only rank 0 writes the run folder."""
+    ranks = distributed.from_env()
+    distributed.check_batch_size(cfg.batch_size, ranks.world_size)
+    threads = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        ranks, device = distributed.start(ranks, pick_device(cfg.device), cfg.dist_timeout_s)
+        final = _train(cfg, ranks, device)
+        ranks.close()  # not on an error: the process ends, and torchrun stops the others
+        return final
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> Path:
     if cfg.dataset is None:
         raise ConfigError("no dataset given: pass --dataset DIR (make one with `qtransformer make-dataset builtin --out DIR`)")
     run_dir = Path(cfg.out)
@@ -158,8 +185,7 @@ def train(cfg: TrainConfig) -> Path:
     if ckpt is not None:
         _check_resume_config(cfg, read_training_state_json(ckpt), ckpt)
 
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)  # the same on every rank: the same initial networks
     ds = EpisodeStore.open(cfg.dataset)
     ds.check_values()  # once per dataset: NaN/inf or out-of-range values would only show up as a diverged run
     eval_env = cfg.eval_env
@@ -211,10 +237,10 @@ def train(cfg: TrainConfig) -> Path:
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
     if cfg.algo.head_init == "data_mean" and cfg.algo.method == "qtransformer":
         init_value_head(net, float(np.mean(transitions["mc_return"])))
-    learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16)
+    learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16, ddp=ranks.enabled)
     sampler = TransitionSampler(
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,
-        only_successful=cfg.only_successful,
+        only_successful=cfg.only_successful, rank=ranks.rank, world_size=ranks.world_size,
     )
     model_meta = model_config(
         net, discretizer, cfg.model,
@@ -223,17 +249,30 @@ def train(cfg: TrainConfig) -> Path:
     )
 
     start = 0
-    if ckpt is not None:
+    if ckpt is not None:  # every rank reads the same checkpoint (the sampler's counter is global: any world size resumes it)
         start = load_training_state(ckpt, learner, sampler)["step"]
         if start >= cfg.steps:
-            print(f"{ckpt}: already at step {start} of {cfg.steps}; nothing to do (raise --steps to train on)")
+            if ranks.is_main:
+                print(f"{ckpt}: already at step {start} of {cfg.steps}; nothing to do (raise --steps to train on)")
             return ckpt
-    elif (run_dir / "metrics.jsonl").exists():
+    elif (run_dir / "metrics.jsonl").exists() and ranks.is_main:
         (run_dir / "metrics.jsonl").unlink()  # left by a run that stopped before its first checkpoint
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    if ranks.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     dataset_path = str(Path(cfg.dataset).resolve())
-    logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None)
+    logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None) if ranks.is_main else NullLogger()
+    can_eval = can_eval and ranks.is_main  # the others go on to the next step's all-reduce and wait there
+
+    def checkpoint(step: int) -> Path:
+        """Rank 0 writes the checkpoint of `step`; the others wait for it to be complete."""
+        if learner.nonfinite_state() is not None:  # the same networks on every rank: all stop alike
+            raise _divergence(learner, None, step, cfg, ds, run_dir)
+        path = checkpoint_path(run_dir, step)
+        if ranks.is_main:
+            path = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
+        ranks.barrier()
+        return path
 
     def run_eval(step: int) -> dict:
         policy = QTPolicy(learner.policy_net, discretizer, model_meta, device)
@@ -246,15 +285,16 @@ def train(cfg: TrainConfig) -> Path:
     last_eval = None
     tick, tick_step = time.perf_counter(), start
     bar = tqdm(
-        total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True,
+        total=cfg.steps, initial=start, desc="train", disable=not (cfg.progress and ranks.is_main), dynamic_ncols=True,
         mininterval=0.5 if sys.stderr.isatty() else 30.0,  # a log file gets a line every 30 s, not every step
     )
     step = start
     try:
         while step < cfg.steps:
             batch = sampler.sample()
-            metrics = learner.update(batch)
+            metrics = learner.update(batch)  # under torchrun: the means over the ranks
             step += 1
+            distributed.fail_if_asked(ranks, step)
             if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):  # the update was not applied
                 raise _divergence(learner, batch, step, cfg, ds, run_dir)
             for k, v in metrics.items():
@@ -274,13 +314,9 @@ def train(cfg: TrainConfig) -> Path:
                 bar.write(f"step {step}: eval success rate {last_eval['success_rate']:.3f} over {cfg.eval_episodes} episodes")
                 tick = time.perf_counter()  # steps_per_s measures training only
             if step % cfg.save_every == 0 and step < cfg.steps:
-                if learner.nonfinite_state() is not None:
-                    raise _divergence(learner, None, step, cfg, ds, run_dir)
-                save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
+                checkpoint(step)
                 tick = time.perf_counter()
-        if learner.nonfinite_state() is not None:
-            raise _divergence(learner, None, step, cfg, ds, run_dir)
-        final = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
+        final = checkpoint(step)
         if can_eval:
             last_eval = run_eval(step)
             atomic_write_text(run_dir / "eval_info.json", json.dumps({"step": step, **last_eval}, indent=1))

@@ -2,7 +2,12 @@
 
 Two things are called "target" in Q-learning; here the names keep them apart: `target_net` is the
 Polyak-averaged copy of the online network, `td_targets` (B, d) are the values y the TD loss regresses
-the online network's Q-values onto (computed from the target network: algo/targets.py)."""
+the online network's Q-values onto (computed from the target network: algo/targets.py).
+
+Under torchrun (`ddp=True`, distributed.py) the online network's training pass runs through
+DistributedDataParallel, which averages the gradients of every rank's shard during backward: the
+gradient of the global batch's mean loss. Clipping, AdamW and the Polyak update then run alike on
+every rank, so the online and target networks stay identical everywhere."""
 
 from __future__ import annotations
 
@@ -37,11 +42,29 @@ def _adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=lr)
 
 
+class _TrainingPass(torch.nn.Module):
+    """The online network's teacher-forced training pass as one `forward`, so that DistributedDataParallel
+    can wrap it (DDP averages the gradients of what runs through its forward only)."""
+
+    def __init__(self, net: QTransformerNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs, bins, task=None, images=None, bc: bool = False):
+        """-> (values (B, d, K), imitation logits (B, d, K) or None); with bc: (the head's logits (B, d, K), None)."""
+        if bc:
+            return self.net.logits(obs, bins, task, images), None
+        h = self.net.features(obs, bins, task, images)  # (B, d, C)
+        imitation = self.net.imitation_logits(h) if self.net.imitation_head is not None else None  # (B, d, K)
+        return self.net.values(h), imitation
+
+
 class QTransformerLearner:
     """`update(batch)` takes a `Batch` (data/batch.py) with every tensor on the learner's device; a
-    network with an imitation head needs its `imitate` mask."""
+    network with an imitation head needs its `imitate` mask. `ddp`: the process is one of several in a
+    torch.distributed process group (distributed.py) and `batch` is its shard of the global batch."""
 
-    def __init__(self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False):
+    def __init__(self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False, ddp: bool = False):
         self.cfg = cfg
         self.device = torch.device(device)
         self.online = net.to(self.device)
@@ -51,6 +74,13 @@ class QTransformerLearner:
         self.optimizer = _adamw(_param_groups(self.online, cfg.weight_decay), cfg.lr)
         self.amp_bf16 = amp_bf16
         self.num_updates = 0
+        self.ddp = ddp
+        self.training_pass: torch.nn.Module = _TrainingPass(self.online)
+        if ddp:  # broadcasts rank 0's parameters once; buffers (the observation normaliser) never change
+            self.training_pass = torch.nn.parallel.DistributedDataParallel(
+                self.training_pass, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False, static_graph=True,  # static: the same parameters are used at every step
+            )
 
     @property
     def policy_net(self) -> QTransformerNet:
@@ -102,9 +132,7 @@ class QTransformerLearner:
             return self._bc_update(batch)
         td_targets = self.compute_td_targets(batch)  # (B, d)
         with self._autocast():
-            h = self.online.features(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, C)
-            values = self.online.values(h)  # (B, d, K)
-            imitation = self.online.imitation_logits(h) if self.online.imitation_head is not None else None  # (B, d, K)
+            values, imitation = self.training_pass(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, K) each
         losses = qtransformer_loss(
             values.float(), batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
         )
@@ -131,7 +159,15 @@ class QTransformerLearner:
         }
         if imitation is not None:
             out["imitation_loss"] = losses["imitation_loss"].item()
-        return out
+        return self._mean_over_ranks(out)
+
+    def _mean_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Under DDP, each metric's mean over the ranks (the same on every rank); else `metrics` itself."""
+        if not self.ddp:
+            return metrics
+        t = torch.tensor(list(metrics.values()), dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return dict(zip(metrics, (t / torch.distributed.get_world_size()).tolist(), strict=True))
 
     def _step(self, loss: torch.Tensor) -> float:
         """Backward, clip, AdamW step, Polyak update of the target network; returns the gradient norm before clipping.
@@ -148,7 +184,8 @@ class QTransformerLearner:
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         grad_norm = float(grad_norm)  # the scalars the caller reads anyway, read before the step
-        if not (math.isfinite(grad_norm) and math.isfinite(loss.item())):
+        loss_value = loss.item() if not self.ddp else self._mean_over_ranks({"loss": loss.item()})["loss"]  # every rank decides alike
+        if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):
             return grad_norm
         self.optimizer.step()
         self.polyak_update()
@@ -226,13 +263,13 @@ class QTransformerLearner:
     def _bc_update(self, batch: Batch) -> dict[str, float]:
         """The behaviour-cloning baseline: cross-entropy of the data's bins, same network and optimizer."""
         with self._autocast():
-            logits = self.online.logits(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, K)
+            logits, _ = self.training_pass(batch.obs, batch.bins, batch.task, batch.images, bc=True)  # (B, d, K)
         loss = bc_loss(logits.float(), batch.bins)
         grad_norm = self._step(loss)
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == batch.bins).float().mean()
-        return {"loss": loss.item(), "bc_loss": loss.item(), "bin_accuracy": accuracy.item(),
-                "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"]}
+        return self._mean_over_ranks({"loss": loss.item(), "bc_loss": loss.item(), "bin_accuracy": accuracy.item(),
+                                      "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"]})
 
     @torch.no_grad()
     def polyak_update(self) -> None:

@@ -8,6 +8,10 @@ row by row for each batch, a `Batch` (data/batch.py).
 Batch i is a pure function of (seed, i): its indices come from numpy's PCG64 seeded with [seed, i].
 So the sampler's whole state is the number of batches drawn, a background thread can prepare the
 next batches without changing them, and a resumed run draws exactly the batches it would have.
+
+Under torchrun (distributed.py) each of W processes draws the same global indices of batch i and
+gathers only its shard, rows rank, rank + W, ... (B / W of them): a pure function of (seed, rank, i),
+and the W shards together are the single-process batch.
 """
 
 from __future__ import annotations
@@ -148,6 +152,8 @@ class TransitionSampler:
     gives that share of the batch (uniform over its steps), the rest is uniform over the other steps.
     prefetch: how many batches a background thread prepares ahead (0: none, everything on the caller).
     only_successful: draw only steps of successful episodes (filtered BC; combines with source_mix).
+    rank, world_size: this process's shard of every batch, rows rank::world_size (batch_size stays the
+    global batch and must be divisible by world_size); the default (0, 1) is the whole batch.
     """
 
     def __init__(
@@ -159,7 +165,12 @@ class TransitionSampler:
         prefetch: int = 0,
         source_mix: Optional[dict[str, float]] = None,
         only_successful: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
+        if batch_size % world_size != 0 or not 0 <= rank < world_size:
+            raise ValueError(f"batch_size {batch_size} must split into {world_size} equal shards and rank {rank} lie in [0, {world_size})")
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.small = {k: torch.as_tensor(transitions[k]) for k in (*SMALL_KEYS, *OPTIONAL_KEYS) if k in transitions}
         self.next_index = transitions["next_index"]
@@ -182,15 +193,15 @@ class TransitionSampler:
 
     # -- the batches ------------------------------------------------------------------------------
     def indices(self, i: int) -> np.ndarray:
-        """The step indices of batch i, (B,)."""
+        """The step indices of global batch i, (B,), the same on every rank."""
         rng = np.random.default_rng([self.seed, i])
         if not self.pools:
             return rng.integers(0, self.size, self.batch_size)
         return np.concatenate([pool[rng.integers(0, len(pool), n)] for pool, n in self.pools])
 
     def make_batch(self, i: int) -> Batch:
-        """Batch i, on the CPU."""
-        idx = self.indices(i)  # (B,)
+        """This rank's shard of batch i (the whole batch in a single process), on the CPU."""
+        idx = self.indices(i)[self.rank :: self.world_size]  # (B / W,)
         small = {k: v[idx] for k, v in self.small.items()}  # each (B,) or (B, d)
         images = next_images = None
         if self.images:
