@@ -178,7 +178,6 @@ def _run_ours(spec: dict) -> dict:
     import shutil
 
     from qtransformer.config import apply_overrides, preset
-    from qtransformer.train import train
 
     run_dir = Path(spec["result"]).with_suffix("")
     shutil.rmtree(run_dir, ignore_errors=True)  # a run killed half-way starts again
@@ -187,23 +186,34 @@ def _run_ours(spec: dict) -> dict:
         "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": "cpu",
         "eval_every": every, "eval_episodes": spec["eval_episodes"], "save_every": steps, "progress": False, "prefetch": 2,
     } | OURS[spec["method"]], f"method {spec['method']}")
+    run, final = train_and_read(cfg)
+    return run | {
+        "per_task": {k: v["success_rate"] for k, v in final["per_task"].items()} if "per_task" in final  # several tasks
+        else {final["env_id"].split(":", 1)[-1]: final["success_rate"]},
+    }
+
+
+def train_and_read(cfg) -> tuple[dict, dict]:
+    """Train `cfg` (evaluating every cfg.eval_every steps) and read its run folder back: ({success_rate,
+    curve [[step, success], ...], wall_s, train_s (the wall time less evaluations, from the median
+    training speed), steps_per_s}, the final eval_info.json). Keeps the policy (for bench.diagnose), not
+    the resume state."""
+    import shutil
+
+    from qtransformer.train import train
+
+    run_dir, steps = Path(cfg.out), cfg.steps
     t = time.perf_counter()
     train(cfg)
     wall = time.perf_counter() - t
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = [[r["step"], r["eval/success_rate"]] for r in rows if "eval/success_rate" in r]
     final = json.loads((run_dir / "eval_info.json").read_text())
-    train_rows = [r for r in rows if "train/steps_per_s" in r]
-    steps_per_s = float(np.median([r["train/steps_per_s"] for r in train_rows]))
-    eval_time = max(wall - steps / steps_per_s, 0.0)
-    for state in run_dir.glob("checkpoints/*/training_state"):  # keep the policy (for bench.diagnose), not the resume state
+    steps_per_s = float(np.median([r["train/steps_per_s"] for r in rows if "train/steps_per_s" in r]))
+    for state in run_dir.glob("checkpoints/*/training_state"):
         shutil.rmtree(state)
-    return {
-        "success_rate": final["success_rate"],
-        "per_task": {k: v["success_rate"] for k, v in final["per_task"].items()} if "per_task" in final  # several tasks
-        else {final["env_id"].split(":", 1)[-1]: final["success_rate"]},
-        "curve": curve, "wall_s": wall, "train_s": wall - eval_time, "steps_per_s": steps_per_s,
-    }
+    run = {"success_rate": final["success_rate"], "curve": curve, "wall_s": wall, "train_s": min(steps / steps_per_s, wall), "steps_per_s": steps_per_s}
+    return run, final
 
 
 def _run_d3rlpy(spec: dict, task_success=None) -> dict:
@@ -248,6 +258,26 @@ def _run_d3rlpy(spec: dict, task_success=None) -> dict:
         return float(np.mean(list(per_task.values()))), per_task
 
     return peers.fit(d3rlpy, algo, dataset, peers.gradient_steps(method, spec["steps"]), spec["curve_points"], evaluate)
+
+
+def run_in_pool(run_one, todo: list[dict], jobs: int, name) -> list[dict]:
+    """run_one(spec) for every spec in `jobs` spawned processes, a progress bar over the runs and a line
+    per finished run (`name(spec)`, its success and times); the results in the order they finish."""
+    from tqdm import tqdm
+
+    results = []
+    if not todo:
+        return results
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, s): s for s in todo}
+        bar = tqdm(total=len(todo), desc="runs", dynamic_ncols=True)
+        for f in as_completed(futures):
+            s, r = futures[f], f.result()
+            results.append(r)
+            bar.write(f"{name(s)}: success {r['success_rate']:.2f} ({r['train_s']:.0f} s training, {r['wall_s']:.0f} s in all)")
+            bar.update(1)
+        bar.close()
+    return results
 
 
 # -- summaries ---------------------------------------------------------------------------------------------
@@ -460,19 +490,7 @@ def main(args: Args) -> None:
     if args.no_train:
         todo = []
     print(f"{len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
-    from tqdm import tqdm
-
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, s): s for s in todo}
-        bar = tqdm(total=len(todo), desc="runs", dynamic_ncols=True)
-        for f in as_completed(futures):
-            s = futures[f]
-            r = f.result()
-            results.append(r)
-            bar.write(f"{s['method']:>20} {Path(s['dataset']).name} seed {s['seed']}: success {r['success_rate']:.2f} "
-                      f"({r['train_s']:.0f} s training, {r['wall_s']:.0f} s in all)")
-            bar.update(1)
-        bar.close()
+    results += run_in_pool(run_one, todo, args.jobs, lambda s: f"{s['method']:>20} {Path(s['dataset']).name} seed {s['seed']}")
 
     summary = summarize(args, results, data, main_path.name, {p.name: a for a, p in scale_paths.items()})
     summary["versions"], summary["args"] = versions(), {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}

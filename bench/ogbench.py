@@ -30,11 +30,9 @@ The protocol (fixed before any Q-Transformer run, and the same for every method)
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -191,7 +189,6 @@ def run_one(spec: dict) -> dict:
 
 def _run_ours(spec: dict) -> dict:
     from qtransformer.config import apply_overrides, preset
-    from qtransformer.train import train
 
     run_dir = Path(spec["result"]).with_suffix("")
     shutil.rmtree(run_dir, ignore_errors=True)  # a run killed half-way starts again
@@ -201,17 +198,7 @@ def _run_ours(spec: dict) -> dict:
         "eval_every": max(1, steps // spec["curve_points"]), "eval_episodes": spec["eval_episodes"], "save_every": steps,
         "progress": False, "prefetch": 2,
     } | spec["overrides"], f"method {spec['method']}")
-    t = time.perf_counter()
-    train(cfg)
-    wall = time.perf_counter() - t
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [[r["step"], r["eval/success_rate"]] for r in rows if "eval/success_rate" in r]
-    final = json.loads((run_dir / "eval_info.json").read_text())
-    steps_per_s = float(np.median([r["train/steps_per_s"] for r in rows if "train/steps_per_s" in r]))
-    for state in run_dir.glob("checkpoints/*/training_state"):  # keep the policy, not the resume state
-        shutil.rmtree(state)
-    train_s = min(steps / steps_per_s, wall)
-    return {"success_rate": final["success_rate"], "curve": curve, "wall_s": wall, "train_s": train_s, "steps_per_s": steps_per_s}
+    return compare.train_and_read(cfg)[0]
 
 
 def _run_peer(spec: dict) -> dict:
@@ -264,8 +251,6 @@ def specs_for(args: Args, summaries: dict) -> list[dict]:
 
 def execute(args: Args, specs: list[dict]) -> list[dict]:
     """Run the specs not on disk with matching settings; return every result."""
-    from tqdm import tqdm
-
     results, todo = [], []
     for s in specs:
         r = Path(s["result"])
@@ -277,19 +262,7 @@ def execute(args: Args, specs: list[dict]) -> list[dict]:
     if args.no_train:
         todo = []
     print(f"{len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
-    if not todo:
-        return results
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, s): s for s in todo}
-        bar = tqdm(total=len(todo), desc="runs", dynamic_ncols=True)
-        for f in as_completed(futures):
-            s, r = futures[f], f.result()
-            results.append(r)
-            bar.write(f"{s['method']:>18} {s['env']} task {s['task']} seed {s['seed']}: success {r['success_rate']:.2f} "
-                      f"({r['train_s']:.0f} s training, {r['wall_s']:.0f} s in all)")
-            bar.update(1)
-        bar.close()
-    return results
+    return results + compare.run_in_pool(run_one, todo, args.jobs, lambda s: f"{s['method']:>18} {s['env']} task {s['task']} seed {s['seed']}")
 
 
 # -- summaries ---------------------------------------------------------------------------------------------
