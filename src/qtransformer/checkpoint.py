@@ -164,8 +164,10 @@ def save_checkpoint(
     train_cfg,
     keep: int = 2,
     dataset: Optional[str] = None,
+    extra_state: Optional[dict] = None,
 ) -> Path:
-    """Write run_dir/checkpoints/step_<step> atomically and point `last` at it.
+    """Write run_dir/checkpoints/step_<step> atomically and point `last` at it. `extra_state`: further
+    JSON-ready fields for state.json (a fine-tuning run's counters: finetune.py).
 
     Refuses to write non-finite tensors; a write that fails (a full disk) leaves the previous checkpoint
     intact and pointed to, and raises a CheckpointError saying so."""
@@ -177,7 +179,7 @@ def save_checkpoint(
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         _remove_stale(ckpt_root)
-        final = _write_checkpoint(ckpt_root, name, step, learner, sampler, model_cfg_dict, train_cfg, dataset)
+        final = _write_checkpoint(ckpt_root, name, step, learner, sampler, model_cfg_dict, train_cfg, dataset, extra_state or {})
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, safetensors' SafetensorError on a full disk, ...
@@ -210,7 +212,7 @@ def _remove_stale(ckpt_root: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
-def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset) -> Path:
+def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset, extra: dict) -> Path:
     tmp = make_temp_dir(f".{name}.tmp-", ckpt_root)
     try:
         state = learner.state_dict()
@@ -228,7 +230,7 @@ def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, m
         _save_tensors(rng, ts / "rng.safetensors")
         _write_json(ts / "state.json", {
             "step": step, "num_updates": state["num_updates"], "optimizer": opt_info,
-            "train_config": to_dict(train_cfg), "dataset": dataset, "batches_drawn": sampler.state(),
+            "train_config": to_dict(train_cfg), "dataset": dataset, "batches_drawn": sampler.state(), **extra,
         })
         fsync_tree(tmp)
         final = ckpt_root / name
@@ -287,19 +289,28 @@ def load_training_state(ckpt: Path, learner, sampler) -> dict:
 
 
 def _load_training_state(ckpt: Path, learner, sampler) -> dict:
-    ts = ckpt / "training_state"
-    state = read_training_state_json(ckpt)
-    online = ts / "online.safetensors"  # present when model/ holds the target network (algo.act_with 'target')
-    opt_tensors = load_file(str(ts / "optimizer.safetensors"), device="cpu")  # the optimizer moves them
-    learner.load_state_dict({
-        "online": load_file(str(online if online.exists() else ckpt / "model" / "model.safetensors"), device="cpu"),
-        "target_net": load_file(str(ts / "target.safetensors"), device="cpu"),
-        "optimizer": _optimizer_from_flat(opt_tensors, state["optimizer"]),
-        "num_updates": state["num_updates"],
-    })
-    rng = load_file(str(ts / "rng.safetensors"))
+    state = load_learner_state(ckpt, learner)
+    rng = load_file(str(ckpt / "training_state" / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
     sampler.set_state(state["batches_drawn"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
+    return state
+
+
+def load_learner_state(ckpt: Path, learner, optimizer: bool = True) -> dict:
+    """Restore the learner's online and target networks and, with `optimizer`, AdamW's state and the
+    update count (else both stay fresh: a new optimizer from update 0); return state.json."""
+    ckpt = Path(ckpt)
+    ts = ckpt / "training_state"
+    state = read_training_state_json(ckpt)
+    online = ts / "online.safetensors"  # present when model/ holds the target network (algo.act_with 'target')
+    full = learner.state_dict()
+    learner.load_state_dict({
+        "online": load_file(str(online if online.exists() else ckpt / "model" / "model.safetensors"), device="cpu"),
+        "target_net": load_file(str(ts / "target.safetensors"), device="cpu"),
+        # the optimizer moves its tensors to the parameters' device
+        "optimizer": _optimizer_from_flat(load_file(str(ts / "optimizer.safetensors"), device="cpu"), state["optimizer"]) if optimizer else full["optimizer"],
+        "num_updates": state["num_updates"] if optimizer else 0,
+    })
     return state

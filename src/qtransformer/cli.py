@@ -1,4 +1,4 @@
-"""The `qtransformer` command: make-dataset, import, export, train, eval, info, demo."""
+"""The `qtransformer` command: make-dataset, import, export, train, eval, collect, finetune, info, demo."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "Train Q-Transformer on a dataset (presets, config files, resume).",
     "eval": "Evaluate a checkpoint's greedy policy: success rate over fixed seeds, written as JSON.",
     "collect": "Run a checkpoint's policy with exploration and append the episodes to a dataset.",
+    "finetune": "Fine-tune a checkpoint online: act with exploration, append the episodes, keep training on offline + online data.",
     "info": "Summarise a dataset or a checkpoint.",
     "import": "Import a D4RL, robomimic or Minari dataset into a dataset folder.",
     "export": "Export a dataset folder as a local Minari dataset.",
@@ -389,6 +390,14 @@ def cmd_collect(argv: list[str]) -> None:
           f"to {args.into}, which now holds {result['dataset_episodes']} episodes")
 
 
+def cmd_finetune(argv: list[str]) -> None:
+    from .finetune import FinetuneConfig, finetune
+
+    cfg = tyro.cli(FinetuneConfig, args=argv, prog="qtransformer finetune")
+    final = finetune(cfg)
+    print(f"final checkpoint: {final}")
+
+
 def cmd_info(argv: list[str]) -> None:
     args = tyro.cli(InfoArgs, args=argv, prog="qtransformer info")
     path = args.path
@@ -438,7 +447,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_help()
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import, "export": cmd_export, "collect": cmd_collect}
+    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import, "export": cmd_export, "collect": cmd_collect, "finetune": cmd_finetune}
     if command not in handlers:
         print(f"qtransformer: unknown command '{command}'\n", file=sys.stderr)
         print_help()

@@ -67,6 +67,9 @@ def _differences(saved, now, prefix: str = "") -> list[str]:
 
 
 def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
+    if "finetune" in state:
+        raise ConfigError(f"{where}: a fine-tuning checkpoint; continue it with `qtransformer finetune --resume --out {where.parent.parent}`, "
+                          "or train offline into a new --out folder")
     now, saved = to_dict(cfg), state["train_config"]
     if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
         saved["model"] = {"language_encoder": "none", **saved["model"]}

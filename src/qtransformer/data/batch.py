@@ -49,3 +49,17 @@ class Batch:
                 yield from ((f"{f.name}/{k}", v) for k, v in value.items())
             elif value is not None:
                 yield f.name, value
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """One batch holding the rows of `batches` in order: every field concatenated along B (fields that
+    are None in one batch must be None in all)."""
+
+    def cat(values):
+        if values[0] is None:
+            return None
+        if isinstance(values[0], dict):
+            return {k: torch.cat([v[k] for v in values]) for k in values[0]}
+        return torch.cat(values)
+
+    return Batch(**{f.name: cat([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(Batch)})

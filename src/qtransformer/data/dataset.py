@@ -124,6 +124,31 @@ class EpisodeDataset:
         ds.validate()
         return ds
 
+    @classmethod
+    def concatenate(cls, parts: list["EpisodeDataset"], source_path: str = "<memory>") -> "EpisodeDataset":
+        """The episodes of `parts` in order as one dataset in memory, fully validated. The parts share the
+        action bounds, task names, environment id and cameras of the first (an EpisodeStore's chunks do)."""
+        if not parts:
+            raise DatasetError(f"{source_path}: nothing to concatenate; a dataset needs at least one episode")
+        first = parts[0]
+        offsets = np.cumsum([0] + [c.num_steps for c in parts])
+        ds = cls(
+            **{k: np.concatenate([np.asarray(getattr(c, k)) for c in parts]) for k in STEP_FIELDS},
+            episode_starts=np.concatenate([[0]] + [c.episode_starts[1:] + o for c, o in zip(parts, offsets, strict=False)]).astype(np.int64),  # offsets: one more (the total)
+            episode_task=np.concatenate([c.episode_task for c in parts]),
+            episode_source=[s for c in parts for s in c.episode_source],
+            episode_instruction=[i for c in parts for i in c.episode_instruction] if all(c.episode_instruction for c in parts) else [],
+            action_low=first.action_low,
+            action_high=first.action_high,
+            task_names=list(first.task_names),
+            env_id=first.env_id,
+            source_path=source_path,
+            images={k: np.concatenate([np.asarray(c.images[k]) for c in parts]) for k in first.images},
+            final_images={k: np.concatenate([np.asarray(c.final_images[k]) for c in parts]) for k in first.images},
+        )
+        ds.validate()
+        return ds
+
     # -- checks -------------------------------------------------------------------------------
     def validate(self, values: bool = True) -> None:
         """Check shapes, offsets and end flags; with `values`, also every value (finite, in bounds)."""

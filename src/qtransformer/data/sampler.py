@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..actions import ActionDiscretizer
-from .batch import Batch
+from .batch import Batch, concat_batches
 from .dataset import EpisodeDataset
 from .returns import n_step_returns, returns_to_go
 
@@ -301,3 +301,71 @@ def _mix_pools(
             rest = np.flatnonzero(keep)
         pools.append((rest, batch_size - used))
     return [(p, n) for p, n in pools if n > 0]
+
+
+class MixedSampler:
+    """Batches that mix offline and online transitions at a set ratio (RLPD's symmetric sampling at 0.5):
+    of every batch of B, round(online_fraction x B) rows come from the online data and the rest from the
+    offline data, each uniform over its steps. While the online data is empty (or without offline data
+    at all) the whole batch comes from the side that has data; `ready()` is False while neither has.
+
+    The online transitions grow: `set_online(transitions)` replaces them (rebuilt over every finished
+    episode). Batch i is a pure function of (seed, i) and the data at the time: offline rows from
+    PCG64([seed, i]), online rows from PCG64([seed + 1, i]). `state()` is the number of batches drawn."""
+
+    def __init__(self, offline: Optional[dict], batch_size: int, device: Union[str, torch.device], seed: int, online_fraction: float):
+        if not 0.0 <= online_fraction <= 1.0:
+            raise ValueError(f"online_fraction must be in [0, 1], got {online_fraction}")
+        self.batch_size, self.device, self.seed = batch_size, torch.device(device), seed
+        self.n_online = int(round(online_fraction * batch_size)) if offline is not None else batch_size
+        self.offline_part = TransitionSampler(offline, batch_size - self.n_online, "cpu", seed) if offline is not None and self.n_online < batch_size else None
+        self.offline_all = TransitionSampler(offline, batch_size, "cpu", seed) if offline is not None else None
+        self.online_part: Optional[TransitionSampler] = None
+        self.online_all: Optional[TransitionSampler] = None
+        self.online_steps = 0
+        self.batches_drawn = 0
+
+    def set_online(self, transitions: Optional[dict]) -> None:
+        """The online transitions from now on (None or none at all: offline rows only)."""
+        n = 0 if transitions is None else len(transitions["next_index"])
+        self.online_steps = n
+        if n == 0:
+            self.online_part = self.online_all = None
+            return
+        self.online_part = TransitionSampler(transitions, self.n_online, "cpu", self.seed + 1) if self.n_online > 0 else None
+        self.online_all = TransitionSampler(transitions, self.batch_size, "cpu", self.seed + 1)
+
+    def ready(self) -> bool:
+        return self.offline_all is not None or self.online_steps > 0
+
+    def split(self) -> tuple[int, int]:
+        """(offline rows, online rows) of the next batch."""
+        if self.online_steps == 0:
+            return self.batch_size, 0
+        if self.offline_all is None:
+            return 0, self.batch_size
+        return self.batch_size - self.n_online, self.n_online
+
+    def make_batch(self, i: int) -> Batch:
+        n_off, n_on = self.split()
+        if n_on == 0:
+            return self.offline_all.make_batch(i)
+        if n_off == 0:
+            return self.online_all.make_batch(i)
+        return concat_batches([self.offline_part.make_batch(i), self.online_part.make_batch(i)])  # offline rows first
+
+    def sample(self) -> Batch:
+        if not self.ready():
+            raise ValueError("no transitions to sample: no offline data and no finished online episode yet")
+        batch = self.make_batch(self.batches_drawn)
+        self.batches_drawn += 1
+        return batch.to(self.device, non_blocking=True)
+
+    def state(self) -> int:
+        return self.batches_drawn
+
+    def set_state(self, batches_drawn: int) -> None:
+        self.batches_drawn = int(batches_drawn)
+
+    def close(self) -> None:
+        pass

@@ -276,24 +276,7 @@ class EpisodeStore:
 
     def to_dataset(self) -> EpisodeDataset:
         """All chunks concatenated in memory, fully validated."""
-        cs = self.chunks
-        offsets = np.cumsum([0] + [c.num_steps for c in cs])
-        ds = EpisodeDataset(
-            **{k: np.concatenate([np.asarray(getattr(c, k)) for c in cs]) for k in STEP_FIELDS},
-            episode_starts=np.concatenate([[0]] + [c.episode_starts[1:] + o for c, o in zip(cs, offsets, strict=False)]).astype(np.int64),  # offsets: one more (the total)
-            episode_task=np.concatenate([c.episode_task for c in cs]),
-            episode_source=[s for c in cs for s in c.episode_source],
-            episode_instruction=[i for c in cs for i in c.episode_instruction] if all(c.episode_instruction for c in cs) else [],
-            action_low=self.action_low,
-            action_high=self.action_high,
-            task_names=self.task_names,
-            env_id=self.env_id,
-            source_path=str(self.path),
-            images={k: np.concatenate([np.asarray(c.images[k]) for c in cs]) for k in self.image_shapes},
-            final_images={k: np.concatenate([np.asarray(c.final_images[k]) for c in cs]) for k in self.image_shapes},
-        )
-        ds.validate()
-        return ds
+        return EpisodeDataset.concatenate(self.chunks, source_path=str(self.path))
 
     # -- open / create / append -------------------------------------------------------------------
     @classmethod
