@@ -1,0 +1,241 @@
+"""Online fine-tuning against the collect-then-retrain loop and online training from scratch.
+
+    python -m bench.finetune [--seeds 3] [--env-steps 50000] [--jobs 2] [--quick] [--out bench/results/finetune]
+
+The protocol (fixed before any fine-tuning number was seen), on the built-in task PointReach3D:
+
+- offline checkpoint, per seed s: the `builtin` preset (K = 16, 4000 steps) on the demo's dataset (100
+  demonstrations + 400 autonomous episodes, seed 0), training seed s;
+- three arms per seed, each given the same environment steps (--env-steps) and the same exploration
+  (epsilon-greedy over bins, 0.1 falling linearly to 0.02 over the first half):
+  - `finetune`: `qtransformer finetune` from the offline checkpoint (optimizer restored), batches half
+    offline and half online, --updates-per-step updates per environment step;
+  - `retrain`: the slow outer loop: --rounds rounds, each collecting env-steps / rounds steps with the
+    current checkpoint (`qtransformer collect`, epsilon of the schedule at the round's start) into a copy
+    of the offline dataset, then training the offline recipe anew on the grown dataset;
+  - `scratch`: `qtransformer finetune --from-scratch --no-offline`, the same network and bins from a new
+    initialisation on online data only;
+- evaluation: the greedy policy on the same --eval-episodes evaluation seeds of `qtransformer eval`, at
+  step 0 (the offline checkpoint) and every --eval-every environment steps (retrain: after each round).
+
+Reported per arm: the success curve (mean over seeds), the final success, the gain over the offline
+checkpoint and the dip (the offline success minus the lowest evaluation after the start, in points).
+Writes OUT/summary.json ({"methods": {name: {"mean", "std", "per_seed"}}, "protocol", "curves",
+"start", "gain", "dip"}), OUT/table.md and OUT/curves.png. Finished runs are reused (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+ARMS = ("finetune", "retrain", "scratch")
+LABELS = {"finetune": "online fine-tuning (qtransformer finetune)", "retrain": "collect, then retrain (the outer loop)",
+          "scratch": "online from scratch"}
+
+
+@dataclass
+class Args:
+    """Online fine-tuning against collect-then-retrain and online-from-scratch on the built-in task."""
+
+    out: Path = Path("bench/results/finetune")
+    """Results folder: dataset/, offline/, runs/, summary.json, table.md, curves.png."""
+    seeds: int = 3
+    """Seeds: offline checkpoint, fine-tuning and evaluation order per seed."""
+    env_steps: int = 50_000
+    """Environment steps per arm and seed."""
+    updates_per_step: float = 0.25
+    """Fine-tuning updates per environment step (finetune and scratch)."""
+    num_envs: int = 4
+    """Environments side by side (finetune and scratch)."""
+    eval_every: int = 5000
+    """Evaluation interval in environment steps (finetune and scratch)."""
+    eval_episodes: int = 200
+    """Evaluation episodes (the same seeds for every arm)."""
+    rounds: int = 5
+    """Rounds of the collect-then-retrain loop."""
+    offline_steps: int = 4000
+    """Gradient steps of the offline recipe (the builtin preset's), also each retrain round's."""
+    arms: tuple[str, ...] = ARMS
+    """Arms to run."""
+    jobs: int = 2
+    """Runs side by side, one CPU thread each."""
+    quick: bool = False
+    """A check that everything runs: 1 seed, 3000 environment steps, 2 rounds, 20 evaluation episodes, 300 offline steps."""
+
+
+def offline_checkpoint(out: Path, seed: int, steps: int) -> Path:
+    from qtransformer.config import apply_overrides, preset
+    from qtransformer.data import EpisodeStore
+    from qtransformer.envs.builtin_dataset import make_builtin_dataset
+    from qtransformer.train import train
+
+    data = out / "dataset"
+    if not (data / "meta.json").exists():
+        EpisodeStore.create(data, make_builtin_dataset(100, 400, seed=0))
+    run = out / "offline" / f"seed{seed}"
+    done = run / "checkpoints" / "last"
+    if done.exists() and json.loads((run / "config.json").read_text())["steps"] == steps:
+        return run
+    shutil.rmtree(run, ignore_errors=True)
+    cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(run), "seed": seed, "steps": steps, "eval_episodes": 0,
+                                              "progress": False, "threads": 1, "save_every": steps})
+    train(cfg)
+    return run
+
+
+def run_arm(spec: dict) -> dict:
+    """One arm for one seed -> {"arm", "seed", "curve": [[env step, success], ...], "wall_s"}; reused when its result exists."""
+    import torch
+
+    torch.set_num_threads(1)
+    out, arm, seed = Path(spec["out"]), spec["arm"], spec["seed"]
+    result_file = out / "runs" / f"{arm}_seed{seed}.json"
+    if result_file.exists() and json.loads(result_file.read_text())["spec"] == spec:
+        return json.loads(result_file.read_text())
+    t0 = time.time()
+    offline = offline_checkpoint(out, seed, spec["offline_steps"])
+    run_dir = out / "runs" / f"{arm}_seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    curve = _retrain(spec, offline, run_dir) if arm == "retrain" else _finetune(spec, offline, run_dir, scratch=arm == "scratch")
+    result = {"spec": spec, "arm": arm, "seed": seed, "curve": curve, "wall_s": time.time() - t0}
+    result_file.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _schedule(spec: dict):
+    from qtransformer.finetune import FinetuneConfig
+
+    return FinetuneConfig(checkpoint=Path("."), env_steps=spec["env_steps"])  # its epsilon(): the schedule every arm follows
+
+
+def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
+    from qtransformer.finetune import FinetuneConfig, finetune, read_curve
+
+    cfg = FinetuneConfig(
+        checkpoint=offline, out=run_dir, env_steps=spec["env_steps"], updates_per_step=spec["updates_per_step"], num_envs=spec["num_envs"],
+        eval_every=spec["eval_every"], eval_episodes=spec["eval_episodes"], save_every=spec["env_steps"], seed=spec["seed"],
+        from_scratch=scratch, offline=not scratch, progress=False, threads=1,
+    )
+    finetune(cfg)
+    return [list(p) for p in read_curve(run_dir)]
+
+
+def _retrain(spec: dict, offline: Path, run_dir: Path) -> list:
+    from qtransformer.collect import collect
+    from qtransformer.config import apply_overrides, preset
+    from qtransformer.evaluate import evaluate_policy
+    from qtransformer.policy import QTPolicy
+    from qtransformer.train import train
+
+    def success(ckpt: Path) -> float:
+        return evaluate_policy(QTPolicy.from_checkpoint(ckpt), None, spec["eval_episodes"])["success_rate"]
+
+    data = run_dir / "data"
+    shutil.copytree(Path(spec["out"]) / "dataset", data)
+    schedule = _schedule(spec)
+    ckpt, steps, episodes = offline, 0, 0
+    curve = [[0, success(ckpt)]]
+    for k in range(1, spec["rounds"] + 1):
+        budget = round(spec["env_steps"] * k / spec["rounds"])
+        policy = QTPolicy.from_checkpoint(ckpt)
+        eps = schedule.epsilon(steps)
+        while steps < budget:  # 10 episodes at a time, each call on fresh reset seeds
+            r = collect(policy, data, 10, epsilon=eps, seed=1_000_000 * spec["seed"] + episodes, progress=False)
+            steps, episodes = steps + r["steps"], episodes + r["episodes"]
+        round_dir = run_dir / f"round{k}"
+        cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(round_dir), "seed": spec["seed"], "steps": spec["offline_steps"],
+                                                  "eval_episodes": 0, "progress": False, "threads": 1, "save_every": spec["offline_steps"]})
+        ckpt = train(cfg)
+        curve.append([steps, success(ckpt)])
+    return curve
+
+
+def summarize(args: Args, results: list[dict]) -> dict:
+    by = {a: sorted((r for r in results if r["arm"] == a), key=lambda r: r["seed"]) for a in args.arms}
+    methods, curves, start, gain, dip = {}, {}, {}, {}, {}
+    for arm, rs in by.items():
+        if not rs:
+            continue
+        final = [r["curve"][-1][1] for r in rs]
+        methods[arm] = {"mean": float(np.mean(final)), "std": float(np.std(final)), "per_seed": final}
+        starts = [r["curve"][0][1] for r in rs]
+        start[arm] = float(np.mean(starts))
+        gain[arm] = float(np.mean(final) - np.mean(starts))
+        dip[arm] = float(np.mean([max(0.0, r["curve"][0][1] - min(s for _, s in r["curve"][1:])) for r in rs]))  # per seed, then the mean
+        n = min(len(r["curve"]) for r in rs)
+        curves[arm] = {"env_steps": [float(np.mean([r["curve"][i][0] for r in rs])) for i in range(n)],
+                       "success": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(n)]}
+    protocol = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()}
+    protocol.update(task="qtransformer/PointReach3D-v0", offline_data="builtin, 100 demonstrations + 400 autonomous episodes (seed 0)",
+                    offline_recipe=f"preset builtin, {args.offline_steps} steps", exploration="epsilon 0.1 -> 0.02 over the first half")
+    return {"methods": methods, "protocol": protocol, "curves": curves, "start": start, "gain": gain, "dip": dip,
+            "per_seed_curves": {a: [r["curve"] for r in rs] for a, rs in by.items()}}
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| arm | offline start | final (mean ± std) | per seed | gain (points) | largest dip (points, mean over seeds) |", "|---|---|---|---|---|---|"]
+    for arm, m in summary["methods"].items():
+        lines.append(f"| {LABELS[arm]} | {summary['start'][arm]:.3f} | {m['mean']:.3f} ± {m['std']:.3f} | "
+                     f"{', '.join(f'{x:.3f}' for x in m['per_seed'])} | {100 * summary['gain'][arm]:+.1f} | {100 * summary['dip'][arm]:.1f} |")
+    lines += ["", "| arm | success at environment steps (mean over seeds) |", "|---|---|"]
+    for arm, c in summary["curves"].items():
+        lines.append(f"| {arm} | " + ", ".join(f"{int(n)}: {x:.3f}" for n, x in zip(c["env_steps"], c["success"], strict=True)) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> None:
+    from bench.compare import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm, c in summary["curves"].items():
+        ax.plot(c["env_steps"], c["success"], marker="o", label=LABELS[arm], lw=2.5 if arm == "finetune" else 1.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"greedy success (mean over {summary['protocol']['seeds']} seeds)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args: Args) -> None:
+    from bench.compare import run_in_pool
+
+    if args.quick:
+        args.seeds, args.env_steps, args.rounds, args.eval_episodes, args.offline_steps, args.eval_every = 1, 3000, 2, 20, 300, 1000
+    args.out.mkdir(parents=True, exist_ok=True)
+    specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
+              "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
+              "offline_steps": args.offline_steps} for s in range(args.seeds) for a in args.arms]
+    for s in range(args.seeds):  # the offline checkpoints first, so parallel arms never train the same one twice
+        offline_checkpoint(args.out, s, args.offline_steps)
+    def name(s: dict) -> str:
+        return f"{s['arm']} seed {s['seed']}"
+
+    results = run_in_pool(_run_and_report, specs, args.jobs, name)
+    summary = summarize(args, results)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    table = markdown(summary)
+    (args.out / "table.md").write_text(table + "\n")
+    plot(summary, args.out / "curves.png")
+    print(table)
+    print(f"wrote {args.out / 'summary.json'}, {args.out / 'table.md'} and {args.out / 'curves.png'}")
+
+
+def _run_and_report(spec: dict) -> dict:
+    r = run_arm(spec)
+    return {**r, "success_rate": r["curve"][-1][1], "train_s": r["wall_s"]}
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
