@@ -434,6 +434,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
             last_eval = run_eval(env_step)
             bar.write(f"env step {env_step}: eval success rate {last_eval['success_rate']:.3f} ({updates} updates)")
             atomic_write_text(run_dir / "eval_info.json", json.dumps({"env_steps": env_step, "updates": updates, **last_eval}, indent=1))
+        running = sum(len(r) > 0 for r in recorders)
+        bar.write(f"{online_count} online episodes in {into}" + (f"; {running} still running at the end were not recorded (their steps count)" if running else ""))
     finally:
         bar.close()
         logger.close()
