@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -148,6 +149,12 @@ def test_user_errors_are_one_line(offline_run, tmp_path, capsys):
     assert "online_fraction (saved 0.5, now 0.9)" in capsys.readouterr().err
     assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(out), "--resume", "--steps", "60"]) == 2
     assert "fine-tuning checkpoint" in capsys.readouterr().err
+    evil = tmp_path / "evil"
+    shutil.copytree(run, evil)
+    config = evil / "checkpoints" / "step_00000030" / "model" / "config.json"
+    config.write_text(config.read_text().replace('"qtransformer/PointReach3D-v0"', '"os:Evil-v0"'))
+    assert _finetune(evil, tmp_path / "e", "--env-steps", "30") == 2
+    assert "never import modules" in capsys.readouterr().err  # an id read from a file never imports a module
     bc = tmp_path / "bc"
     assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(bc), "--no-progress", "--steps", "5", "--algo.method", "bc"]) == 0
     assert _finetune(bc, tmp_path / "d", "--env-steps", "30") == 2

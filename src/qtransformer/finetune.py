@@ -47,7 +47,7 @@ from .config import ConfigError, TrainConfig, apply_overrides, model_from_dict, 
 from .data import DatasetError, EpisodeDataset, EpisodeStore, append_episodes, build_transitions
 from .data.sampler import MixedSampler, imitation_mask
 from .data.store import check_can_write
-from .envs import is_multi_task, make_env
+from .envs import env_id_from_file, is_multi_task, make_env
 from .envs.rollout import EpisodeRecorder
 from .evaluate import evaluate_policy, stack_observations
 from .fileio import atomic_write_text, check_output_dir
@@ -271,7 +271,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         raise ConfigError(f"{model_dir}: a '{train_cfg.algo.method}' checkpoint; fine-tuning runs Q-Transformer's updates: fine-tune a Q-Transformer checkpoint")
     overrides = {k: v for k, v in (("batch_size", cfg.batch_size), ("algo", {"lr": cfg.lr} if cfg.lr else None)) if v is not None}
     train_cfg = apply_overrides(train_cfg, overrides, "fine-tuning flags")
-    env_id = cfg.env or meta.get("env_id")
+    env_id = cfg.env or env_id_from_file(meta.get("env_id"), model_dir / "config.json", error=ConfigError)  # never one that imports a module
     if not env_id:
         raise ConfigError(f"{model_dir}: the checkpoint records no environment; pass --env")
     if is_multi_task(env_id):
