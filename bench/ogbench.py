@@ -53,8 +53,13 @@ OURS = {
     # Monte-Carlo bound.
     "qt_nstep5": ("default", {"algo": {"n_step": 5}}),
     "qt_no_mc_bound": ("default", {"algo": {"mc_bound": False}}),
+    # The conservative weight study (issue 12): the default's per-bin weight 1/15 shrinks the data bins'
+    # values where the actions spread over many of the 256 bins (python -m bench.bin_spread): the
+    # paper's per-bin weight 1/(K-1) with the default's head start and acting network, and 16 bins.
+    "qt_paper_weight": ("default", {"algo": {"conservative_bins": 0}}),
+    "qt_k16": ("default", {"algo": {"num_bins": 16}}),
 }
-STUDY = ("qt_nstep5", "qt_no_mc_bound")
+STUDY = ("qt_nstep5", "qt_no_mc_bound", "qt_paper_weight", "qt_k16")
 # d3rlpy's: method -> settings (bench.d3rlpy_peers.make_algo). From the FQL paper's code (agents/iql.py,
 # agents/rebrac.py and its README's commands for the cube tasks), in d3rlpy's terms.
 _MLP = {"hidden": [512, 512, 512, 512], "layer_norm": True, "gamma": 0.99, "actor_learning_rate": 3e-4, "critic_learning_rate": 3e-4}
@@ -72,6 +77,8 @@ LABELS = {
     "rebrac": "ReBRAC (d3rlpy)",
     "qt_nstep5": "Q-Transformer, 5-step returns",
     "qt_no_mc_bound": "Q-Transformer, no Monte-Carlo bound",
+    "qt_paper_weight": "Q-Transformer, the paper's per-bin conservative weight 1/(K-1)",
+    "qt_k16": "Q-Transformer, 16 bins",
 }
 # The published single-task averages over tasks 1-5, success % (FQL paper, Park et al. 2025, Table 1:
 # 8 seeds, 1M gradient steps at batch 256, OGBench's own datasets and reward).
@@ -112,7 +119,7 @@ class Args:
     curve_points: Optional[int] = None
     """Evaluations per run, evenly spaced (the last at the end): the learning curves."""
     methods: tuple[str, ...] = METHODS
-    """Methods to run; also qt_nstep5 and qt_no_mc_bound (the long-horizon study)."""
+    """Methods to run; also the studies qt_nstep5, qt_no_mc_bound (long horizons), qt_paper_weight and qt_k16 (the conservative weight)."""
     episodes: int = 1000
     """Raw episodes per dataset (1000 x 1000 transitions = 1M, as published)."""
     episode_length: int = 1001

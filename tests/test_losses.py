@@ -116,3 +116,18 @@ def test_masked_bc_loss_by_hand():
     both = masked_bc_loss(logits, bins, torch.tensor([1.0, 1.0])).item()
     assert both == pytest.approx((math.log(2.0) + math.log(4.0 / 3.0)) / 2, abs=1e-12)
     assert masked_bc_loss(logits, bins, torch.zeros(2)).item() == 0.0  # no sample to imitate: no loss
+
+
+def test_conservative_fixed_point_by_hand():
+    from qtransformer.algo.losses import conservative_fixed_point
+
+    assert conservative_fixed_point(1.0, 0.5, 0.8) == 0.8  # always the data bin: the TD target
+    assert conservative_fixed_point(0.0, 0.5, 0.8) == 0.0  # never taken: pushed to 0
+    assert abs(conservative_fixed_point(0.25, 1 / 15, 1.0) - 0.25 / (0.25 + 0.75 / 15)) < 1e-12  # 0.8333
+    w = 1 / 15
+    assert abs(conservative_fixed_point(w / (1 + w), w) - 0.5) < 1e-12
+    # and it is the minimiser: the loss is larger a little to either side
+    p, y = 0.1, 0.6
+    q = conservative_fixed_point(p, w, y)
+    loss = lambda v: p * (v - y) ** 2 + (1 - p) * w * v**2  # noqa: E731
+    assert loss(q) < loss(q + 1e-3) and loss(q) < loss(q - 1e-3)

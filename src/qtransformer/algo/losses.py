@@ -49,6 +49,18 @@ def conservative_loss(values: torch.Tensor, bins: torch.Tensor, reference_bins: 
     return per_dim.mean()
 
 
+def conservative_fixed_point(p, w, y=1.0):
+    """Where the TD and conservative terms leave one bin's value, tabular: the minimiser of
+
+        p (Q - y)^2 + (1 - p) w Q^2   ->   Q* = p y / (p + (1 - p) w)
+
+    for a bin the data takes with probability p at a state (its TD target y, weight 1) and leaves
+    untaken otherwise (pushed to 0 with the per-bin weight w = alpha/(N-1)). p = 1 keeps y, p = 0 gives
+    0, and Q*/y = 1/2 where p = w/(1 + w): data whose actions spread over many bins (small p at K = 256)
+    lose most of their value unless w is small (bench/bin_spread.py measures p). Works on floats and arrays."""
+    return p * y / (p + (1.0 - p) * w)
+
+
 def cql_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """CQL-style push-down, for the paper's ablation: mean_{b,j} [ logsumexp_k Q[b,j,k] - Q[b,j,a_bj] ],
     on values (after the sigmoid), like every other term here."""
