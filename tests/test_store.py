@@ -193,3 +193,25 @@ def test_instructions_travel_with_the_episodes(tmp_path):
     assert store.to_dataset().episode_instruction == [f"reach goal {i}" for i in (0, 1, 2)] * 2
     with pytest.raises(DatasetError, match="episode_instruction"):
         EpisodeDataset(**{**ds.__dict__, "episode_instruction": ["only one"]}).validate()
+
+
+def test_compact_rewrites_chunks_as_one_and_keeps_every_episode(tmp_path):
+    from qtransformer.data import EpisodeStore, append_episodes
+    from qtransformer.envs.builtin_dataset import make_builtin_dataset
+
+    path = tmp_path / "d"
+    parts = [make_builtin_dataset(1, 2, seed=s) for s in range(4)]
+    for p in parts:
+        assert append_episodes(path, p, reopen=False) is None  # an append reads meta.json only
+    before = EpisodeStore.open(path)
+    assert len(before.chunks) == 4
+    whole = before.to_dataset()
+    after = EpisodeStore.open(path).compact()
+    assert len(after.chunks) == 1 and sorted((path / "chunks").iterdir()) == [path / "chunks" / after.meta["chunks"][0]]
+    again = after.to_dataset()
+    for k in ("observations", "actions", "rewards", "terminals", "timeouts", "episode_starts"):
+        assert np.array_equal(getattr(again, k), getattr(whole, k))
+    assert again.episode_source == whole.episode_source
+    assert after.meta["num_episodes"] == 12 and after.meta["num_steps"] == whole.num_steps
+    append_episodes(path, parts[0])  # appends go on after a compaction
+    assert EpisodeStore.open(path).num_episodes == 15

@@ -340,6 +340,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         progress_state["episodes_started"] += online_count - progress_state["online_episodes"]
 
     def checkpoint(step: int) -> Path:
+        if (into / "meta.json").exists():
+            EpisodeStore.open(into).compact()  # one chunk per append otherwise: keep the dataset cheap to open
         extra = {"finetune": {"config": to_dict(cfg), "env_steps": step, "episodes_started": episodes_started,
                               "online_episodes": online_count, "updates_due": updates_due, "updates": updates, "into": str(into)}}
         return save_checkpoint(run_dir, step, learner, sampler, meta, train_cfg, cfg.keep_checkpoints,
@@ -399,7 +401,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
             bar.update(min(env_step, cfg.env_steps) - min(before, cfg.env_steps))
             if finished:
                 new = EpisodeDataset.from_episodes(finished, low, high, env_id=env_id, task_names=task_names)
-                append_episodes(into, new)  # atomic: on disk before it is trained on
+                append_episodes(into, new, reopen=False)  # atomic: on disk before it is trained on
                 online_data = new if online_data is None else EpisodeDataset.concatenate([online_data, new])
                 online_count = online_data.num_episodes
                 sampler.set_online(make_transitions(online_data, str(into)))

@@ -317,20 +317,27 @@ class EpisodeStore:
                 shutil.rmtree(tmp)
         return cls.open(path)
 
-    def append(self, ds: EpisodeDataset) -> "EpisodeStore":
-        """Add `ds`'s episodes as a new chunk; returns the re-opened store. Nothing changes if a check fails."""
+    def append(self, ds: EpisodeDataset, reopen: bool = True) -> Optional["EpisodeStore"]:
+        """Add `ds`'s episodes as a new chunk; returns the re-opened store (None with reopen=False: an append
+        then reads meta.json only, whatever the number of chunks). Nothing changes if a check fails."""
         with _locked(self.path):
-            EpisodeStore.open(self.path)._append_locked(ds)  # the newest committed state
-        return EpisodeStore.open(self.path)
+            _committed(self.path)._append_locked(ds)  # the newest committed state
+        return EpisodeStore.open(self.path) if reopen else None
+
+    @property
+    def _counts(self) -> tuple[int, int]:
+        """(episodes, steps): from the chunks when they are open, else from meta.json."""
+        if self.chunks:
+            return self.num_episodes, self.num_steps
+        return int(self.meta["num_episodes"]), int(self.meta["num_steps"])
 
     def _append_locked(self, ds: EpisodeDataset) -> None:
-        """The append itself; the caller holds the dataset's lock and opened `self` under it."""
+        """The append itself; the caller holds the dataset's lock and opened `self` (or its index) under it."""
         store = self
         ds = store._conform(ds)
+        episodes, steps = store._counts
         chunks_dir = self.path / "chunks"
-        for orphan in set(os.listdir(chunks_dir)) - set(store.meta["chunks"]):
-            if _CHUNK_NAME.fullmatch(orphan) or _TMP_CHUNK_NAME.fullmatch(orphan):  # left by a crashed append; nothing else
-                shutil.rmtree(chunks_dir / orphan, ignore_errors=True)
+        _remove_orphans(chunks_dir, store.meta["chunks"])
         name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
         tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
         shutil.rmtree(tmp)
@@ -342,13 +349,41 @@ class EpisodeStore:
             meta.update(
                 chunks=[*store.meta["chunks"], name],
                 task_names=ds.task_names,
-                num_episodes=store.num_episodes + ds.num_episodes,
-                num_steps=store.num_steps + ds.num_steps,
+                num_episodes=episodes + ds.num_episodes,
+                num_steps=steps + ds.num_steps,
             )
             atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
+
+    def compact(self) -> "EpisodeStore":
+        """Rewrite all chunks as one (the episodes, their order and meta.json's facts unchanged); returns
+        the re-opened store. Many appends leave many chunks, and every chunk costs open files when the
+        dataset is read; `qtransformer finetune` compacts its online dataset at each checkpoint. Atomic
+        like an append: until the new meta.json is written the dataset reads as before, and the chunks
+        it no longer lists are removed after that commit (or by the next append). Holds the whole
+        dataset in memory once."""
+        with _locked(self.path):
+            store = EpisodeStore.open(self.path)
+            if len(store.chunks) <= 1:
+                return store
+            merged = store.to_dataset()
+            chunks_dir = self.path / "chunks"
+            _remove_orphans(chunks_dir, store.meta["chunks"])
+            name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
+            tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
+            shutil.rmtree(tmp)
+            try:
+                _write_chunk(tmp, merged)
+                os.replace(tmp, chunks_dir / name)
+                meta = dict(store.meta, chunks=[name], num_episodes=merged.num_episodes, num_steps=merged.num_steps)
+                atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+            _remove_orphans(chunks_dir, [name])
+        return EpisodeStore.open(self.path)
 
     def _conform(self, ds: EpisodeDataset) -> EpisodeDataset:
         """Check `ds` fits this store and map its task ids onto the store's task names (new ones appended)."""
@@ -401,6 +436,25 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_orphans(chunks_dir: Path, committed: list[str]) -> None:
+    """Remove chunk folders meta.json does not list: left by a crashed append or replaced by a compaction; nothing else."""
+    for orphan in set(os.listdir(chunks_dir)) - set(committed):
+        if _CHUNK_NAME.fullmatch(orphan) or _TMP_CHUNK_NAME.fullmatch(orphan):
+            shutil.rmtree(chunks_dir / orphan, ignore_errors=True)
+
+
+def _committed(path: Path) -> EpisodeStore:
+    """The dataset's committed index, meta.json checked, without opening its chunks (what an append needs);
+    a meta.json without episode and step counts (written by hand) opens fully."""
+    meta_path = Path(path) / "meta.json"
+    meta = read_versioned_json(meta_path, FORMAT_VERSION, DatasetError)
+    _check_meta(meta, meta_path)
+    counts = [meta.get(k) for k in ("num_episodes", "num_steps")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not meta["chunks"]:
+        return EpisodeStore.open(path)
+    return EpisodeStore(Path(path), meta, [])
 
 
 def _pause_for_tests() -> None:
@@ -469,14 +523,18 @@ def _refuse_foreign_folder(path: Path) -> None:
     raise DatasetError(f"{path}: exists and is not a dataset folder (no meta.json); choose another output folder (nothing was written)")
 
 
-def append_episodes(path, ds: EpisodeDataset) -> EpisodeStore:
-    """Append to the dataset at `path`, creating it when it does not exist yet.
+def append_episodes(path, ds: EpisodeDataset, reopen: bool = True) -> Optional[EpisodeStore]:
+    """Append to the dataset at `path`, creating it when it does not exist yet; returns the re-opened
+    store (None with reopen=False: the append then reads only meta.json, however many chunks there are).
 
     Safe to call from several processes at once, also on a dataset that does not exist yet: the
     creation takes the same lock as appends, so every caller's episodes end up in the dataset."""
     path = Path(path)
     if (path / "meta.json").exists():
-        return EpisodeStore.open(path).append(ds)
+        _check_new_episodes(ds)
+        with _locked(path):
+            _committed(path)._append_locked(ds)
+        return EpisodeStore.open(path) if reopen else None
     _check_new_episodes(ds)
     _refuse_foreign_folder(path)
     try:
@@ -485,7 +543,7 @@ def append_episodes(path, ds: EpisodeDataset) -> EpisodeStore:
         raise DatasetError(f"{path}: exists and is not a dataset folder; choose another output folder (nothing was written)") from exc
     with _locked(path):
         if (path / "meta.json").exists():  # another process created it while we waited for the lock
-            EpisodeStore.open(path)._append_locked(ds)
+            _committed(path)._append_locked(ds)
         else:
             _refuse_foreign_folder(path)
             chunks_dir = path / "chunks"
@@ -501,4 +559,4 @@ def append_episodes(path, ds: EpisodeDataset) -> EpisodeStore:
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp)
-    return EpisodeStore.open(path)
+    return EpisodeStore.open(path) if reopen else None
