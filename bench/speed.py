@@ -166,6 +166,30 @@ def bench_decoding(action_dim: int, batch: int, mode: str, seconds: float) -> di
     return row
 
 
+IMAGE_ENCODERS = (("cnn", 0), ("cnn", 8), ("film-efficientnet-b0", 0), ("film-efficientnet-b0", 8))
+
+
+def bench_image_encoder(kind: str, tokens: int, image: int, batch: int, seconds: float) -> dict:
+    """One camera of image x image x 3 beside a 39-d state, 10 tasks (so FiLM has a condition), the
+    default preset's Transformer and K = 256, d = 4: training steps per second at `batch`, and the
+    batch-1 latency of a greedy action (encoder, prefix pass, KV-cached decoding)."""
+    cfg = preset("default")
+    cfg.model.image_encoder, cfg.model.image_tokens = kind, tokens
+    torch.manual_seed(0)
+    net = QTransformerNet(39, 4, 256, 10, cfg.model, {"cam": (image, image, 3)})
+    learner = QTransformerLearner(net, cfg.algo, "cpu")
+    g = torch.Generator().manual_seed(0)
+    frames = {"cam": torch.randint(0, 256, (batch, image, image, 3), dtype=torch.uint8, generator=g)}
+    b = Batch(obs=torch.randn(batch, 39, generator=g), bins=torch.randint(256, (batch, 4), generator=g), reward=torch.rand(batch, generator=g),
+              discount=torch.full((batch,), cfg.algo.gamma), bootstrap=torch.ones(batch), next_obs=torch.randn(batch, 39, generator=g),
+              mc_return=torch.rand(batch, generator=g), task=torch.randint(10, (batch,), generator=g), images=frames, next_images=frames)
+    step = timeit(lambda: learner.update(b), seconds, warmup=1)
+    one = {"cam": frames["cam"][:1]}
+    act = timeit(lambda: decode(learner.target_net, b.obs[:1], b.task[:1], images=one), seconds / 2)
+    return {"encoder": kind, "image_tokens": tokens, "image": image, "batch": batch, "parameters": sum(p.numel() for p in net.parameters()),
+            "steps_per_s": 1 / step, "samples_per_s": batch / step, "action_ms_batch1": act * 1e3}
+
+
 def bench_d3rlpy_cql(obs_dim: int, action_dim: int, batch: int, seconds: float) -> dict | None:
     """d3rlpy's CQL (its default networks) on random transitions: gradient steps per second."""
     try:
@@ -222,6 +246,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/speed.json"))
     parser.add_argument("--peer-python", type=Path, default=None, help="the interpreter of a venv with the q-transformer package")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile'd decoding (compiling takes minutes)")
+    parser.add_argument("--no-images", action="store_true", help="skip the image encoders' training and action latency")
     args = parser.parse_args()
     s = 1.0 if args.quick else 3.0
 
@@ -239,6 +264,7 @@ def main() -> None:
     modes = ("uncached", "cached") + (() if args.no_compile else ("compiled",))
     decoding = [bench_decoding(d, b, m, s / 2) for d in (4, 7) for b in (1, 64) for m in modes]
     cql = bench_d3rlpy_cql(39, 4, 256, s)
+    images = [] if args.no_images else [bench_image_encoder(k, n, 64, 64, s) for k, n in IMAGE_ENCODERS]
     peer = bench_peer(args.peer_python, args.quick) if args.peer_python else None
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
@@ -272,6 +298,12 @@ def main() -> None:
         note = f" (compiled in {r['compile_s']:.0f} s)" if "compile_s" in r else ""
         print(f"| d={r['d']} | {r['batch']} | {r['mode']}{note} | {r['ms_per_action_batch']:.2f} | "
               f"{base['ms_per_action_batch'] / r['ms_per_action_batch']:.2f}x |")
+    if images:
+        print("\n| image encoder (64x64x3, one camera; default Transformer, K=256, d=4) | tokens | parameters | training steps/s at batch 64 | samples/s | action latency, batch 1, ms |")
+        print("|---|---|---|---|---|---|")
+        for r in images:
+            print(f"| {r['encoder']} | {max(1, r['image_tokens'])}{' (TokenLearner)' if r['image_tokens'] else ''} | {r['parameters']:,} | "
+                  f"{r['steps_per_s']:.2f} | {r['samples_per_s']:.0f} | {r['action_ms_batch1']:.1f} |")
     if peer:
         print(f"\npeer: q-transformer {peer['package_version']} (torch {peer['torch_version']}, {peer['threads']} threads), "
               f"{peer['params']['total']:,} parameters ({peer['params']['q_head']:,} in its Q head); config in the JSON")
@@ -289,7 +321,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "matmul_peak_gflops": {"fp32": peak32 / 1e9, "bf16": peak16 / 1e9},
-        "training": training, "bf16_over_fp32": bf16, "bf16_over_fp32_rounds": ratios, "matmul_share_fp32": shares, "step_breakdown": breakdown, "decoding": decoding, "d3rlpy_cql": cql, "peer_q_transformer": peer,
+        "training": training, "bf16_over_fp32": bf16, "bf16_over_fp32_rounds": ratios, "matmul_share_fp32": shares, "step_breakdown": breakdown, "decoding": decoding, "image_encoders": images, "d3rlpy_cql": cql, "peer_q_transformer": peer,
     }, indent=1))
     print(f"\nwrote {args.out}")
 
