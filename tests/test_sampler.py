@@ -89,3 +89,37 @@ def test_a_batch_is_frozen_and_moves_whole():
     assert [name for name, _ in moved.tensors()] == [
         "obs", "bins", "reward", "discount", "bootstrap", "next_obs", "mc_return", "images/cam", "next_images/cam",
     ]
+
+
+def _two_task_transitions(n: int = 40):
+    task = np.repeat([0, 1], n // 2)
+    return {
+        "bins": np.zeros((n, 2), np.int64), "reward": np.full(n, 0.5, np.float32), "discount": np.full(n, 0.98, np.float32),
+        "bootstrap": (np.arange(n) % 5 != 4).astype(np.float32), "mc_return": np.full(n, 0.7, np.float32), "task": task,
+        "next_index": np.arange(n), "source": np.zeros(n, np.int64), "source_labels": ["a"], "successful": np.ones(n, bool),
+        "obs": np.arange(n, dtype=np.float32)[:, None], "next_observations": np.arange(n, dtype=np.float32)[:, None],
+    }
+
+
+def test_negative_relabelling_relabels_the_last_rows_only():
+    tr = _two_task_transitions()
+    s = TransitionSampler(tr, 8, "cpu", seed=0, negative_rate=0.5)
+    for i in range(5):
+        b = s.make_batch(i)
+        step = b.obs[:, 0].long().numpy()  # obs holds the step index
+        assert np.array_equal(b.task[:4].numpy(), tr["task"][step[:4]]) and torch.all(b.reward[:4] == 0.5)  # untouched
+        assert np.all(b.task[4:].numpy() != tr["task"][step[4:]])  # another task's label
+        assert torch.all(b.reward[4:] == 0) and torch.all(b.mc_return[4:] == 0)
+        assert np.array_equal(b.bootstrap[4:].numpy(), tr["bootstrap"][step[4:]])  # a terminal stays a terminal
+        assert torch.equal(b.task, s.make_batch(i).task)  # a pure function of (seed, i)
+    # a language model: conditioning ids are instructions; 0 and 1 belong to task 0, 2 to task 1
+    tr["task"] = np.repeat([0, 1, 2], [10, 10, 20])
+    s = TransitionSampler(tr, 16, "cpu", seed=1, negative_rate=0.25, condition_groups=np.array([0, 0, 1]))
+    b = s.make_batch(0)
+    step = b.obs[:, 0].long().numpy()
+    for j in range(12, 16):
+        wanted = {2} if tr["task"][step[j]] < 2 else {0, 1}  # an instruction of the other task
+        assert b.task[j].item() in wanted
+    tr["task"] = np.zeros(40, np.int64)
+    with pytest.raises(ValueError, match="at least two tasks"):
+        TransitionSampler(tr, 8, "cpu", seed=0, negative_rate=0.5)

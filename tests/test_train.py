@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -153,3 +154,19 @@ def test_the_policy_acts_with_the_chosen_network(dataset, tmp_path, act_with):
     else:
         assert not online_file.exists()
         assert any(not torch.equal(model[k], target[k]) for k in model)  # model/ is the online network
+
+
+def test_negative_relabelling_trains_on_a_two_task_dataset(tmp_path, capsys):
+    from qtransformer.cli import main
+    from qtransformer.data import EpisodeStore
+    from qtransformer.envs.builtin_dataset import make_builtin_dataset
+
+    ds = make_builtin_dataset(3, 3, seed=0)
+    ds.episode_task = np.arange(ds.num_episodes) % 2
+    ds.task_names = ["reach-a", "reach-b"]
+    EpisodeStore.create(tmp_path / "two", ds)
+    EpisodeStore.create(tmp_path / "one", make_builtin_dataset(3, 3, seed=0))
+    train = ["train", "--preset", "smoke", "--steps", "4", "--no-progress", "--eval-episodes", "0", "--negative-rate", "0.25"]
+    assert main([*train, "--dataset", str(tmp_path / "two"), "--out", str(tmp_path / "run")]) == 0
+    assert main([*train, "--dataset", str(tmp_path / "one"), "--out", str(tmp_path / "run1")]) == 2
+    assert "at least two tasks" in capsys.readouterr().err

@@ -204,6 +204,11 @@ class TrainConfig:
     """Batches a background thread prepares ahead of the learner (0: sample on the main thread)."""
     only_successful: bool = False
     """Train only on the steps of successful episodes (with --algo.method bc: filtered BC)."""
+    negative_rate: float = 0.0
+    """Multi-task negative relabelling (the paper's affordance training): this share of every batch is
+    steps of one task's episodes relabelled as another task's (its instruction, for a language model),
+    with reward 0 and the original terminals, so values learn which task a state does not serve; 0: off.
+    Needs a dataset of at least two tasks."""
     model: ModelConfig = field(default_factory=ModelConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
@@ -212,6 +217,7 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "eval_episodes", "keep_checkpoints", "prefetch", "threads"):
             _check(getattr(self, name) >= 0, name, f"must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        _check(0.0 <= self.negative_rate < 1.0, "negative_rate", f"must be in [0, 1), got {self.negative_rate}")
         _check(self.dist_timeout_s > 0, "dist_timeout_s", f"must be > 0 seconds, got {self.dist_timeout_s}")
         mix = self.source_mix
         _check(isinstance(mix, dict), "source_mix", f"must be a mapping of source label to fraction, got {mix!r}")

@@ -204,10 +204,13 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     language_table = None
+    condition_groups = np.arange(ds.num_tasks)  # negative relabelling: the task of each conditioning id
     if processor.uses_language:  # embedded once per distinct instruction, cached in the dataset folder
         processor, language_table, step_instruction = with_instructions(processor, ds)
         # A language model is conditioned on the instruction, not the task id: the sampler's per-step
         # conditioning ids index its training instructions (the network's language table).
+        condition_groups = np.zeros(len(processor.instructions), np.int64)
+        condition_groups[step_instruction] = transitions["task"]  # each instruction's task
         transitions["task"] = step_instruction
     language = {"language_dim": processor.language_dim, "num_instructions": len(processor.instructions) if processor.uses_language else 0}
     with_imitation = cfg.algo.imitation_weight > 0 and cfg.algo.method == "qtransformer"
@@ -252,6 +255,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
     sampler = TransitionSampler(
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,
         only_successful=cfg.only_successful, rank=ranks.rank, world_size=ranks.world_size,
+        negative_rate=cfg.negative_rate if cfg.algo.method == "qtransformer" else 0.0, condition_groups=condition_groups,
     )
     model_meta = model_config(
         net, discretizer, cfg.model,

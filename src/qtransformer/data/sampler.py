@@ -154,6 +154,11 @@ class TransitionSampler:
     only_successful: draw only steps of successful episodes (filtered BC; combines with source_mix).
     rank, world_size: this process's shard of every batch, rows rank::world_size (batch_size stays the
     global batch and must be divisible by world_size); the default (0, 1) is the whole batch.
+    negative_rate, condition_groups: multi-task negative relabelling (`relabel_negatives`): the last
+    round(negative_rate x B) rows of every batch are steps drawn uniformly over the dataset whose
+    conditioning id (`task`: a task id, or a language model's instruction id) is replaced by one of
+    another group (condition_groups (I,): the task of each conditioning id), with reward and Monte-Carlo
+    return 0 and the step's own discount and bootstrap flag (a terminal stays a terminal).
     """
 
     def __init__(
@@ -167,6 +172,8 @@ class TransitionSampler:
         only_successful: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        negative_rate: float = 0.0,
+        condition_groups: Optional[np.ndarray] = None,
     ):
         if batch_size % world_size != 0 or not 0 <= rank < world_size:
             raise ValueError(f"batch_size {batch_size} must split into {world_size} equal shards and rank {rank} lie in [0, {world_size})")
@@ -186,6 +193,13 @@ class TransitionSampler:
             if not allowed.any():
                 raise ValueError("only_successful: the dataset holds no successful episode")
         self.pools = _mix_pools(transitions, source_mix or {}, batch_size, allowed)
+        self.num_negatives = int(round(negative_rate * batch_size))
+        self.others = None
+        if self.num_negatives > 0:
+            groups = np.asarray(condition_groups if condition_groups is not None else np.arange(int(transitions["task"].max()) + 1))
+            self.others = [np.flatnonzero(groups != g) for g in groups]  # per conditioning id: the ids of the other groups
+            if any(len(o) == 0 for o in self.others):
+                raise ValueError("negative relabelling needs episodes of at least two tasks: the dataset has one (drop --negative-rate)")
         self.batches_drawn = 0
         self._queue: Optional[queue.Queue] = None
         self._stop = threading.Event()
@@ -201,8 +215,20 @@ class TransitionSampler:
 
     def make_batch(self, i: int) -> Batch:
         """This rank's shard of batch i (the whole batch in a single process), on the CPU."""
-        idx = self.indices(i)[self.rank :: self.world_size]  # (B / W,)
+        idx = self.indices(i)  # (B,)
+        negative = np.zeros(self.batch_size, bool)
+        labels = None
+        if self.num_negatives > 0:  # the batch's last rows: uniform steps, relabelled (a pure function of (seed, i))
+            idx, negative, labels = relabel_negatives(idx, self.small["task"].numpy(), self.others, self.num_negatives,
+                                                      np.random.default_rng([self.seed, i, 1]))
+        idx, negative = idx[self.rank :: self.world_size], negative[self.rank :: self.world_size]  # (B / W,)
         small = {k: v[idx] for k, v in self.small.items()}  # each (B,) or (B, d)
+        if labels is not None and negative.any():
+            neg = torch.from_numpy(negative)
+            small["task"][neg] = torch.from_numpy(labels[self.rank :: self.world_size][negative])
+            for k in ("reward", "mc_return", "imitate"):  # a relabelled step earns nothing and teaches the imitation head nothing
+                if k in small:
+                    small[k][neg] = 0
         images = next_images = None
         if self.images:
             rows, next_rows = self.image_row[idx], self.next_image_row[self.next_index[idx]]
@@ -264,6 +290,23 @@ class TransitionSampler:
             self._thread.join()
             self._thread = None
             self._queue = None
+
+
+def relabel_negatives(idx: np.ndarray, task: np.ndarray, others: list, n: int, rng: np.random.Generator):
+    """Multi-task negative relabelling of a batch's last n rows: (B,) step indices, (N,) each step's
+    conditioning id, per id the ids of the other groups -> (indices with the last n rows drawn uniformly
+    over all steps, (B,) bool marking them, (B,) int64 their new conditioning ids, uniform among `others`
+    of the step's own id; the other rows' entries unused)."""
+    idx = idx.copy()
+    B = len(idx)
+    idx[B - n :] = rng.integers(0, len(task), n)
+    negative = np.zeros(B, bool)
+    negative[B - n :] = True
+    labels = np.zeros(B, np.int64)
+    for j in range(B - n, B):
+        choices = others[int(task[idx[j]])]
+        labels[j] = choices[rng.integers(0, len(choices))]
+    return idx, negative, labels
 
 
 def _rows(x) -> RowSource:
