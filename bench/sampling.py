@@ -1,7 +1,7 @@
 """Sampling benchmark: transitions per second the sampler delivers from a large on-disk dataset, beside
 what a training step consumes, and resident memory. Prints a table, writes JSON.
 
-    python -m bench.sampling [--steps 1000000] [--obs-dim 39] [--image 64] [--out bench/results/sampling.json]
+    python -m bench.sampling [--steps 1000000] [--obs-dim 39] [--image 64] [--frames 6] [--out bench/results/sampling.json]
 
 The dataset is written by a separate process into a temporary folder (about steps * (obs_dim * 8 +
 image^2 * 3) bytes) and removed after, so the resident memory reported is the reader's alone.
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--action-dim", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--image", type=int, default=0, help="add one HxWx3 uint8 camera of this size (0: state only)")
+    parser.add_argument("--frames", type=int, default=1, help="frame windows of this length per camera (--model.frames; with --image)")
     parser.add_argument("--write-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/sampling.json"))
     args = parser.parse_args()
@@ -85,12 +86,14 @@ def main() -> None:
         rss_before = rss_mib()
         store = EpisodeStore.open(tmp / "d")
         cfg = preset("default")
+        frames = args.frames if args.image else 1
+        cfg.model.frames = frames
         t0 = time.perf_counter()
         tr = build_transitions(store, ActionDiscretizer(store.action_low, store.action_high, cfg.algo.num_bins), cfg.algo.gamma, cfg.algo.n_step)
         build_s = time.perf_counter() - t0
         rows = []
         for prefetch in (0, 4):
-            sampler = TransitionSampler(tr, cfg.batch_size, "cpu", seed=0, prefetch=prefetch)
+            sampler = TransitionSampler(tr, cfg.batch_size, "cpu", seed=0, prefetch=prefetch, frames=frames)
             sampler.sample()
             n, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < args.seconds:
@@ -102,7 +105,7 @@ def main() -> None:
         # what one default training step consumes, same run
         net = QTransformerNet(args.obs_dim, args.action_dim, cfg.algo.num_bins, 1, cfg.model, store.image_shapes)
         learner = QTransformerLearner(net, cfg.algo, "cpu")
-        sampler = TransitionSampler(tr, cfg.batch_size, "cpu", seed=0)
+        sampler = TransitionSampler(tr, cfg.batch_size, "cpu", seed=0, frames=frames)
         batch = sampler.sample()
         learner.update(batch)
         n, t0 = 0, time.perf_counter()
@@ -117,7 +120,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    cams = f" + {args.image}x{args.image}x3 uint8 image" if args.image else ""
+    cams = f" + {args.image}x{args.image}x3 uint8 image" + (f", windows of {args.frames} frames" if args.frames > 1 else "") if args.image else ""
     print(f"dataset: {args.steps:,} transitions, obs {args.obs_dim} float32{cams}, {disk_mib:.0f} MiB on disk, "
           f"written in {write_s:.1f} s; per-step quantities built in {build_s:.1f} s\n")
     print("| sampler | samples/s | / training consumption |")
@@ -128,7 +131,7 @@ def main() -> None:
     print(f"\nresident memory: {rss_before:.0f} MiB before opening, peak {peak:.0f} MiB (dataset {disk_mib:.0f} MiB on disk)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "steps": args.steps, "obs_dim": args.obs_dim, "image": args.image, "disk_mib": disk_mib, "write_s": write_s, "build_s": build_s,
+        "steps": args.steps, "obs_dim": args.obs_dim, "image": args.image, "frames": args.frames, "disk_mib": disk_mib, "write_s": write_s, "build_s": build_s,
         "sampler": rows, "train_samples_per_s": train_samples, "rss_before_mib": rss_before, "peak_rss_mib": peak,
     }, indent=1))
     print(f"wrote {args.out}")

@@ -14,7 +14,6 @@ import torch
 from tqdm import tqdm
 
 from .data import EpisodeDataset, append_episodes
-from .envs import make_env
 from .envs.rollout import rollout
 from .evaluate import EVAL_SEED_OFFSET
 from .policy import QTPolicy
@@ -60,7 +59,7 @@ def collect(
         raise ValueError(f"need 0 <= epsilon <= 1 and temperature >= 0, got {epsilon}, {temperature}")
     assert COLLECT_SEED_OFFSET != EVAL_SEED_OFFSET
     check_can_append(into)
-    env = make_env(env_id)
+    env = policy.make_env(env_id)
     generator = torch.Generator().manual_seed(seed)
     task_names = list(policy.meta.get("task_names") or ["default"])
     instruction = policy.instruction_for_env(env_id, task, instruction)
@@ -79,7 +78,7 @@ def collect(
 
     recorded = []
     for i in tqdm(range(episodes), desc="collect", disable=not progress, leave=False):
-        ep = rollout(env, act, seed=COLLECT_SEED_OFFSET + seed + i)
+        ep = rollout(env, act, seed=COLLECT_SEED_OFFSET + seed + i, frames=policy.frames)
         ep["source"] = source
         ep["task"] = task_id
         if instruction is not None:

@@ -49,6 +49,9 @@ class ModelConfig:
     RT-1; random initialisation unless --model.image-weights; for GPUs mostly). See nets/vision.py."""
     image_tokens: int = 0
     """Tokens per camera from a TokenLearner over the encoder's feature map (RT-1: 8); 0: one token."""
+    frames: int = 1
+    """Frames per camera: a window of the last W frames (the paper: 6), episode starts padded with the
+    first frame; each frame is encoded alike and gives its own tokens. 1: the current frame only."""
     image_weights: Optional[str] = None
     """A local torchvision EfficientNet state dict (.pth or .safetensors, e.g. ImageNet weights) to start
     the film-efficientnet encoders from; read once when training starts."""
@@ -62,6 +65,7 @@ class ModelConfig:
 
         _check(self.image_encoder in ENCODERS, "model.image_encoder", f"must be one of {', '.join(ENCODERS)}, got {self.image_encoder!r}")
         _check(isinstance(self.image_tokens, int) and 0 <= self.image_tokens <= 256, "model.image_tokens", f"must be 0 (one token) to 256, got {self.image_tokens}")
+        _check(isinstance(self.frames, int) and 1 <= self.frames <= 32, "model.frames", f"must be 1 to 32, got {self.frames}")
         _check(self.image_weights is None or self.image_encoder != "cnn", "model.image_weights", "loads EfficientNet weights: also pass --model.image-encoder film-efficientnet-b0 (or -b3)")
         _check(self.d_model > 0 and self.n_layers > 0 and self.n_heads > 0, "model", "d_model, n_layers and n_heads must be positive")
         _check(self.d_model % self.n_heads == 0, "model.n_heads", f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")

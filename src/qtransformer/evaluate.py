@@ -21,11 +21,12 @@ def success_of(info: dict, reward: float) -> bool:
     return reward > 0
 
 
-def run_episodes(act: Callable, env_id: str, seeds: list[int], progress: bool = False) -> list[dict]:
+def run_episodes(act: Callable, env_id: str, seeds: list[int], progress: bool = False, make: Callable = make_env) -> list[dict]:
     """Run one episode per reset seed, side by side; `act` maps a batch of observations to (B, d) actions.
-    Returns per episode: seed, success, return, length."""
+    `make(env_id)` builds each environment (a policy's make_env: frame windows). Returns per episode:
+    seed, success, return, length."""
     n = len(seeds)
-    envs = [make_env(env_id) for _ in range(n)]
+    envs = [make(env_id) for _ in range(n)]
     obs = [env.reset(seed=s)[0] for s, env in zip(seeds, envs, strict=True)]
     active = np.ones(n, dtype=bool)
     success = np.zeros(n, dtype=bool)
@@ -88,7 +89,7 @@ def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int], 
     from .policy import QTPolicy
 
     policy = QTPolicy.from_checkpoint(model_dir, support_tau=support_tau)
-    return run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds)
+    return run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds, make=policy.make_env)
 
 
 def record_videos(
@@ -107,7 +108,7 @@ def record_videos(
     task = policy.task_for_env(env_id, task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = make_env(env_id, render_mode="rgb_array")
+    env = policy.make_env(env_id, render_mode="rgb_array")
     written = []
     for s in eval_seeds(episodes, seed):
         obs, _ = env.reset(seed=s)
@@ -200,7 +201,7 @@ def evaluate_policy(
             ))
         per_episode = sorted((e for part in done for e in part), key=lambda e: e["seed"])
     else:
-        per_episode = run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds, progress)
+        per_episode = run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds, progress, make=policy.make_env)
     result = summarize(env_id, seed, per_episode)
     if task is not None:
         result["task"] = task

@@ -47,7 +47,7 @@ from .config import ConfigError, TrainConfig, apply_overrides, model_from_dict, 
 from .data import DatasetError, EpisodeDataset, EpisodeStore, append_episodes, build_transitions
 from .data.sampler import MixedSampler, imitation_mask
 from .data.store import check_can_write
-from .envs import env_id_from_file, is_multi_task, make_env
+from .envs import env_id_from_file, is_multi_task
 from .envs.rollout import EpisodeRecorder
 from .evaluate import evaluate_policy, stack_observations
 from .fileio import atomic_write_text, check_output_dir
@@ -354,7 +354,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         return result
 
     # -- the actors ---------------------------------------------------------------------------------------
-    envs = [make_env(env_id) for _ in range(cfg.num_envs)]
+    envs = [policy.make_env(env_id) for _ in range(cfg.num_envs)]
     episodes_started = int(progress_state["episodes_started"])
     updates_due = float(progress_state["updates_due"])
     updates = int(progress_state["updates"])  # fine-tuning updates (learner.num_updates also counts the offline run's)
@@ -367,7 +367,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         return obs
 
     obs = [reset(i) for i in range(cfg.num_envs)]
-    recorders = [EpisodeRecorder(o) for o in obs]
+    recorders = [EpisodeRecorder(o, policy.frames) for o in obs]
     recent = deque(maxlen=50)  # success of the last finished episodes
     window: dict[str, list[float]] = defaultdict(list)
     low, high = discretizer.low, discretizer.high
@@ -395,7 +395,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
                         ep["instruction"] = instruction
                     finished.append(ep)
                     obs[i] = reset(i)
-                    recorders[i] = EpisodeRecorder(obs[i])
+                    recorders[i] = EpisodeRecorder(obs[i], policy.frames)
             before = env_step
             env_step += cfg.num_envs
             bar.update(min(env_step, cfg.env_steps) - min(before, cfg.env_steps))

@@ -149,6 +149,23 @@ class QTPolicy:
         return policy
 
     @property
+    def frames(self) -> int:
+        """Frames per camera the policy reads (model.frames); W > 1: step environments made by make_env."""
+        return self.processor.frames
+
+    def make_env(self, env_id: str, **kwargs):
+        """The environment `env_id` (envs.make_env) as this policy reads it: wrapped in envs.FrameWindow when
+        it takes windows of several frames per camera."""
+        from .envs import make_env
+
+        env = make_env(env_id, **kwargs)
+        if self.frames > 1:
+            from .envs.frames import FrameWindow
+
+            env = FrameWindow(env, self.frames)
+        return env
+
+    @property
     def env_id(self) -> Optional[str]:
         """The environment id recorded with the model (never one that would import a module: see env_id_from_file)."""
         from .envs import env_id_from_file

@@ -38,12 +38,13 @@ LANGUAGE_CACHE = "language_embeddings.json"  # in the dataset folder: {encoder c
 LANGUAGE_CACHE_VERSION = 1
 
 
-def split_observation(obs, image_keys: Optional[Sequence[str]] = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def split_observation(obs, image_keys: Optional[Sequence[str]] = None, frames: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """An observation, one or a batch -> (state (obs_dim,) or (B, obs_dim) float32, {camera: uint8 image}).
 
     A plain array is all state. In a Dict observation the cameras are `image_keys` (a model's); with None
     (recording one observation into a dataset) they are its uint8 entries of rank 3, and a plain array is
-    flattened. Every other entry is flattened into the state in sorted key order."""
+    flattened. Every other entry is flattened into the state in sorted key order. `frames` W > 1: each
+    camera entry is a window (W, H, W, C), or (B, W, H, W, C) for a batch (envs.FrameWindow)."""
     if not isinstance(obs, dict):
         state = np.asarray(obs, dtype=np.float32)
         return (state.reshape(-1) if image_keys is None else state), {}
@@ -55,7 +56,11 @@ def split_observation(obs, image_keys: Optional[Sequence[str]] = None) -> tuple[
     image_keys = sorted(image_keys)
     state_keys = sorted(k for k in obs if k not in image_keys)
     if image_keys:
-        single = np.asarray(obs[image_keys[0]]).ndim == 3  # (H, W, C) or (B, H, W, C)
+        rank = np.asarray(obs[image_keys[0]]).ndim
+        if frames > 1 and rank not in (4, 5):
+            raise ValueError(f"this policy reads windows of {frames} frames per camera, got '{image_keys[0]}' of rank {rank}: step the "
+                             "environment through policy.make_env(env_id) (envs.FrameWindow), which stacks them")
+        single = rank == (3 if frames == 1 else 4)  # (H, W, C) or (B, H, W, C); with frames: (W, H, W, C) or (B, W, H, W, C)
     else:
         single = np.asarray(obs[state_keys[0]]).ndim <= 1
     B = 1 if single else np.asarray(obs[(image_keys or state_keys)[0]]).shape[0]
@@ -65,12 +70,20 @@ def split_observation(obs, image_keys: Optional[Sequence[str]] = None) -> tuple[
     return (state[0] if single else state), images
 
 
+def latest_frames(obs):
+    """An observation from envs.FrameWindow -> the same with each window (W, H, W, C) replaced by its newest
+    frame: what a dataset records (it stores single frames, and the sampler rebuilds the windows)."""
+    if not isinstance(obs, dict):
+        return obs
+    return {k: (np.asarray(v)[-1] if np.asarray(v).dtype == np.uint8 and np.asarray(v).ndim == 4 else v) for k, v in obs.items()}
+
+
 @dataclass(frozen=True)
 class ModelInputs:
     """What the network's passes read for B observations (nets/qnet.py)."""
 
     obs: torch.Tensor  # (B, obs_dim) float32, the state; (B, 0) for an image-only model
-    images: Optional[dict[str, torch.Tensor]]  # {camera: (B, H, W, C) uint8}, None without cameras
+    images: Optional[dict[str, torch.Tensor]]  # {camera: (B, H, W, C) uint8, or (B, W, H, W, C) windows}, None without cameras
     task: Optional[torch.Tensor]  # (B,) int64 task ids, for a multi-task model without language
     language: Optional[torch.Tensor]  # (B, E) float32 instruction embeddings, for a language model
     single: bool  # one observation, not a batch: outputs drop the batch axis
@@ -94,6 +107,9 @@ class ObservationProcessor:
     """The training instructions, in the order of the rows of the network's language table."""
     task_instructions: dict[str, str] = field(default_factory=dict)
     """Each training task's instruction (its episodes' first), used when only a task is named."""
+    frames: int = 1
+    """Frames per camera the model reads (model.frames): W > 1 takes windows (W, H, W, C), oldest first,
+    which environments give through envs.FrameWindow (QTPolicy.make_env)."""
     _known: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # text -> (E,) embedding
     _encoder: object = field(default=None, init=False, repr=False, compare=False)
 
@@ -107,7 +123,7 @@ class ObservationProcessor:
 
     # -- settings ---------------------------------------------------------------------------------
     @classmethod
-    def for_dataset(cls, ds, language_encoder: str = "none") -> "ObservationProcessor":
+    def for_dataset(cls, ds, language_encoder: str = "none", frames: int = 1) -> "ObservationProcessor":
         """The processor for a dataset (an EpisodeStore or EpisodeDataset), before its instructions are read."""
         problem = check_encoder_name(language_encoder)
         if problem is not None:
@@ -117,7 +133,7 @@ class ObservationProcessor:
             dim = HASH_DIM
         elif language_encoder != "none":
             dim = make_language_encoder(language_encoder).dim  # reads the folder's config.json only
-        return cls(int(ds.obs_dim), sorted(ds.image_shapes), list(ds.task_names), language_encoder, dim)
+        return cls(int(ds.obs_dim), sorted(ds.image_shapes), list(ds.task_names), language_encoder, dim, frames=frames if ds.image_shapes else 1)
 
     def to_dict(self) -> dict:
         return {"format_version": PROCESSOR_VERSION, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}}
@@ -143,6 +159,8 @@ class ObservationProcessor:
             fail("'image_keys'/'task_names'/'instructions' must be lists of strings")
         if not (isinstance(p.task_instructions, dict) and all(isinstance(v, str) for v in p.task_instructions.values())):
             fail("'task_instructions' must map task names to texts")
+        if isinstance(p.frames, bool) or not isinstance(p.frames, int) or p.frames < 1:
+            fail("'frames' must be a whole number >= 1")
         if not isinstance(p.language_encoder, str) or check_encoder_name(p.language_encoder) is not None:
             fail(f"'language_encoder': {check_encoder_name(str(p.language_encoder))}")
         return p
@@ -158,12 +176,12 @@ class ObservationProcessor:
             names = list(meta.get("task_names") or [])
             if len(names) != net.num_tasks:
                 names = ["default"] if net.num_tasks <= 1 else [f"task {i}" for i in range(net.num_tasks)]
-            p = cls(net.obs_dim, list(net.image_keys), names)
-        found = (p.obs_dim, sorted(p.image_keys), p.language_dim, len(p.instructions) if p.uses_language else 0)
-        wanted = (net.obs_dim, sorted(net.image_keys), net.language_dim, net.num_instructions)
+            p = cls(net.obs_dim, list(net.image_keys), names, frames=net.frames)
+        found = (p.obs_dim, sorted(p.image_keys), p.language_dim, len(p.instructions) if p.uses_language else 0, p.frames)
+        wanted = (net.obs_dim, sorted(net.image_keys), net.language_dim, net.num_instructions, net.frames)
         if found != wanted or (p.uses_task_id and len(p.task_names) != net.num_tasks):
             raise ValueError(
-                f"processor settings (obs_dim, image keys, language dim, instructions) {found} disagree with the network's {wanted}; "
+                f"processor settings (obs_dim, image keys, language dim, instructions, frames) {found} disagree with the network's {wanted}; "
                 "the checkpoint is corrupted"
             )
         if p.uses_language:
@@ -216,7 +234,7 @@ class ObservationProcessor:
         instruction (one text, or one per row) -> ModelInputs on `device`."""
         images = None
         if isinstance(obs, dict):
-            state, found = split_observation(obs, self.image_keys)
+            state, found = split_observation(obs, self.image_keys, self.frames)
             images = {k: torch.as_tensor(v, device=device) for k, v in found.items()} or None
         elif self.image_keys:
             raise ValueError(f"this policy reads images {self.image_keys}: pass a dict observation with 'state' and those keys")

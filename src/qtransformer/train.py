@@ -72,7 +72,7 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
                           "or train offline into a new --out folder")
     now, saved = to_dict(cfg), state["train_config"]
     if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
-        saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, **saved["model"]}
+        saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, "frames": 1, **saved["model"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
@@ -200,7 +200,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
     discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
     transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
     try:
-        processor = ObservationProcessor.for_dataset(ds, cfg.model.language_encoder)
+        processor = ObservationProcessor.for_dataset(ds, cfg.model.language_encoder, cfg.model.frames)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     language_table = None
@@ -256,6 +256,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,
         only_successful=cfg.only_successful, rank=ranks.rank, world_size=ranks.world_size,
         negative_rate=cfg.negative_rate if cfg.algo.method == "qtransformer" else 0.0, condition_groups=condition_groups,
+        frames=cfg.model.frames if ds.image_shapes else 1,
     )
     model_meta = model_config(
         net, discretizer, cfg.model,

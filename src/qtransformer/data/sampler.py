@@ -131,18 +131,35 @@ def _image_rows(chunks: list[EpisodeDataset]) -> dict:
     if not keys:
         return {}
     parts: dict[str, list] = {k: [] for k in keys}
-    image_row, next_image_row, base = [], [], 0
+    image_row, next_image_row, first_image_row, base = [], [], [], 0
     for c in chunks:
         for k in keys:
             parts[k] += [c.images[k], c.final_images[k]]
         image_row.append(base + np.arange(c.num_steps))
         next_image_row.append(base + c.next_image_rows())
+        first_image_row.append(base + np.repeat(c.episode_starts[:-1], np.diff(c.episode_starts)))  # each step's episode start
         base += c.num_steps + c.num_episodes
     return {
         "images": {k: RowSource(v) for k, v in parts.items()},
         "image_row": np.concatenate(image_row),
         "next_image_row": np.concatenate(next_image_row),
+        "first_image_row": np.concatenate(first_image_row),
     }
+
+
+def frame_windows(t: np.ndarray, next_t: np.ndarray, image_row: np.ndarray, next_image_row: np.ndarray, first_image_row: np.ndarray,
+                  frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image rows of the frame windows of steps t (B,) and of their bootstrap states (after steps next_t,
+    the same episodes), oldest first: ((B, W), (B, W)). The window of step t is the images of steps
+    t-W+1 .. t; that of the state after step j is the images of steps j-W+2 .. j and j's next image (the
+    episode's final image after its last step). Rows before the episode's first step are its first
+    image (padding, as envs.FrameWindow pads at a reset), so a window never reaches the previous episode."""
+    back = np.arange(frames - 1, -1, -1)  # (W,) W-1 .. 0
+    first = first_image_row[t][:, None]  # (B, 1)
+    now = np.maximum(image_row[t][:, None] - back[None, :], first)  # (B, W)
+    before = np.maximum(image_row[next_t][:, None] + 1 - back[None, :-1], first)  # (B, W-1): steps j-W+2 .. j
+    nxt = np.concatenate([before, next_image_row[next_t][:, None]], axis=1)  # (B, W)
+    return now, nxt
 
 
 class TransitionSampler:
@@ -159,6 +176,7 @@ class TransitionSampler:
     conditioning id (`task`: a task id, or a language model's instruction id) is replaced by one of
     another group (condition_groups (I,): the task of each conditioning id), with reward and Monte-Carlo
     return 0 and the step's own discount and bootstrap flag (a terminal stays a terminal).
+    frames: W > 1 gives each camera's frame window (B, W, H, W, C) at s_t and at s_{t+m} (frame_windows).
     """
 
     def __init__(
@@ -174,6 +192,7 @@ class TransitionSampler:
         world_size: int = 1,
         negative_rate: float = 0.0,
         condition_groups: Optional[np.ndarray] = None,
+        frames: int = 1,
     ):
         if batch_size % world_size != 0 or not 0 <= rank < world_size:
             raise ValueError(f"batch_size {batch_size} must split into {world_size} equal shards and rank {rank} lie in [0, {world_size})")
@@ -185,6 +204,7 @@ class TransitionSampler:
         self.next_obs = _rows(transitions["next_observations"])
         self.images = transitions.get("images", {})
         self.image_row, self.next_image_row = transitions.get("image_row"), transitions.get("next_image_row")
+        self.first_image_row, self.frames = transitions.get("first_image_row"), frames
         self.size = len(self.next_index)
         self.batch_size, self.seed, self.prefetch = batch_size, seed, prefetch
         allowed = None
@@ -230,7 +250,15 @@ class TransitionSampler:
                 if k in small:
                     small[k][neg] = 0
         images = next_images = None
-        if self.images:
+        if self.images and self.frames > 1:  # windows of W frames (frame_windows), gathered row by row
+            now, nxt = frame_windows(idx, self.next_index[idx], self.image_row, self.next_image_row, self.first_image_row, self.frames)
+
+            def windows(rows, src):
+                return torch.from_numpy(src.gather(rows.reshape(-1))).unflatten(0, rows.shape)  # (B, W, H, W, C) uint8
+
+            images = {k: windows(now, src) for k, src in self.images.items()}
+            next_images = {k: windows(nxt, src) for k, src in self.images.items()}  # at s_{t+m}
+        elif self.images:
             rows, next_rows = self.image_row[idx], self.next_image_row[self.next_index[idx]]
             images = {k: torch.from_numpy(src.gather(rows)) for k, src in self.images.items()}  # (B, H, W, C) uint8
             next_images = {k: torch.from_numpy(src.gather(next_rows)) for k, src in self.images.items()}  # at s_{t+m}

@@ -11,22 +11,27 @@ from typing import Callable
 
 import numpy as np
 
-from ..processor import split_observation  # the recorder's rule is the processor's (processor.py)
+from ..processor import latest_frames, split_observation  # the recorder's rule is the processor's (processor.py)
 
 
 class EpisodeRecorder:
-    """One episode in the making: `start(obs)` after a reset, `add(...)` after every env.step, and
-    `episode()` once it ended (a dict of per-step arrays: the keys of EpisodeDataset.from_episodes)."""
+    """One episode in the making: made with the observation after a reset, `add(...)` after every env.step, and
+    `episode()` once it ended (a dict of per-step arrays: the keys of EpisodeDataset.from_episodes).
+    Observations from envs.FrameWindow (frames > 1) are recorded by their newest frame."""
 
-    def __init__(self, obs):
-        self.seen = [split_observation(obs)]
+    def __init__(self, obs, frames: int = 1):
+        self.frames = frames
+        self.seen = [self._split(obs)]
         self.steps: dict[str, list] = {k: [] for k in ("actions", "rewards", "terminals", "timeouts")}
+
+    def _split(self, obs):
+        return split_observation(latest_frames(obs) if self.frames > 1 else obs)
 
     def __len__(self) -> int:
         return len(self.steps["rewards"])
 
     def add(self, action, obs, reward, terminated: bool, truncated: bool) -> None:
-        self.seen.append(split_observation(obs))
+        self.seen.append(self._split(obs))
         for k, v in zip(self.steps, (action, reward, terminated, truncated and not terminated), strict=True):
             self.steps[k].append(v)
 
@@ -40,10 +45,11 @@ class EpisodeRecorder:
         return episode
 
 
-def rollout(env, act: Callable, seed: int) -> dict:
-    """One episode as a dict of per-step arrays (the keys of EpisodeDataset.from_episodes)."""
+def rollout(env, act: Callable, seed: int, frames: int = 1) -> dict:
+    """One episode as a dict of per-step arrays (the keys of EpisodeDataset.from_episodes); `frames` > 1:
+    `env` is an envs.FrameWindow, and the newest frame of each window is recorded."""
     obs, _ = env.reset(seed=seed)
-    recorder = EpisodeRecorder(obs)
+    recorder = EpisodeRecorder(obs, frames)
     while True:
         action = act(obs)
         obs, reward, terminated, truncated, _ = env.step(action)

@@ -79,8 +79,9 @@ class QTransformerNet(nn.Module):
         # FiLM image encoders read the condition: the instruction's embedding (E) or the task's (C).
         cond_dim = self.language_dim or (C if self.task_embedding is not None else 0)
         self.image_encoders = nn.ModuleList(
-            ImageEncoder(tuple(image_shapes[k]), C, cfg.image_encoder, cfg.image_tokens, cond_dim) for k in self.image_keys
+            ImageEncoder(tuple(image_shapes[k]), C, cfg.image_encoder, cfg.image_tokens, cond_dim, frames=cfg.frames) for k in self.image_keys
         )
+        self.frames = cfg.frames if self.image_keys else 1
         self.language_proj = nn.Linear(language_dim, C) if self.language_dim else None
         if self.language_proj is not None:
             self.register_buffer("language_table", torch.zeros(self.num_instructions, language_dim))  # (I, E)

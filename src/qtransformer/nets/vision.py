@@ -13,6 +13,8 @@
   of torchvision's `efficientnet_b0` / `efficientnet_b3` (ImageNet weights a user has locally) loads
   into it (`load_efficientnet_weights`); torchvision is not needed. Stochastic depth is left out (it has
   no parameters). Frames are scaled to [0, 1] and normalised with ImageNet's mean and std.
+- `frames` W > 1: a window of the last W frames per camera (the paper's s_{t-w:t}), each frame encoded
+  by the same encoder: W x T tokens, oldest first.
 - `image_tokens` N > 0: a TokenLearner (Ryoo et al. 2021) turns the final feature map (B, F, h, w)
   into N tokens: N spatial attention maps a_n = sigmoid(conv1x1(GELU(conv1x1(x)))) (B, N, h, w), token
   n = mean over positions of a_n * x (B, N, F), then a linear map F -> d_model. RT-1 uses 8 per frame.
@@ -135,8 +137,10 @@ class EfficientNetFeatures(nn.Module):
 class ImageEncoder(nn.Module):
     """One camera: uint8 (B, H, W, C) [and the condition (B, E)] -> tokens (B, T, d_model)."""
 
-    def __init__(self, shape: tuple[int, int, int], d_model: int, kind: str = "cnn", tokens: int = 0, cond_dim: int = 0, width: int = 32):
+    def __init__(self, shape: tuple[int, int, int], d_model: int, kind: str = "cnn", tokens: int = 0, cond_dim: int = 0, width: int = 32,
+                 frames: int = 1):
         super().__init__()
+        self.frames = frames
         if kind not in ENCODERS:
             raise ValueError(f"model.image_encoder: '{kind}' is not one of {', '.join(ENCODERS)}")
         H, W, C = shape
@@ -166,9 +170,20 @@ class ImageEncoder(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        return max(1, self.tokens)
+        return self.frames * max(1, self.tokens)
 
     def forward(self, img: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, H, W, C), or with frames W > 1 windows (B, W, H, W, C) oldest first -> (B, W x T, d_model),
+        each frame encoded alike (the same weights, the same condition), its T tokens in frame order."""
+        if self.frames > 1:
+            if img.dim() != 5 or img.shape[1] != self.frames:
+                raise ValueError(f"this encoder reads windows of {self.frames} frames, (B, {self.frames}, H, W, C); got {tuple(img.shape)}")
+            B = img.shape[0]
+            cond = cond.repeat_interleave(self.frames, dim=0) if cond is not None else None  # (B*W, E)
+            return self._encode(img.flatten(0, 1), cond).reshape(B, -1, self.proj.out_features)  # (B, W*T, d_model)
+        return self._encode(img, cond)
+
+    def _encode(self, img: torch.Tensor, cond: Optional[torch.Tensor]) -> torch.Tensor:
         x = img.permute(0, 3, 1, 2).float() / 255.0  # (B, C, H, W) in [0, 1]
         if self.kind == "cnn":
             fmap = self.conv(x - 0.5)  # (B, F, h, w), inputs in [-0.5, 0.5]
