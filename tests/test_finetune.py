@@ -111,6 +111,7 @@ def test_finetune_appends_finished_episodes_only(offline_run, tmp_path, capsys):
     state = json.loads((out / "checkpoints" / "step_00000120" / "training_state" / "state.json").read_text())
     assert state["num_updates"] == offline_state["num_updates"] + 120  # optimizer restored: its count goes on
     assert state["finetune"]["online_episodes"] == store.num_episodes
+    assert len(store.chunks) == 1  # compacted at the checkpoint (one chunk per append otherwise)
 
 
 def test_fresh_optimizer_starts_from_update_zero(offline_run, tmp_path):

@@ -43,7 +43,8 @@ def test_open_memory_maps_the_step_arrays(tmp_path):
     store = EpisodeStore.create(tmp_path / "d", ds)
     chunk = store.chunks[0]
     for name in ("observations", "next_observations", "actions", "rewards"):
-        assert isinstance(getattr(chunk, name), np.memmap)
+        # the wide arrays stay on disk; one value per step is read into memory (a memory map holds an open file)
+        assert isinstance(getattr(chunk, name), np.memmap) == (name != "rewards")
         np.testing.assert_array_equal(getattr(chunk, name), getattr(ds, name))
     assert store.num_episodes == 4 and store.num_steps == ds.num_steps and store.env_id == "E-v0"
 
@@ -215,3 +216,25 @@ def test_compact_rewrites_chunks_as_one_and_keeps_every_episode(tmp_path):
     assert after.meta["num_episodes"] == 12 and after.meta["num_steps"] == whole.num_steps
     append_episodes(path, parts[0])  # appends go on after a compaction
     assert EpisodeStore.open(path).num_episodes == 15
+
+
+def test_many_chunks_under_a_low_open_file_limit_are_refused_with_the_fix_then_compact(tmp_path):
+    from qtransformer.data import append_episodes
+    from qtransformer.envs.builtin_dataset import make_builtin_dataset
+
+    path = tmp_path / "d"
+    for s in range(30):
+        append_episodes(path, make_builtin_dataset(1, 0, seed=s), reopen=False)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))\n"
+        "from qtransformer.data import EpisodeStore, DatasetError\n"
+        "from qtransformer.cli import main\n"
+        f"try:\n    EpisodeStore.open({str(path)!r})\nexcept DatasetError as e:\n    print('refused:', e)\n"
+        f"assert main(['compact', {str(path)!r}]) == 0\n"
+        f"print('open after compact:', EpisodeStore.open({str(path)!r}).num_episodes)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "qtransformer compact" in out.stdout  # 30 chunks x 5 files + room > 400
+    assert "30 chunks -> 1" in out.stdout and "open after compact: 30" in out.stdout

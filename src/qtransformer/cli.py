@@ -21,6 +21,7 @@ COMMANDS = {
     "collect": "Run a checkpoint's policy with exploration and append the episodes to a dataset.",
     "finetune": "Fine-tune a checkpoint online: act with exploration, append the episodes, keep training on offline + online data.",
     "info": "Summarise a dataset or a checkpoint.",
+    "compact": "Rewrite a dataset's chunks (one per append) as one.",
     "import": "Import a D4RL, robomimic or Minari dataset into a dataset folder.",
     "export": "Export a dataset folder as a local Minari dataset.",
     "demo": "The end-to-end demo: make the built-in dataset, train, evaluate, print a table.",
@@ -390,6 +391,30 @@ def cmd_collect(argv: list[str]) -> None:
           f"to {args.into}, which now holds {result['dataset_episodes']} episodes")
 
 
+@dataclass
+class CompactArgs:
+    """Rewrite a dataset's chunks as one (each append adds a chunk, and every chunk costs open files when the dataset is read)."""
+
+    path: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DATASET")]
+    """The dataset folder."""
+
+
+def cmd_compact(argv: list[str]) -> None:
+    args = tyro.cli(CompactArgs, args=argv, prog="qtransformer compact")
+    import json as _json
+
+    from .data import compact_dataset
+
+    meta = args.path / "meta.json"
+    if not meta.exists():
+        from .data import DatasetError
+
+        raise DatasetError(f"{meta}: missing; pass a dataset folder (it holds meta.json and chunks/)")
+    before = len(_json.loads(meta.read_text()).get("chunks", []))
+    store = compact_dataset(args.path)
+    print(f"compacted {args.path}: {before} chunks -> {len(store.chunks)}, {store.num_episodes} episodes, {store.num_steps} steps")
+
+
 def cmd_finetune(argv: list[str]) -> None:
     from .finetune import FinetuneConfig, finetune
 
@@ -447,7 +472,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_help()
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import, "export": cmd_export, "collect": cmd_collect, "finetune": cmd_finetune}
+    handlers = {"make-dataset": cmd_make_dataset, "train": cmd_train, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "import": cmd_import, "export": cmd_export, "collect": cmd_collect, "finetune": cmd_finetune, "compact": cmd_compact}
     if command not in handlers:
         print(f"qtransformer: unknown command '{command}'\n", file=sys.stderr)
         print_help()

@@ -44,7 +44,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ConfigError, TrainConfig, apply_overrides, model_from_dict, to_dict
-from .data import DatasetError, EpisodeDataset, EpisodeStore, append_episodes, build_transitions
+from .data import DatasetError, EpisodeDataset, EpisodeStore, append_episodes, build_transitions, compact_dataset
 from .data.sampler import MixedSampler, imitation_mask
 from .data.store import check_can_write
 from .envs import env_id_from_file, is_multi_task
@@ -61,6 +61,7 @@ from .train import _differences, init_value_head, pick_device, seed_everything
 # (10_000_000) and collection's (20_000_000). Run seed s, episode k: FINETUNE_SEED_OFFSET + 1_000_000 s + k.
 FINETUNE_SEED_OFFSET = 30_000_000
 ONLINE_SOURCE = "online"
+COMPACT_EVERY = 50  # appends (one chunk each) between compactions of the online dataset
 
 
 @dataclass
@@ -340,8 +341,10 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         progress_state["episodes_started"] += online_count - progress_state["online_episodes"]
 
     def checkpoint(step: int) -> Path:
-        if (into / "meta.json").exists():
-            EpisodeStore.open(into).compact()  # one chunk per append otherwise: keep the dataset cheap to open
+        nonlocal appends
+        if appends > 0 and (into / "meta.json").exists():
+            compact_dataset(into)  # one chunk per append otherwise: keep the dataset cheap to open
+            appends = 0
         extra = {"finetune": {"config": to_dict(cfg), "env_steps": step, "episodes_started": episodes_started,
                               "online_episodes": online_count, "updates_due": updates_due, "updates": updates, "into": str(into)}}
         return save_checkpoint(run_dir, step, learner, sampler, meta, train_cfg, cfg.keep_checkpoints,
@@ -367,6 +370,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         return obs
 
     obs = [reset(i) for i in range(cfg.num_envs)]
+    appends = COMPACT_EVERY  # appends since the online dataset was last compacted (compact at the first checkpoint)
     recorders = [EpisodeRecorder(o, policy.frames) for o in obs]
     recent = deque(maxlen=50)  # success of the last finished episodes
     window: dict[str, list[float]] = defaultdict(list)
@@ -402,6 +406,10 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
             if finished:
                 new = EpisodeDataset.from_episodes(finished, low, high, env_id=env_id, task_names=task_names)
                 append_episodes(into, new, reopen=False)  # atomic: on disk before it is trained on
+                appends += 1
+                if appends >= COMPACT_EVERY:
+                    compact_dataset(into)
+                    appends = 0
                 online_data = new if online_data is None else EpisodeDataset.concatenate([online_data, new])
                 online_count = online_data.num_episodes
                 sampler.set_online(make_transitions(online_data, str(into)))

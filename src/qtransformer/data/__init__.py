@@ -2,7 +2,7 @@ from .batch import Batch
 from .dataset import DatasetError, EpisodeDataset
 from .returns import n_step_returns, returns_to_go
 from .sampler import TransitionSampler, build_transitions
-from .store import EpisodeStore, append_episodes
+from .store import EpisodeStore, append_episodes, compact_dataset
 
 __all__ = [
     "Batch",
@@ -10,6 +10,7 @@ __all__ = [
     "EpisodeDataset",
     "EpisodeStore",
     "append_episodes",
+    "compact_dataset",
     "n_step_returns",
     "returns_to_go",
     "TransitionSampler",

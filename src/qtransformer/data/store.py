@@ -62,11 +62,12 @@ def _write_chunk(folder: Path, ds: EpisodeDataset) -> None:
     fsync_tree(folder)
 
 
-def _map(f: Path, dtype) -> np.ndarray:
+def _map(f: Path, dtype, mmap: bool = True) -> np.ndarray:
+    """The array in `f`, memory-mapped (each map holds an open file while it lives) or, with mmap=False, read into memory."""
     if not f.exists():
         raise DatasetError(f"{f}: missing; the dataset is damaged (see docs/dataset_format.md for a chunk's files)")
     try:
-        arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupted .npy files
         raise DatasetError(f"{f}: cannot read ({exc}); the file is truncated or corrupted") from exc
     if arr.dtype != np.dtype(dtype):
@@ -74,14 +75,18 @@ def _map(f: Path, dtype) -> np.ndarray:
     return arr
 
 
-def _read_chunk(folder: Path, meta: dict) -> EpisodeDataset:
+MAPPED = ("observations", "next_observations", "actions")  # the wide per-step arrays stay on disk; the rest is read into memory
+
+
+def _read_chunk(folder: Path, meta: dict, mmap: bool = True) -> EpisodeDataset:
+    """A chunk: its observations, next observations, actions and images memory-mapped (with mmap; each an
+    open file), everything else (one value per step or per episode) read into memory."""
     arrays = {}
     for name in CHUNK_ARRAYS:
-        arr = _map(folder / f"{name}.npy", DTYPES[name])
-        arrays[name] = arr if name in STEP_FIELDS else np.asarray(arr)  # per-episode arrays are small: load them
+        arrays[name] = _map(folder / f"{name}.npy", DTYPES[name], mmap and name in MAPPED)
     keys = sorted(meta.get("image_shapes", {}))
-    arrays["images"] = {k: _map(folder / f"images.{k}.npy", np.uint8) for k in keys}
-    arrays["final_images"] = {k: _map(folder / f"final_images.{k}.npy", np.uint8) for k in keys}
+    arrays["images"] = {k: _map(folder / f"images.{k}.npy", np.uint8, mmap) for k in keys}
+    arrays["final_images"] = {k: _map(folder / f"final_images.{k}.npy", np.uint8, False) for k in keys}
     try:
         per_episode = json.loads((folder / "episodes.json").read_text())
         sources, instructions = per_episode["source"], per_episode.get("instruction", [])
@@ -289,6 +294,8 @@ class EpisodeStore:
             raise DatasetError(f"{meta_path}: missing; a dataset folder holds meta.json and chunks/")
         meta = read_versioned_json(meta_path, FORMAT_VERSION, DatasetError)
         _check_meta(meta, meta_path)
+        # per chunk: the maps of observations, next observations, actions and images, and the sampler's reads of all but actions
+        _make_room_for_maps(path, len(meta["chunks"]) * (len(MAPPED) + 2 + 2 * len(meta.get("image_shapes", {}))))
         chunks = [_read_chunk(path / "chunks" / name, meta) for name in meta["chunks"]]
         for c in chunks:
             if c.obs_dim != meta["obs_dim"] or c.action_dim != meta["action_dim"]:
@@ -358,32 +365,8 @@ class EpisodeStore:
                 shutil.rmtree(tmp)
 
     def compact(self) -> "EpisodeStore":
-        """Rewrite all chunks as one (the episodes, their order and meta.json's facts unchanged); returns
-        the re-opened store. Many appends leave many chunks, and every chunk costs open files when the
-        dataset is read; `qtransformer finetune` compacts its online dataset at each checkpoint. Atomic
-        like an append: until the new meta.json is written the dataset reads as before, and the chunks
-        it no longer lists are removed after that commit (or by the next append). Holds the whole
-        dataset in memory once."""
-        with _locked(self.path):
-            store = EpisodeStore.open(self.path)
-            if len(store.chunks) <= 1:
-                return store
-            merged = store.to_dataset()
-            chunks_dir = self.path / "chunks"
-            _remove_orphans(chunks_dir, store.meta["chunks"])
-            name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
-            tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
-            shutil.rmtree(tmp)
-            try:
-                _write_chunk(tmp, merged)
-                os.replace(tmp, chunks_dir / name)
-                meta = dict(store.meta, chunks=[name], num_episodes=merged.num_episodes, num_steps=merged.num_steps)
-                atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-            _remove_orphans(chunks_dir, [name])
-        return EpisodeStore.open(self.path)
+        """Rewrite all chunks as one: `compact_dataset(self.path)`; returns the re-opened store."""
+        return compact_dataset(self.path)
 
     def _conform(self, ds: EpisodeDataset) -> EpisodeDataset:
         """Check `ds` fits this store and map its task ids onto the store's task names (new ones appended)."""
@@ -436,6 +419,57 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def compact_dataset(path) -> EpisodeStore:
+    """Rewrite all chunks of the dataset at `path` as one (the episodes, their order and meta.json's facts
+    unchanged); returns the re-opened store. Many appends leave many chunks, and each chunk's memory maps
+    hold open files while a dataset is read (`qtransformer compact DATASET`; `qtransformer finetune`
+    compacts its online dataset as it goes). The chunks are read one at a time into memory, so any
+    number of chunks compacts; the merged dataset is held in memory once. Atomic like an append: until
+    the new meta.json is written the dataset reads as before, and the chunks it no longer lists are
+    removed after that commit (or by the next append)."""
+    path = Path(path)
+    with _locked(path):
+        meta = read_versioned_json(path / "meta.json", FORMAT_VERSION, DatasetError)
+        _check_meta(meta, path / "meta.json")
+        if len(meta["chunks"]) > 1:
+            parts = [_read_chunk(path / "chunks" / name, meta, mmap=False) for name in meta["chunks"]]
+            merged = EpisodeDataset.concatenate(parts, source_path=str(path))
+            del parts
+            chunks_dir = path / "chunks"
+            _remove_orphans(chunks_dir, meta["chunks"])
+            name = f"{max(int(c) for c in meta['chunks']) + 1:06d}"
+            tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
+            shutil.rmtree(tmp)
+            try:
+                _write_chunk(tmp, merged)
+                os.replace(tmp, chunks_dir / name)
+                new = dict(meta, chunks=[name], num_episodes=merged.num_episodes, num_steps=merged.num_steps)
+                atomic_write_text(path / "meta.json", json.dumps(new, indent=1))  # the commit point
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+            _remove_orphans(chunks_dir, [name])
+    return EpisodeStore.open(path)
+
+
+def _make_room_for_maps(path: Path, maps: int) -> None:
+    """Raise this process's open-file limit (soft, up to the hard limit) for `maps` open files (memory maps
+    hold theirs while they live), or refuse with the fix."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = maps + 256  # and room for everything else
+    if need <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or need <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else max(need, min(hard, 4 * soft)), hard))
+        return
+    raise DatasetError(
+        f"{path}: its chunks need about {maps} open files (memory maps), above this process's limit of {hard} (ulimit -n); "
+        f"merge them: `qtransformer compact {path}`"
+    )
 
 
 def _remove_orphans(chunks_dir: Path, committed: list[str]) -> None:
