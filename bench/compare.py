@@ -262,21 +262,32 @@ def _run_d3rlpy(spec: dict, task_success=None) -> dict:
 
 def run_in_pool(run_one, todo: list[dict], jobs: int, name) -> list[dict]:
     """run_one(spec) for every spec in `jobs` spawned processes, a progress bar over the runs and a line
-    per finished run (`name(spec)`, its success and times); the results in the order they finish."""
+    per finished run (`name(spec)`, its success and times); the results in the order they finish. A run
+    that raises is reported on its own line (with its error) and the others go on; once all have ended,
+    a SystemExit names the failed runs (finished runs have saved their results and are reused)."""
     from tqdm import tqdm
 
-    results = []
+    results, failed = [], []
     if not todo:
         return results
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {pool.submit(run_one, s): s for s in todo}
         bar = tqdm(total=len(todo), desc="runs", dynamic_ncols=True)
         for f in as_completed(futures):
-            s, r = futures[f], f.result()
+            s = futures[f]
+            try:
+                r = f.result()
+            except Exception as exc:  # noqa: BLE001 - one failed run must not hide the others' results
+                failed.append(name(s))
+                bar.write(f"{name(s)}: FAILED ({type(exc).__name__}: {exc})")
+                bar.update(1)
+                continue
             results.append(r)
             bar.write(f"{name(s)}: success {r['success_rate']:.2f} ({r['train_s']:.0f} s training, {r['wall_s']:.0f} s in all)")
             bar.update(1)
         bar.close()
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(todo)} runs failed ({', '.join(failed)}); their errors are above. Fix and run again: finished runs are reused")
     return results
 
 
