@@ -123,3 +123,10 @@ def test_negative_relabelling_relabels_the_last_rows_only():
     tr["task"] = np.zeros(40, np.int64)
     with pytest.raises(ValueError, match="at least two tasks"):
         TransitionSampler(tr, 8, "cpu", seed=0, negative_rate=0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
+def test_batches_for_a_gpu_come_from_pinned_memory():
+    ds_tr = _two_task_transitions()
+    s = TransitionSampler(ds_tr, 8, "cuda", seed=0)
+    assert s._prepared(0).obs.is_pinned() and s.sample().obs.is_cuda

@@ -41,6 +41,19 @@ class Batch:
 
         return Batch(**{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
+    def pin_memory(self) -> Batch:
+        """The same batch in page-locked host memory, so that `.to(cuda, non_blocking=True)` copies
+        asynchronously (the sampler pins batches bound for a GPU, in its prefetch thread)."""
+
+        def pin(x):
+            if x is None:
+                return None
+            if isinstance(x, dict):
+                return {k: v.pin_memory() for k, v in x.items()}
+            return x.pin_memory()
+
+        return Batch(**{f.name: pin(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, tensor) for every tensor present, images as 'images/<camera>'."""
         for f in dataclasses.fields(self):

@@ -279,9 +279,14 @@ class TransitionSampler:
             if isinstance(batch, BaseException):
                 raise batch
         else:
-            batch = self.make_batch(self.batches_drawn)
+            batch = self._prepared(self.batches_drawn)
         self.batches_drawn += 1
         return batch.to(self.device, non_blocking=True)
+
+    def _prepared(self, i: int) -> Batch:
+        """Batch i on the CPU, in pinned memory when it goes to a GPU (the copy is then asynchronous)."""
+        batch = self.make_batch(i)
+        return batch.pin_memory() if self.device.type == "cuda" else batch
 
     # -- state (for exact resume) -----------------------------------------------------------------
     def state(self) -> int:
@@ -301,7 +306,7 @@ class TransitionSampler:
     def _work(self, i: int) -> None:
         try:
             while not self._stop.is_set():
-                batch = self.make_batch(i)
+                batch = self._prepared(i)
                 while not self._stop.is_set():
                     try:
                         self._queue.put(batch, timeout=0.1)
