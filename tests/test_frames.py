@@ -87,4 +87,9 @@ def test_train_evaluate_and_collect_with_frame_windows(tmp_path, capsys):
     store = EpisodeStore.open(data)
     assert store.image_shapes == {"image": (32, 32, 3)} and store.num_episodes == 8  # single frames stored
     assert main(["eval", "--checkpoint", str(run), "--episodes", "2"]) == 0
+    ft = tmp_path / "ft"  # fine-tuning steps FrameWindow environments and trains on windows of both datasets
+    assert main(["finetune", "--checkpoint", str(run), "--out", str(ft), "--env-steps", "70", "--num-envs", "2", "--eval-episodes", "1",
+                 "--no-progress", "--updates-per-step", "0.25"]) == 0
+    online = EpisodeStore.open(ft / "online")
+    assert online.image_shapes == {"image": (32, 32, 3)} and online.num_episodes >= 2
     capsys.readouterr()

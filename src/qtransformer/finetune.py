@@ -226,6 +226,30 @@ class _Transitions:
         return transitions
 
 
+@dataclass
+class _OnlineData:
+    """The finished online episodes as a list of in-memory parts (what build_transitions reads as chunks):
+    appending a part copies nothing; every MERGE_PARTS parts are merged into one, so sampling gathers from few."""
+
+    chunks: list
+    task_names: list
+
+    MERGE_PARTS = 32
+
+    def add(self, part: EpisodeDataset) -> None:
+        self.chunks.append(part)
+        if len(self.chunks) > self.MERGE_PARTS:
+            self.chunks = [EpisodeDataset.concatenate(self.chunks)]
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(c.num_episodes for c in self.chunks)
+
+    @property
+    def num_steps(self) -> int:
+        return sum(c.num_steps for c in self.chunks)
+
+
 def _check_fits(store, policy: QTPolicy, where: str) -> None:
     net = policy.net
     cameras = {k: tuple(v) for k, v in policy.meta.get("image_shapes", {}).items()}
@@ -304,18 +328,18 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     if offline_path is not None and into.resolve() == Path(offline_path).resolve():
         raise ConfigError(f"--into {into}: is the offline dataset; online episodes go to a dataset of their own (the default OUT/online)")
     check_can_write(into, "--into", append=True)
-    online_data: Optional[EpisodeDataset] = None
+    online_data: Optional[_OnlineData] = None
     if (into / "meta.json").exists():
         existing = EpisodeStore.open(into)
         _check_fits(existing, policy, str(into))
-        online_data = existing.to_dataset()
+        online_data = _OnlineData([existing.to_dataset()], existing.task_names)
     if cfg.from_scratch and train_cfg.algo.head_init == "data_mean":
         source = offline if offline is not None else (make_transitions(online_data, str(into)) if online_data is not None else None)
         if source is not None:
             init_value_head(net, float(np.mean(source["mc_return"])))
 
     learner = QTransformerLearner(net, train_cfg.algo, device, amp_bf16=train_cfg.amp_bf16)
-    sampler = MixedSampler(offline, train_cfg.batch_size, device, cfg.seed, cfg.online_fraction)
+    sampler = MixedSampler(offline, train_cfg.batch_size, device, cfg.seed, cfg.online_fraction, frames=policy.frames)
     if online_data is not None:
         sampler.set_online(make_transitions(online_data, str(into)))
     progress_state = {"env_steps": 0, "episodes_started": 0, "online_episodes": 0, "updates_due": 0.0, "updates": 0}
@@ -336,7 +360,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     online_count = 0 if online_data is None else online_data.num_episodes
     if own is not None and online_count > progress_state["online_episodes"]:
         # Episodes that ended after the checkpoint are kept (and count: they were real interaction).
-        extra = online_data.episode_starts[-1] - online_data.episode_starts[progress_state["online_episodes"]]
+        starts = online_data.chunks[0].episode_starts  # one part: the dataset as read at the start
+        extra = starts[-1] - starts[progress_state["online_episodes"]]
         env_step += int(extra)
         progress_state["episodes_started"] += online_count - progress_state["online_episodes"]
 
@@ -385,6 +410,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
             bar.write(f"env step {env_step}: eval success rate {last_eval['success_rate']:.3f} (the start)")
         while env_step < cfg.env_steps:
             eps = cfg.epsilon(env_step)
+            policy.net.eval()  # the online network, when it acts (algo.act_with online): no dropout; update() sets train()
             actions = policy.act(stack_observations(obs), task=task_input, epsilon=eps, temperature=cfg.temperature,
                                  generator=generator, instruction=instruction)  # (N, d)
             finished = []
@@ -410,7 +436,10 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
                 if appends >= COMPACT_EVERY:
                     compact_dataset(into)
                     appends = 0
-                online_data = new if online_data is None else EpisodeDataset.concatenate([online_data, new])
+                if online_data is None:
+                    online_data = _OnlineData([new], task_names)
+                else:
+                    online_data.add(new)
                 online_count = online_data.num_episodes
                 sampler.set_online(make_transitions(online_data, str(into)))
                 recent.extend(new.episode_success().tolist())

@@ -389,13 +389,15 @@ class MixedSampler:
     episode). Batch i is a pure function of (seed, i) and the data at the time: offline rows from
     PCG64([seed, i]), online rows from PCG64([seed + 1, i]). `state()` is the number of batches drawn."""
 
-    def __init__(self, offline: Optional[dict], batch_size: int, device: Union[str, torch.device], seed: int, online_fraction: float):
+    def __init__(self, offline: Optional[dict], batch_size: int, device: Union[str, torch.device], seed: int, online_fraction: float,
+                 frames: int = 1):
         if not 0.0 <= online_fraction <= 1.0:
             raise ValueError(f"online_fraction must be in [0, 1], got {online_fraction}")
-        self.batch_size, self.device, self.seed = batch_size, torch.device(device), seed
+        self.batch_size, self.device, self.seed, self.frames = batch_size, torch.device(device), seed, frames
         self.n_online = int(round(online_fraction * batch_size)) if offline is not None else batch_size
-        self.offline_part = TransitionSampler(offline, batch_size - self.n_online, "cpu", seed) if offline is not None and self.n_online < batch_size else None
-        self.offline_all = TransitionSampler(offline, batch_size, "cpu", seed) if offline is not None else None
+        part = batch_size - self.n_online
+        self.offline_part = TransitionSampler(offline, part, "cpu", seed, frames=frames) if offline is not None and part > 0 else None
+        self.offline_all = TransitionSampler(offline, batch_size, "cpu", seed, frames=frames) if offline is not None else None
         self.online_part: Optional[TransitionSampler] = None
         self.online_all: Optional[TransitionSampler] = None
         self.online_steps = 0
@@ -408,8 +410,8 @@ class MixedSampler:
         if n == 0:
             self.online_part = self.online_all = None
             return
-        self.online_part = TransitionSampler(transitions, self.n_online, "cpu", self.seed + 1) if self.n_online > 0 else None
-        self.online_all = TransitionSampler(transitions, self.batch_size, "cpu", self.seed + 1)
+        self.online_part = TransitionSampler(transitions, self.n_online, "cpu", self.seed + 1, frames=self.frames) if self.n_online > 0 else None
+        self.online_all = TransitionSampler(transitions, self.batch_size, "cpu", self.seed + 1, frames=self.frames)
 
     def ready(self) -> bool:
         return self.offline_all is not None or self.online_steps > 0
