@@ -12,12 +12,15 @@
         images.<key>.npy        (N_c, H, W, C) uint8        image observations, one file per camera key
         final_images.<key>.npy  (E_c, H, W, C) uint8        the image after each episode's last step
 
-Reads are memory-mapped (`np.load(mmap_mode="r")`): opening a dataset reads only the index and the
-small per-episode arrays, and training gathers rows on demand, so a dataset larger than RAM trains.
-Episodes never span chunks.
+The wide step arrays (observations, next observations, actions, images) are memory-mapped
+(`np.load(mmap_mode="r")`); rewards, end flags, final images and the per-episode arrays (one value per
+step or episode) are read into memory. Training gathers rows on demand, so a dataset larger than RAM
+trains. Each memory map holds an open file: opening raises the process's open-file limit as far as its
+hard limit allows, and `compact_dataset` (`qtransformer compact`) merges the chunks that many appends
+leave. Episodes never span chunks.
 
 An append validates the new episodes, writes a chunk into a temporary folder, fsyncs and renames it,
-then replaces meta.json atomically. meta.json is the commit point: a crash at any moment leaves the
+then replaces meta.json atomically; it reads meta.json only, not the chunks. meta.json is the commit point: a crash at any moment leaves the
 dataset readable exactly as before (an uncommitted chunk folder is ignored, and removed by the next
 append). One writer at a time: an append holds an exclusive lock on DATASET/.lock.
 """
@@ -168,7 +171,7 @@ def _dir_size(path: Path) -> int:
 
 
 class EpisodeStore:
-    """An opened dataset folder: `chunks` are EpisodeDatasets whose step arrays are memory maps."""
+    """An opened dataset folder: `chunks` are EpisodeDatasets whose wide step arrays are memory maps."""
 
     def __init__(self, path: Path, meta: dict, chunks: list[EpisodeDataset]):
         self.path, self.meta, self.chunks = Path(path), meta, chunks
@@ -426,7 +429,7 @@ def compact_dataset(path) -> EpisodeStore:
     unchanged); returns the re-opened store. Many appends leave many chunks, and each chunk's memory maps
     hold open files while a dataset is read (`qtransformer compact DATASET`; `qtransformer finetune`
     compacts its online dataset as it goes). The chunks are read one at a time into memory, so any
-    number of chunks compacts; the merged dataset is held in memory once. Atomic like an append: until
+    number of chunks compacts; the dataset is held in memory twice, briefly (its parts and the merge). Atomic like an append: until
     the new meta.json is written the dataset reads as before, and the chunks it no longer lists are
     removed after that commit (or by the next append)."""
     path = Path(path)
