@@ -66,6 +66,8 @@ class Args:
     """Arms to run."""
     jobs: int = 2
     """Runs side by side, one CPU thread each."""
+    no_train: bool = False
+    """Run nothing: summarise the finished runs on disk (arms and seeds with a result)."""
     quick: bool = False
     """A check that everything runs: 1 seed, 3000 environment steps, 2 rounds, 20 evaluation episodes, 300 offline steps."""
 
@@ -180,9 +182,10 @@ def summarize(args: Args, results: list[dict]) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| arm | offline start | final (mean ± std) | per seed | gain (points) | largest dip (points, mean over seeds) |", "|---|---|---|---|---|---|"]
+    lines = ["| arm | seeds | offline start | final (mean ± std) | per seed | gain (points) | largest dip (points, mean over seeds) |",
+             "|---|---|---|---|---|---|---|"]
     for arm, m in summary["methods"].items():
-        lines.append(f"| {LABELS[arm]} | {summary['start'][arm]:.3f} | {m['mean']:.3f} ± {m['std']:.3f} | "
+        lines.append(f"| {LABELS[arm]} | {len(m['per_seed'])} | {summary['start'][arm]:.3f} | {m['mean']:.3f} ± {m['std']:.3f} | "
                      f"{', '.join(f'{x:.3f}' for x in m['per_seed'])} | {100 * summary['gain'][arm]:+.1f} | {100 * summary['dip'][arm]:.1f} |")
     lines += ["", "| arm | success at environment steps (mean over seeds) |", "|---|---|"]
     for arm, c in summary["curves"].items():
@@ -217,12 +220,16 @@ def main(args: Args) -> None:
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
               "offline_steps": args.offline_steps} for s in range(args.seeds) for a in args.arms]
-    for s in range(args.seeds):  # the offline checkpoints first, so parallel arms never train the same one twice
-        offline_checkpoint(args.out, s, args.offline_steps)
+    if args.no_train:
+        done = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]
+        specs = [s for s in specs if any(d["spec"] == s for d in done)]
+    else:
+        for s in range(args.seeds):  # the offline checkpoints first, so parallel arms never train the same one twice
+            offline_checkpoint(args.out, s, args.offline_steps)
     def name(s: dict) -> str:
         return f"{s['arm']} seed {s['seed']}"
 
-    results = run_in_pool(_run_and_report, specs, args.jobs, name)
+    results = [run_arm(s) for s in specs] if args.no_train else run_in_pool(_run_and_report, specs, args.jobs, name)
     summary = summarize(args, results)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = markdown(summary)
