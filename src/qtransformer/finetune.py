@@ -50,12 +50,12 @@ from .data.store import check_can_write
 from .envs import env_id_from_file, is_multi_task
 from .envs.rollout import EpisodeRecorder
 from .evaluate import evaluate_policy, stack_observations
-from .fileio import atomic_write_text, check_output_dir
+from .fileio import atomic_write_text
 from .logging import MetricLogger
 from .nets import QTransformerNet
 from .policy import QTPolicy
 from .processor import episode_instructions
-from .train import _differences, init_value_head, pick_device, seed_everything
+from .train import _differences, init_value_head, pick_device, resume_checkpoint, seed_everything
 
 # Fine-tuning episodes reset with seeds from here: apart from the built-in generator's, evaluation's
 # (10_000_000) and collection's (20_000_000). Run seed s, episode k: FINETUNE_SEED_OFFSET + 1_000_000 s + k.
@@ -271,12 +271,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
 def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     run_dir = Path(cfg.out)
-    check_output_dir(run_dir, "--out")
-    own = last_checkpoint(run_dir) if cfg.resume else None
-    if not cfg.resume and (run_dir / "checkpoints" / "last").exists():
-        raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it, or choose another --out")
-    if cfg.resume and own is None:
-        raise ConfigError(f"{run_dir}: --resume given but no checkpoint found there")
+    own = resume_checkpoint(run_dir, cfg.resume)
     if own is not None:
         saved = read_training_state_json(own).get("finetune")
         if saved is None:
@@ -330,7 +325,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     check_can_write(into, "--into", append=True)
     online_data: Optional[_OnlineData] = None
     if (into / "meta.json").exists():
-        existing = EpisodeStore.open(into)
+        existing = compact_dataset(into)  # it may hold many chunks (an earlier run's appends): one, before it is read
         _check_fits(existing, policy, str(into))
         online_data = _OnlineData([existing.to_dataset()], existing.task_names)
     if cfg.from_scratch and train_cfg.algo.head_init == "data_mean":
@@ -395,7 +390,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         return obs
 
     obs = [reset(i) for i in range(cfg.num_envs)]
-    appends = COMPACT_EVERY  # appends since the online dataset was last compacted (compact at the first checkpoint)
+    appends = 0  # appends (chunks) since the online dataset was last compacted
     recorders = [EpisodeRecorder(o, policy.frames) for o in obs]
     recent = deque(maxlen=50)  # success of the last finished episodes
     window: dict[str, list[float]] = defaultdict(list)

@@ -149,6 +149,18 @@ def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
         )
 
 
+def resume_checkpoint(run_dir: Path, resume: bool) -> Optional[Path]:
+    """The checkpoint a run in `run_dir` resumes from (None for a new run), after the checks every run
+    folder gets: writable, no earlier run there unless `resume`, a checkpoint there if `resume`."""
+    check_output_dir(run_dir, "--out")
+    ckpt = last_checkpoint(run_dir) if resume else None
+    if not resume and (run_dir / "checkpoints" / "last").exists():
+        raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it, or choose another --out")
+    if resume and ckpt is None:
+        raise ConfigError(f"{run_dir}: --resume given but no checkpoint found there")
+    return ckpt
+
+
 def init_value_head(net: QTransformerNet, value: float) -> None:
     """Start every bin's value near `value`: the head's bias at logit(value), clipped to [0.01, 0.99]."""
     v = min(max(value, 0.01), 0.99)
@@ -179,12 +191,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
     if cfg.dataset is None:
         raise ConfigError("no dataset given: pass --dataset DIR (make one with `qtransformer make-dataset builtin --out DIR`)")
     run_dir = Path(cfg.out)
-    check_output_dir(run_dir, "--out")
-    ckpt = last_checkpoint(run_dir) if cfg.resume else None
-    if not cfg.resume and (run_dir / "checkpoints" / "last").exists():
-        raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it, or choose another --out")
-    if cfg.resume and ckpt is None:
-        raise ConfigError(f"{run_dir}: --resume given but no checkpoint found there")
+    ckpt = resume_checkpoint(run_dir, cfg.resume)
     if ckpt is not None:
         _check_resume_config(cfg, read_training_state_json(ckpt), ckpt)
 

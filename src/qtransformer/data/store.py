@@ -343,29 +343,10 @@ class EpisodeStore:
 
     def _append_locked(self, ds: EpisodeDataset) -> None:
         """The append itself; the caller holds the dataset's lock and opened `self` (or its index) under it."""
-        store = self
-        ds = store._conform(ds)
-        episodes, steps = store._counts
-        chunks_dir = self.path / "chunks"
-        _remove_orphans(chunks_dir, store.meta["chunks"])
-        name = f"{max(int(c) for c in store.meta['chunks']) + 1:06d}"
-        tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
-        shutil.rmtree(tmp)
-        try:
-            _write_chunk(tmp, ds)
-            os.replace(tmp, chunks_dir / name)
-            _pause_for_tests()
-            meta = dict(store.meta)
-            meta.update(
-                chunks=[*store.meta["chunks"], name],
-                task_names=ds.task_names,
-                num_episodes=episodes + ds.num_episodes,
-                num_steps=steps + ds.num_steps,
-            )
-            atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))  # the commit point
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        ds = self._conform(ds)
+        episodes, steps = self._counts
+        _commit_chunk(self.path, self.meta, ds, self.meta["chunks"], pause=True, task_names=ds.task_names,
+                      num_episodes=episodes + ds.num_episodes, num_steps=steps + ds.num_steps)
 
     def compact(self) -> "EpisodeStore":
         """Rewrite all chunks as one: `compact_dataset(self.path)`; returns the re-opened store."""
@@ -440,21 +421,31 @@ def compact_dataset(path) -> EpisodeStore:
             parts = [_read_chunk(path / "chunks" / name, meta, mmap=False) for name in meta["chunks"]]
             merged = EpisodeDataset.concatenate(parts, source_path=str(path))
             del parts
-            chunks_dir = path / "chunks"
-            _remove_orphans(chunks_dir, meta["chunks"])
-            name = f"{max(int(c) for c in meta['chunks']) + 1:06d}"
-            tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
-            shutil.rmtree(tmp)
-            try:
-                _write_chunk(tmp, merged)
-                os.replace(tmp, chunks_dir / name)
-                new = dict(meta, chunks=[name], num_episodes=merged.num_episodes, num_steps=merged.num_steps)
-                atomic_write_text(path / "meta.json", json.dumps(new, indent=1))  # the commit point
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-            _remove_orphans(chunks_dir, [name])
+            name = _commit_chunk(path, meta, merged, [], num_episodes=merged.num_episodes, num_steps=merged.num_steps)
+            _remove_orphans(path / "chunks", [name])  # the merged chunks, now unlisted
     return EpisodeStore.open(path)
+
+
+def _commit_chunk(path: Path, meta: dict, ds: EpisodeDataset, kept: list[str], pause: bool = False, **updates) -> str:
+    """Write `ds` as the dataset's next chunk (a temporary folder, fsynced, renamed into chunks/), then
+    replace meta.json, the commit point, listing the chunks `kept` and the new one, with `updates` to its
+    other fields. The caller holds the dataset's lock; `meta` is its committed index. Returns the chunk's
+    name. A crash before the commit leaves the dataset as it was (the new folder is an orphan)."""
+    chunks_dir = path / "chunks"
+    _remove_orphans(chunks_dir, meta["chunks"])
+    name = f"{max(int(c) for c in meta['chunks']) + 1:06d}"
+    tmp = make_temp_dir(f".{name}.tmp-", chunks_dir)
+    shutil.rmtree(tmp)
+    try:
+        _write_chunk(tmp, ds)
+        os.replace(tmp, chunks_dir / name)
+        if pause:
+            _pause_for_tests()
+        atomic_write_text(path / "meta.json", json.dumps(dict(meta, chunks=[*kept, name], **updates), indent=1))  # the commit point
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return name
 
 
 def _make_room_for_maps(path: Path, maps: int) -> None:
