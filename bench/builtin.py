@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default_support_demos_0.3": ("default", {"algo": {"imitation_weight": 1.0, "imitation_source": "demonstration", "support_tau": 0.3}}),
     "default_support_targets_0.1": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.1, "support_in_targets": True}}),
     "default_nstep3": ("default", {"algo": {"n_step": 3}}),
+    "default_hl_gauss16": ("default", {"model": {"value_atoms": 16}}),  # HL-Gauss value head, 16 atoms, sigma 0.75 atom widths
+    "default_hl_gauss51": ("default", {"model": {"value_atoms": 51}}),
 }
 EVAL_EPISODES = 200
 

@@ -55,6 +55,10 @@ class ModelConfig:
     image_weights: Optional[str] = None
     """A local torchvision EfficientNet state dict (.pth or .safetensors, e.g. ImageNet weights) to start
     the film-efficientnet encoders from; read once when training starts."""
+    value_atoms: int = 0
+    """Values per bin: 0, one sigmoid output in [0, 1] per bin (the paper); M >= 2, a categorical
+    distribution per bin over M atoms evenly spaced in [0, 1], the value being its mean (an HL-Gauss
+    head, Farebrother et al. 2024: trained by cross-entropy, algo.hl_gauss_sigma). The paper: 0."""
 
     def __post_init__(self) -> None:
         from .nets.language import check_encoder_name
@@ -67,6 +71,7 @@ class ModelConfig:
         _check(isinstance(self.image_tokens, int) and 0 <= self.image_tokens <= 256, "model.image_tokens", f"must be 0 (one token) to 256, got {self.image_tokens}")
         _check(isinstance(self.frames, int) and 1 <= self.frames <= 32, "model.frames", f"must be 1 to 32, got {self.frames}")
         _check(self.image_weights is None or self.image_encoder != "cnn", "model.image_weights", "loads EfficientNet weights: also pass --model.image-encoder film-efficientnet-b0 (or -b3)")
+        _check(isinstance(self.value_atoms, int) and (self.value_atoms == 0 or 2 <= self.value_atoms <= 1024), "model.value_atoms", f"must be 0 (one sigmoid value per bin) or 2 to 1024 atoms, got {self.value_atoms}")
         _check(self.d_model > 0 and self.n_layers > 0 and self.n_heads > 0, "model", "d_model, n_layers and n_heads must be positive")
         _check(self.d_model % self.n_heads == 0, "model.n_heads", f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
@@ -116,6 +121,9 @@ class AlgoConfig:
     """AdamW weight decay (applied to matrices only, not to biases, norms or embeddings)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 turns clipping off)."""
+    hl_gauss_sigma: float = 0.75
+    """With model.value_atoms M > 0 (HL-Gauss): the standard deviation of the Gaussian that spreads each
+    target over the value atoms, in atom widths 1/M (Farebrother et al. 2024: 0.75)."""
     n_step: int = 1
     """n of n-step returns; 1 means plain one-step backups."""
     n_step_mode: Literal["last_dim", "all_dims"] = "last_dim"
@@ -137,6 +145,7 @@ class AlgoConfig:
         _check(self.alpha >= 0.0, "algo.alpha", f"must be >= 0, got {self.alpha}")
         _check(0.0 <= self.tau <= 1.0, "algo.tau", f"must be in [0, 1], got {self.tau}")
         _check(self.lr > 0.0, "algo.lr", f"must be > 0, got {self.lr}")
+        _check(self.hl_gauss_sigma > 0.0, "algo.hl_gauss_sigma", f"must be > 0 (in atom widths), got {self.hl_gauss_sigma}")
         _check(self.n_step >= 1, "algo.n_step", f"must be >= 1 (1 turns n-step returns off), got {self.n_step}")
         _check(self.n_step_mode in ("last_dim", "all_dims"), "algo.n_step_mode", f"must be 'last_dim' or 'all_dims', got {self.n_step_mode!r}")
         _check(self.regularizer in ("zero", "cql"), "algo.regularizer", f"must be 'zero' or 'cql', got {self.regularizer!r}")
@@ -228,6 +237,10 @@ class TrainConfig:
         for label, frac in mix.items():
             ok = isinstance(frac, (int, float)) and not isinstance(frac, bool) and math.isfinite(frac) and 0 <= frac <= 1
             _check(isinstance(label, str) and ok, f"source_mix['{label}']", f"must be a fraction in [0, 1] (e.g. 0.5), got {frac!r}")
+        _check(
+            self.model.value_atoms == 0 or self.algo.method == "qtransformer", "model.value_atoms",
+            "an HL-Gauss value head is for Q-Transformer; BC (algo.method bc) trains the plain head: drop --model.value-atoms",
+        )
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -331,7 +331,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     if cfg.from_scratch and train_cfg.algo.head_init == "data_mean":
         source = offline if offline is not None else (make_transitions(online_data, str(into)) if online_data is not None else None)
         if source is not None:
-            init_value_head(net, float(np.mean(source["mc_return"])))
+            init_value_head(net, float(np.mean(source["mc_return"])), train_cfg.algo.hl_gauss_sigma)
 
     learner = QTransformerLearner(net, train_cfg.algo, device, amp_bf16=train_cfg.amp_bf16)
     sampler = MixedSampler(offline, train_cfg.batch_size, device, cfg.seed, cfg.online_fraction, frames=policy.frames)

@@ -161,11 +161,18 @@ def resume_checkpoint(run_dir: Path, resume: bool) -> Optional[Path]:
     return ckpt
 
 
-def init_value_head(net: QTransformerNet, value: float) -> None:
-    """Start every bin's value near `value`: the head's bias at logit(value), clipped to [0.01, 0.99]."""
+def init_value_head(net: QTransformerNet, value: float, hl_gauss_sigma: float = 0.75) -> None:
+    """Start every bin's value near `value`, clipped to [0.01, 0.99]: the head's bias at logit(value); with
+    value atoms, every bin's logits at log h(value) (the HL-Gauss histogram of `value`, floored at 1e-4)."""
     v = min(max(value, 0.01), 0.99)
     with torch.no_grad():
-        net.head.bias.fill_(float(np.log(v / (1.0 - v))))
+        if not net.value_atoms:
+            net.head.bias.fill_(float(np.log(v / (1.0 - v))))
+            return
+        from .algo.losses import hl_gauss_histogram
+
+        logits = hl_gauss_histogram(torch.tensor(v), net.value_atoms, hl_gauss_sigma).clamp(min=1e-4).log()  # (M,)
+        net.head.bias.copy_(logits.repeat(net.num_bins))  # (K * M,): bin k's atoms at k*M .. k*M+M-1
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -257,7 +264,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
         mean, std = ds.observation_stats()
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
     if cfg.algo.head_init == "data_mean" and cfg.algo.method == "qtransformer":
-        init_value_head(net, float(np.mean(transitions["mc_return"])))
+        init_value_head(net, float(np.mean(transitions["mc_return"])), cfg.algo.hl_gauss_sigma)
     learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16, ddp=ranks.enabled)
     sampler = TransitionSampler(
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,

@@ -51,12 +51,13 @@ class _TrainingPass(torch.nn.Module):
         self.net = net
 
     def forward(self, obs, bins, task=None, images=None, bc: bool = False):
-        """-> (values (B, d, K), imitation logits (B, d, K) or None); with bc: (the head's logits (B, d, K), None)."""
+        """-> (the value head's outputs (B, d, K), or (B, d, K, M) with value atoms; imitation logits (B, d, K)
+        or None); with bc: (the head's logits (B, d, K), None)."""
         if bc:
             return self.net.logits(obs, bins, task, images), None
         h = self.net.features(obs, bins, task, images)  # (B, d, C)
         imitation = self.net.imitation_logits(h) if self.net.imitation_head is not None else None  # (B, d, K)
-        return self.net.values(h), imitation
+        return self.net.head_outputs(h), imitation
 
 
 class QTransformerLearner:
@@ -132,10 +133,8 @@ class QTransformerLearner:
             return self._bc_update(batch)
         td_targets = self.compute_td_targets(batch)  # (B, d)
         with self._autocast():
-            values, imitation = self.training_pass(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, K) each
-        losses = qtransformer_loss(
-            values.float(), batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
-        )
+            head, imitation = self.training_pass(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, K[, M]), (B, d, K)
+        losses, values = self._losses(head, batch, td_targets)  # values (B, d, K)
         if imitation is not None:
             losses["imitation_loss"] = masked_bc_loss(imitation.float(), batch.bins, batch.imitate)
             losses["loss"] = losses["loss"] + self.cfg.imitation_weight * losses["imitation_loss"]
@@ -160,6 +159,16 @@ class QTransformerLearner:
         if imitation is not None:
             out["imitation_loss"] = losses["imitation_loss"].item()
         return self._mean_over_ranks(out)
+
+    def _losses(self, head: torch.Tensor, batch: Batch, td_targets: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """The Q-Transformer loss terms from the value head's outputs (B, d, K) or (B, d, K, M), and the values (B, d, K)."""
+        head = head.float()
+        values = self.online.values_from_head(head)  # (B, d, K)
+        value_logits = head if self.online.value_atoms else None  # (B, d, K, M)
+        losses = qtransformer_loss(
+            values, batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins, value_logits, self.cfg.hl_gauss_sigma
+        )
+        return losses, values
 
     def _mean_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
         """Under DDP, each metric's mean over the ranks (the same on every rank); else `metrics` itself."""
@@ -237,12 +246,10 @@ class QTransformerLearner:
                 return "td targets", "the TD targets computed with the target network"
             with self._autocast():
                 h = self.online.features(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, C)
-                values = self.online.values(h)  # (B, d, K)
+                head = self.online.head_outputs(h)  # (B, d, K[, M])
+            losses, values = self._losses(head, batch, td_targets)  # values (B, d, K)
             if bad(values):
                 return "values", "the online network's Q-values"
-            losses = qtransformer_loss(
-                values.float(), batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins
-            )
             if self.online.imitation_head is not None:
                 losses["imitation_loss"] = masked_bc_loss(self.online.imitation_logits(h), batch.bins, batch.imitate)
             for key, label in (("td_loss", "td loss"), ("conservative_loss", "conservative loss"), ("imitation_loss", "imitation loss"), ("loss", "loss")):

@@ -16,6 +16,17 @@ The imitation term trains a second head on the same trunk (logits l, teacher-for
 by cross-entropy on the data's bins of the samples with m_b = 1 (a chosen source: demonstrations,
 successful episodes or all data); its probabilities restrict decoding to the data's support.
 
+With an HL-Gauss value head (Farebrother et al. 2024; model.value_atoms M > 0) each bin's value is the
+mean of a categorical distribution over M atoms in [0, 1] with logits z (B, d, K, M), and both terms
+become cross-entropies against the histogram h(y) of a Gaussian N(y, sigma^2) over the atoms' cells
+(hl_gauss_histogram), with the same weights:
+
+    TD           = mean_{b, j} CE( h(y_bj), z[b, j, a_bj] )
+    conservative = alpha * mean_{b, j} [ 1/(N-1) * sum_{k != a_bj} CE( h(0), z[b, j, k] ) ]
+
+The tabular fixed point is unchanged (the minimiser of p CE(h(y), .) + (1-p) w CE(h(0), .) is the
+mixture of the two histograms, whose mean is conservative_fixed_point's, up to h(0)'s own mean).
+
 The paper writes both terms with a factor 1/2; dropping it from both scales the loss by 2 and leaves
 the balance between the terms, alpha, unchanged. Means (not sums) over the batch, so that duplicating
 a batch leaves every term unchanged and alpha does not depend on the batch size.
@@ -61,6 +72,45 @@ def conservative_fixed_point(p, w, y=1.0):
     return p * y / (p + (1.0 - p) * w)
 
 
+def hl_gauss_histogram(y: torch.Tensor, num_atoms: int, sigma: float = 0.75) -> torch.Tensor:
+    """The HL-Gauss target: y (...) in [0, 1] -> (..., M) the mass of N(y, s^2), s = sigma / M (sigma in
+    atom widths), on each atom's cell [m/M, (m+1)/M), renormalised over [0, 1]:
+
+        h_m(y) = (Phi((m+1)/M; y, s) - Phi(m/M; y, s)) / (Phi(1; y, s) - Phi(0; y, s))
+
+    A sum of 1 for every y, and its mean over the atoms' centres (m + 1/2)/M is near y (exact away from the
+    edges, pulled inward within a few s of 0 and 1)."""
+    M = num_atoms
+    s = sigma / M
+    edges = torch.linspace(0.0, 1.0, M + 1, device=y.device, dtype=torch.float32)  # (M+1,)
+    cdf = 0.5 * (1.0 + torch.erf((edges - y.float().unsqueeze(-1)) / (s * 2.0**0.5)))  # (..., M+1)
+    return (cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])  # (..., M)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """-sum_m target_m log softmax(logits)_m over the last axis: (..., M), (..., M) -> (...)."""
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
+
+
+def hl_gauss_td_loss(value_logits: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor, sigma: float = 0.75) -> torch.Tensor:
+    """mean_{b, j} CE(h(y_bj), z[b, j, a_bj]): value_logits (B, d, K, M), bins (B, d), td_targets (B, d)."""
+    M = value_logits.shape[-1]
+    index = bins.long()[..., None, None].expand(*bins.shape, 1, M)  # (B, d, 1, M)
+    data_logits = value_logits.gather(-2, index).squeeze(-2)  # (B, d, M)
+    return soft_cross_entropy(data_logits, hl_gauss_histogram(td_targets, M, sigma)).mean()
+
+
+def hl_gauss_conservative_loss(value_logits: torch.Tensor, bins: torch.Tensor, reference_bins: int = 0, sigma: float = 0.75) -> torch.Tensor:
+    """Mean over batch and dimensions of sum_{k != a} CE(h(0), z[b, j, k]) / (N-1) over the unseen bins
+    (N as in conservative_loss). value_logits (B, d, K, M), bins (B, d)."""
+    K, M = value_logits.shape[-2:]
+    N = reference_bins if reference_bins > 0 else K
+    zero = hl_gauss_histogram(value_logits.new_zeros(()), M, sigma)  # (M,)
+    ce = soft_cross_entropy(value_logits, zero)  # (B, d, K)
+    unseen = 1.0 - F.one_hot(bins.long(), K).to(ce.dtype)  # (B, d, K)
+    return ((ce * unseen).sum(-1) / (N - 1)).mean()
+
+
 def cql_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """CQL-style push-down, for the paper's ablation: mean_{b,j} [ logsumexp_k Q[b,j,k] - Q[b,j,a_bj] ],
     on values (after the sigmoid), like every other term here."""
@@ -68,10 +118,18 @@ def cql_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 def qtransformer_loss(
-    values: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor, alpha: float, regularizer: str = "zero", reference_bins: int = 0
+    values: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor, alpha: float, regularizer: str = "zero", reference_bins: int = 0,
+    value_logits: torch.Tensor | None = None, hl_gauss_sigma: float = 0.75,
 ) -> dict:
-    td = td_loss(values, bins, td_targets.detach())
-    cons = conservative_loss(values, bins, reference_bins) if regularizer == "zero" else cql_loss(values, bins)
+    """TD + alpha * conservative on values (B, d, K); with value_logits (B, d, K, M) (an HL-Gauss head) the
+    TD term and the 'zero' regularizer are the cross-entropies above ('cql' stays on the values)."""
+    td_targets = td_targets.detach()
+    if value_logits is None:
+        td = td_loss(values, bins, td_targets)
+        cons = conservative_loss(values, bins, reference_bins) if regularizer == "zero" else cql_loss(values, bins)
+    else:
+        td = hl_gauss_td_loss(value_logits, bins, td_targets, hl_gauss_sigma)
+        cons = hl_gauss_conservative_loss(value_logits, bins, reference_bins, hl_gauss_sigma) if regularizer == "zero" else cql_loss(values, bins)
     return {"loss": td + alpha * cons, "td_loss": td, "conservative_loss": cons}
 
 

@@ -16,7 +16,9 @@ than joining it, so that an instruction never seen in training (no task id) stil
 Its training instructions' embeddings are a table (buffer `language_table`, (I, E)) that `task` ids
 index when no embedding is passed; the policy passes embeddings (`language=`) of any instruction.
 The causal mask makes the output at action position i (0-based) depend only on the observation and on
-the bins of dimensions < i. A sigmoid head maps each output to K values in [0, 1]. An optional second
+the bins of dimensions < i. A sigmoid head maps each output to K values in [0, 1]; with M value atoms
+(cfg.value_atoms) it gives K categorical distributions over M atoms evenly spaced in [0, 1] instead, and
+each value is a distribution's mean (HL-Gauss: the learner trains them by cross-entropy). An optional second
 head on the same outputs gives K imitation logits per dimension (used to keep decoding on the data's
 support; the network itself knows nothing of how either head is trained).
 """
@@ -92,7 +94,10 @@ class QTransformerNet(nn.Module):
         self.bin_embedding = nn.Embedding(max(action_dim - 1, 1) * num_bins, C)
         self.pos_embedding = nn.Parameter(torch.zeros(self.num_prefix + action_dim, C))
         self.transformer = CausalTransformer(C, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout)
-        self.head = nn.Linear(C, num_bins)
+        self.value_atoms = cfg.value_atoms  # 0: one sigmoid output per bin; M: M logits per bin
+        self.head = nn.Linear(C, num_bins * max(self.value_atoms, 1))
+        if self.value_atoms:  # atom m sits at the centre of [m/M, (m+1)/M)
+            self.register_buffer("atom_values", (torch.arange(self.value_atoms) + 0.5) / self.value_atoms, persistent=False)  # (M,)
         self.imitation_head = nn.Linear(C, num_bins) if imitation_head else None
         nn.init.normal_(self.start_token, std=0.02)
         nn.init.normal_(self.pos_embedding, std=0.02)
@@ -142,9 +147,20 @@ class QTransformerNet(nn.Module):
         pos = self.num_prefix + 1 + dims  # the bin of dim j feeds the token of dim j+1
         return x + self.pos_embedding[pos]
 
+    def head_outputs(self, h: torch.Tensor) -> torch.Tensor:
+        """Trunk outputs (..., C) -> the value head's raw outputs: logits (..., K), or (..., K, M) with M value atoms."""
+        out = self.head(h).float()
+        return out if not self.value_atoms else out.view(*out.shape[:-1], self.num_bins, self.value_atoms)
+
+    def values_from_head(self, out: torch.Tensor) -> torch.Tensor:
+        """head_outputs (..., K) or (..., K, M) -> values (..., K) in [0, 1]: the sigmoid, or the atoms' mean."""
+        if not self.value_atoms:
+            return torch.sigmoid(out)
+        return torch.softmax(out, dim=-1) @ self.atom_values  # (..., K)
+
     def values(self, h: torch.Tensor) -> torch.Tensor:
         """Trunk outputs (..., C) -> values (..., K) in [0, 1]."""
-        return torch.sigmoid(self.head(h).float())
+        return self.values_from_head(self.head_outputs(h))
 
     def imitation_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Trunk outputs (..., C) -> imitation logits (..., K); only for a network built with imitation_head."""
@@ -168,6 +184,8 @@ class QTransformerNet(nn.Module):
     ) -> torch.Tensor:
         """The head's outputs before the sigmoid, (B, d, K), teacher-forced like forward (for the BC baseline).
         Greedy decoding is the same on logits and values: the sigmoid is increasing."""
+        if self.value_atoms:
+            raise ValueError("a network with value atoms has no per-bin logits (behaviour cloning trains the plain head)")
         return self.head(self.features(obs, bins, task, images)).float()
 
     # -- passes ---------------------------------------------------------------------------------
@@ -178,7 +196,7 @@ class QTransformerNet(nn.Module):
 
         values[:, i, k] = Q(s, a^1..a^i given by `bins`, a^{i+1} = k) in 0-based dims; bins[:, d-1] is unused.
         """
-        return torch.sigmoid(self.logits(obs, bins, task, images))  # (B, d, K) in [0, 1]
+        return self.values(self.features(obs, bins, task, images))  # (B, d, K) in [0, 1]
 
     def first_dim_features(self, obs: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None) -> torch.Tensor:
         """Trunk output at the first action position only: (B, C). Needs just the prefix tokens."""
