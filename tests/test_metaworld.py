@@ -9,6 +9,8 @@ pytest.importorskip("metaworld")
 
 from qtransformer.envs.metaworld import (  # noqa: E402
     MT10_TASKS,
+    parse_env_id,
+    single_task_env_ids,
     instruction_for,
     make_metaworld_env,
     metaworld_env_id,
@@ -104,6 +106,40 @@ def test_names_and_instructions():
     assert tasks_from_env_id("metaworld:reach-v3,push-v3") == ["reach-v3", "push-v3"]
     assert instruction_for("drawer-open-v3") == "open the drawer"
     assert instruction_for("coffee-pull-v3") == "coffee pull"
+
+
+def test_camera_ids_round_trip_and_bad_ones_are_refused():
+    env_id = metaworld_env_id(["reach-v3", "push-v3"], "corner", 48)
+    assert env_id == "metaworld:reach-v3,push-v3?camera=corner&size=48"
+    assert parse_env_id(env_id) == (["reach-v3", "push-v3"], "corner", 48)
+    assert parse_env_id("metaworld:reach-v3") == (["reach-v3"], None, 64)
+    assert metaworld_env_id(list(MT10_TASKS), "topview") == "metaworld:mt10?camera=topview&size=64"
+    assert single_task_env_ids(env_id) == ["metaworld:reach-v3?camera=corner&size=48", "metaworld:push-v3?camera=corner&size=48"]
+    assert tasks_from_env_id(env_id) == ["reach-v3", "push-v3"]
+    for bad, match in (("?camera=kitchen", "unknown MetaWorld camera 'kitchen'"), ("?camera=corner&size=8", "16 to 512"),
+                       ("?camera=corner&size=big", "whole number"), ("?zoom=2", "unknown option 'zoom=2'"), ("?size=64", "needs camera")):
+        with pytest.raises(ValueError, match=match):
+            parse_env_id("metaworld:reach-v3" + bad)
+
+
+def test_camera_observations_and_the_same_episodes_with_frames():
+    from qtransformer.envs import make_env
+
+    env = make_env("metaworld:reach-v3?camera=corner&size=32")
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"state", "image"} and obs["state"].shape == (39,) and obs["image"].shape == (32, 32, 3)
+    assert obs["image"].dtype == np.uint8 and obs["image"].std() > 5  # a picture, not a blank
+    assert env.observation_space["image"].shape == (32, 32, 3)
+    obs2, *_ = env.step(np.zeros(4, np.float32))
+    assert obs2["image"].shape == (32, 32, 3)
+    env.close()
+    kw = dict(demos=1, autonomous=1, recipe="perturbed", seed=2, max_steps=8, progress=False)
+    plain = make_metaworld_dataset(["reach-v3"], **kw)
+    seen = make_metaworld_dataset(["reach-v3"], camera="corner", image_size=32, **kw)
+    for key in ("observations", "actions", "rewards", "terminals", "timeouts", "episode_starts"):
+        np.testing.assert_array_equal(getattr(plain, key), getattr(seen, key))  # the camera only adds frames
+    assert seen.images["image"].shape == (len(seen.actions), 32, 32, 3) and not plain.images
+    assert seen.env_id == "metaworld:reach-v3?camera=corner&size=32"
 
 
 def test_missing_metaworld_names_the_extra(monkeypatch):

@@ -69,6 +69,12 @@ class MetaWorldDatasetArgs:
     """Time limit per episode (a timeout)."""
     workers: int = 1
     """Processes that make tasks in parallel (the dataset is the same for any number)."""
+    camera: Optional[str] = None
+    """Also record one camera's frame at every step (corner, corner2, corner3, corner4, topview,
+    behindGripper, gripperPOV), rendered offscreen by MuJoCo: OSMesa on a CPU (slow: docs/metaworld.md),
+    MUJOCO_GL=egl on a GPU machine. The episodes are the same as without; the env id records the camera."""
+    image_size: int = 64
+    """Width and height of the camera frames, in pixels (with --camera)."""
 
 
 @dataclass
@@ -257,15 +263,21 @@ def cmd_make_metaworld(argv: list[str]) -> None:
     from .data import EpisodeStore
     from .data.store import check_can_write
     from .envs.metaworld import tasks_from_env_id
+    from .envs.metaworld import check_camera
     from .envs.metaworld_dataset import make_metaworld_dataset, paper_mix_autonomous
 
     check_can_write(args.out)  # now, not after the episodes were made
+    try:
+        check_camera(args.camera, args.image_size)
+    except ValueError as exc:
+        raise ValueError(f"--camera / --image-size: {exc}") from None
 
     tasks = tasks_from_env_id(f"metaworld:{args.tasks}")
     autonomous, recipe = args.autonomous, args.autonomous_recipe
     if args.paper_mix:
         autonomous, recipe = paper_mix_autonomous(args.demos), "replay"
-    ds = make_metaworld_dataset(tasks, args.demos, autonomous, recipe=recipe, seed=args.seed, max_steps=args.max_steps, workers=args.workers)
+    ds = make_metaworld_dataset(tasks, args.demos, autonomous, recipe=recipe, seed=args.seed, max_steps=args.max_steps, workers=args.workers,
+                                camera=args.camera, image_size=args.image_size)
     store = EpisodeStore.create(args.out, ds)
     print(f"wrote {args.out}: {store.num_episodes} episodes, {store.num_steps} steps, env {store.env_id}")
     print(task_source_table(store))

@@ -101,9 +101,9 @@ def record_videos(
     from PIL import Image
 
     if is_multi_task(env_id):
-        from .envs.metaworld import tasks_from_env_id
+        from .envs.metaworld import single_task_env_ids
 
-        return [p for t in tasks_from_env_id(env_id) for p in record_videos(policy, f"metaworld:{t}", out_dir, episodes, seed, None, fps, instruction)]
+        return [p for e in single_task_env_ids(env_id) for p in record_videos(policy, e, out_dir, episodes, seed, None, fps, instruction)]
     instruction = policy.instruction_for_env(env_id, task, instruction)
     task = policy.task_for_env(env_id, task)
     out_dir = Path(out_dir)
@@ -171,11 +171,11 @@ def evaluate_policy(
     if not env_id:
         raise ValueError("this checkpoint records no environment; pass --env")
     if is_multi_task(env_id):
-        from .envs.metaworld import tasks_from_env_id
+        from .envs.metaworld import single_task_env_ids, tasks_from_env_id
 
         results = {
-            t: evaluate_policy(policy, f"metaworld:{t}", episodes, seed, progress, workers=workers, instruction=instruction)
-            for t in tasks_from_env_id(env_id)
+            t: evaluate_policy(policy, e, episodes, seed, progress, workers=workers, instruction=instruction)
+            for t, e in zip(tasks_from_env_id(env_id), single_task_env_ids(env_id), strict=True)
         }
         return {
             "env_id": env_id,

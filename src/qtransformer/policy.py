@@ -176,7 +176,12 @@ class QTPolicy:
     @staticmethod
     def env_task_name(env_id: str) -> Optional[str]:
         """The task a single-task MetaWorld id names ("metaworld:reach-v3" -> "reach-v3"), else None."""
-        return env_id.split(":", 1)[1] if env_id.startswith("metaworld:") else None
+        if not env_id.startswith("metaworld:"):
+            return None
+        from .envs.metaworld import tasks_from_env_id
+
+        tasks = tasks_from_env_id(env_id)
+        return tasks[0] if len(tasks) == 1 else None
 
     def task_for_env(self, env_id: str, task: Optional[int] = None) -> Optional[int]:
         """The task id to act with in `env_id`: `task` when given; None for a single-task policy and for a

@@ -130,9 +130,9 @@ def last_healthy(run_dir: Path) -> Optional[Path]:
 def _check_eval_env(env_id: str, ds: EpisodeStore) -> None:
     fix = "install it, pass --eval-env ID, or --eval-episodes 0 to train without evaluation"
     if is_multi_task(env_id):  # evaluated task by task: check the first
-        from .envs.metaworld import tasks_from_env_id
+        from .envs.metaworld import single_task_env_ids
 
-        env_id = f"metaworld:{tasks_from_env_id(env_id)[0]}"
+        env_id = single_task_env_ids(env_id)[0]
     try:
         env = make_env(env_id)
     except Exception as exc:  # noqa: BLE001 - any failure to build the environment

@@ -31,6 +31,19 @@ def test_make_train_eval_collect_on_two_metaworld_tasks(tmp_path, capsys):
     assert "9 episodes" in out and "| push-v3 | 5 |" in out
 
 
+def test_camera_dataset_trains_an_image_policy_that_evaluates_from_frames(tmp_path, capsys):
+    data, run, report = tmp_path / "cam", tmp_path / "run", tmp_path / "eval.json"
+    assert main(["make-dataset", "metaworld", "--tasks", "reach-v3", "--demos", "1", "--autonomous", "1", "--max-steps", "10",
+                 "--camera", "corner", "--image-size", "32", "--out", str(data)]) == 0
+    assert "env metaworld:reach-v3?camera=corner&size=32" in capsys.readouterr().out
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "2", "--eval-episodes", "0"]) == 0
+    assert main(["eval", "--checkpoint", str(run), "--episodes", "1", "--out", str(report)]) == 0
+    assert json.loads(report.read_text())["env_id"] == "metaworld:reach-v3?camera=corner&size=32"
+    capsys.readouterr()
+    assert main(["make-dataset", "metaworld", "--tasks", "reach-v3", "--camera", "kitchen", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown MetaWorld camera 'kitchen'" in capsys.readouterr().err
+
+
 def test_paper_mix_and_an_unknown_task(tmp_path, capsys):
     data = tmp_path / "mix"
     assert main(["make-dataset", "metaworld", "--tasks", "reach-v3", "--demos", "1", "--paper-mix", "--max-steps", "40", "--out", str(data)]) == 0

@@ -9,6 +9,10 @@ dataset maker are in envs/metaworld_dataset.py.
   step with `info["success"]`, else 0.0; truncated (a timeout) after `max_steps` steps. Observations are
   MetaWorld's 39-d state as float32 (with the goal visible, as in the MT benchmarks), actions Box(-1, 1, (4,)).
   With `vary_task=True`, `reset(seed=s)` picks variation `s % 50` instead, so a dataset covers them all.
+  With `camera="corner"` (any of CAMERAS) observations are {"state": the 39 floats, "image": (S, S, 3)
+  uint8}, the camera's frame rendered offscreen (OSMesa unless MUJOCO_GL says otherwise) at every step.
+- ids: "metaworld:<task>", "metaworld:mt10" or "metaworld:<a>,<b>", with "?camera=<name>&size=<S>" for
+  camera observations (parse_env_id, metaworld_env_id: the one place they are read and written).
 - `scripted_expert(name)`: MetaWorld's scripted policy for the task, as a callable obs -> action;
   `noisy_expert(name, rng)`, the demonstrator: the same with small Gaussian action noise.
 """
@@ -74,21 +78,64 @@ def instruction_for(name: str) -> str:
     return base.replace("-", " ")
 
 
-def metaworld_env_id(tasks: list[str]) -> str:
-    """The env_id recorded in a dataset: "metaworld:<task>", "metaworld:mt10", or "metaworld:<a>,<b>"."""
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")  # MetaWorld's named cameras
+DEFAULT_IMAGE_SIZE = 64
+
+
+def check_camera(camera: Optional[str], image_size: int) -> None:
+    """Raise ValueError naming the fix for an unknown camera or an image size outside 16..512."""
+    if camera is not None and camera not in CAMERAS:
+        raise ValueError(f"unknown MetaWorld camera '{camera}'; choose one of {', '.join(CAMERAS)}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 16 <= image_size <= 512:
+        raise ValueError(f"image size must be a whole number of pixels from 16 to 512, got {image_size!r}")
+
+
+def metaworld_env_id(tasks: list[str], camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE) -> str:
+    """The env_id recorded in a dataset: "metaworld:<task>", "metaworld:mt10", or "metaworld:<a>,<b>";
+    with a camera, "?camera=<name>&size=<S>" after it."""
     if len(tasks) == 1:
-        return f"metaworld:{tasks[0]}"
-    if sorted(tasks) == sorted(MT10_TASKS):
-        return "metaworld:mt10"
-    return "metaworld:" + ",".join(tasks)
+        base = f"metaworld:{tasks[0]}"
+    elif sorted(tasks) == sorted(MT10_TASKS):
+        base = "metaworld:mt10"
+    else:
+        base = "metaworld:" + ",".join(tasks)
+    return base if camera is None else f"{base}?camera={camera}&size={int(image_size)}"
+
+
+def parse_env_id(env_id: str) -> tuple[list[str], Optional[str], int]:
+    """The inverse of metaworld_env_id: -> (tasks, camera or None, image size). "metaworld:mt10" -> the MT10
+    task list, "metaworld:a,b" -> [a, b]; "metaworld:a?camera=corner&size=64" -> ([a], "corner", 64)."""
+    if not env_id.startswith("metaworld:"):
+        raise ValueError(f"'{env_id}' is not a MetaWorld id (metaworld:<task>, metaworld:mt10 or metaworld:<a>,<b>)")
+    rest, _, query = env_id[len("metaworld:"):].partition("?")
+    tasks = list(MT10_TASKS) if rest == "mt10" else [t for t in rest.split(",") if t]
+    options = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("camera", "size"):
+            raise ValueError(f"'{env_id}': unknown option '{part}'; a MetaWorld id takes ?camera=<name>&size=<pixels>")
+        options[key] = value
+    camera = options.get("camera")
+    try:
+        size = int(options.get("size", DEFAULT_IMAGE_SIZE))
+    except ValueError:
+        raise ValueError(f"'{env_id}': size must be a whole number of pixels, got '{options['size']}'") from None
+    if "size" in options and camera is None:
+        raise ValueError(f"'{env_id}': size= needs camera=<name> too")
+    check_camera(camera, size)
+    return tasks, camera, size
 
 
 def tasks_from_env_id(env_id: str) -> list[str]:
-    """The inverse of metaworld_env_id: "metaworld:mt10" -> the MT10 task list, "metaworld:a,b" -> [a, b]."""
-    if not env_id.startswith("metaworld:"):
-        raise ValueError(f"'{env_id}' is not a MetaWorld id (metaworld:<task>, metaworld:mt10 or metaworld:<a>,<b>)")
-    rest = env_id[len("metaworld:"):]
-    return list(MT10_TASKS) if rest == "mt10" else [t for t in rest.split(",") if t]
+    """The tasks a MetaWorld id names (parse_env_id)."""
+    return parse_env_id(env_id)[0]
+
+
+def single_task_env_ids(env_id: str) -> list[str]:
+    """One id per task of a MetaWorld id, each keeping its camera: "metaworld:a,b?camera=corner&size=64" ->
+    ["metaworld:a?camera=corner&size=64", "metaworld:b?camera=corner&size=64"]."""
+    tasks, camera, size = parse_env_id(env_id)
+    return [metaworld_env_id([t], camera, size) for t in tasks]
 
 
 class MetaWorldSparseEnv(gym.Env):
@@ -97,8 +144,10 @@ class MetaWorldSparseEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(
-        self, name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None
+        self, name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None,
+        camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE,
     ):
+        check_camera(camera, image_size)
         metaworld = _import_metaworld()
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -108,8 +157,11 @@ class MetaWorldSparseEnv(gym.Env):
         self.name, self.seed, self.max_steps, self.vary_task = name, int(seed), int(max_steps), vary_task
         benchmark = metaworld.MT1(name, seed=self.seed)  # 50 variations, drawn from `seed`
         self._tasks = list(benchmark.train_tasks)
-        self.render_mode = render_mode
-        if render_mode is None:
+        self.render_mode, self.camera = render_mode, camera
+        if camera is not None:  # observations carry this camera's frame; videos show the same frames
+            _choose_renderer()
+            self._env = benchmark.train_classes[name](render_mode="rgb_array", camera_name=camera, width=image_size, height=image_size)
+        elif render_mode is None:
             self._env = benchmark.train_classes[name]()
         else:  # offscreen frames from the "corner" camera, for videos
             _choose_renderer()
@@ -117,7 +169,10 @@ class MetaWorldSparseEnv(gym.Env):
         self._env.max_path_length = max(self.max_steps, 1)  # we cut episodes ourselves
         self.variation = 0
         self._env.set_task(self._tasks[self.variation])
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(39,), dtype=np.float32)
+        state_space = gym.spaces.Box(-np.inf, np.inf, shape=(39,), dtype=np.float32)
+        self.observation_space = state_space if camera is None else gym.spaces.Dict(
+            {"state": state_space, "image": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8)}
+        )
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self._t = 0
 
@@ -128,7 +183,23 @@ class MetaWorldSparseEnv(gym.Env):
             self._env.set_task(self._tasks[self.variation])
         obs, info = self._env.reset()
         self._t = 0
-        return np.asarray(obs, dtype=np.float32), {"success": False, "variation": self.variation}
+        return self._observation(obs), {"success": False, "variation": self.variation}
+
+    def _observation(self, state) -> "np.ndarray | dict":
+        state = np.asarray(state, dtype=np.float32)  # (39,)
+        if self.camera is None:
+            return state
+        return {"state": state, "image": self._frame()}  # image (S, S, 3) uint8
+
+    def _frame(self) -> np.ndarray:
+        try:
+            frame = self._env.render()
+        except Exception as exc:  # noqa: BLE001 - no OpenGL for offscreen rendering
+            raise RuntimeError(
+                f"MuJoCo could not render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({exc}); "
+                "install Mesa's software renderer (Debian: apt-get install libosmesa6) or set MUJOCO_GL=egl on a GPU machine"
+            ) from exc
+        return np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)[::-1])  # MuJoCo's rows run bottom-up
 
     def step(self, action):
         a = np.clip(np.asarray(action, dtype=np.float32).reshape(4), -1.0, 1.0)
@@ -137,29 +208,23 @@ class MetaWorldSparseEnv(gym.Env):
         success = bool(info.get("success", 0.0))
         truncated = (not success) and self._t >= self.max_steps
         info = dict(info, success=success)
-        return np.asarray(obs, dtype=np.float32), float(success), success, truncated, info
+        return self._observation(obs), float(success), success, truncated, info
 
     def render(self):
-        if self.render_mode is None:
+        if self.render_mode is None and self.camera is None:
             return None
-        try:
-            frame = self._env.render()
-        except Exception as exc:  # noqa: BLE001 - no OpenGL for offscreen rendering
-            raise RuntimeError(
-                f"MuJoCo could not render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({exc}); "
-                "install Mesa's software renderer (Debian: apt-get install libosmesa6) or set MUJOCO_GL=egl on a GPU machine"
-            ) from exc
-        return np.asarray(frame)[::-1].copy() if frame is not None else None  # MuJoCo's rows run bottom-up
+        return self._frame()
 
     def close(self):
         self._env.close()
 
 
 def make_metaworld_env(
-    name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None
+    name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None,
+    camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE,
 ) -> gym.Env:
     """A MetaWorld v3 task ("reach-v3") with the sparse success reward; see MetaWorldSparseEnv."""
-    return MetaWorldSparseEnv(name, seed=seed, max_steps=max_steps, vary_task=vary_task, render_mode=render_mode)
+    return MetaWorldSparseEnv(name, seed=seed, max_steps=max_steps, vary_task=vary_task, render_mode=render_mode, camera=camera, image_size=image_size)
 
 
 def _policy_class_name(name: str) -> str:
@@ -203,6 +268,7 @@ def noisy_expert(name: str, rng: np.random.Generator, noise: float = 0.1) -> Cal
 
 
 __all__ = [
+    "CAMERAS", "DEFAULT_IMAGE_SIZE", "check_camera", "parse_env_id", "single_task_env_ids",
     "DEFAULT_MAX_STEPS", "INSTALL_HINT", "MT10_INSTRUCTIONS", "MT10_TASKS", "MetaWorldSparseEnv", "NUM_VARIATIONS",
     "instruction_for", "make_metaworld_env", "metaworld_env_id", "noisy_expert", "scripted_expert", "tasks_from_env_id",
 ]

@@ -19,8 +19,10 @@ import numpy as np
 
 from ..data import EpisodeDataset
 from .metaworld import (
+    DEFAULT_IMAGE_SIZE,
     DEFAULT_MAX_STEPS,
     MT10_TASKS,
+    check_camera,
     instruction_for,
     make_metaworld_env,
     metaworld_env_id,
@@ -127,20 +129,26 @@ def _default(table: dict, name: str) -> float:
 # -- datasets --------------------------------------------------------------------------------------
 
 
+def _on_state(policy: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    """A policy of the 39-d state, for observations that may be {"state", "image"} dicts (a camera)."""
+    return lambda obs: policy(obs["state"] if isinstance(obs, dict) else obs)
+
+
 def _task_episodes(
     name: str, task_id: int, demos: int, autonomous: int, recipe: str, seed: int, max_steps: int,
-    expert_noise: float, noise: Optional[float],
+    expert_noise: float, noise: Optional[float], camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE,
 ) -> list[dict]:
     """One task's episodes. Its random numbers depend on (seed, task_id) only, so tasks can be made in
-    any order or in parallel with the same result."""
+    any order or in parallel with the same result. The camera only adds frames: the same episodes with or without."""
     rng = np.random.default_rng([seed, task_id])
-    env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True)
+    env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True, camera=camera, image_size=image_size)
+    state_env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True) if camera is not None else env  # unrecorded expert runs
     instruction = instruction_for(name)
     base_seed = seed * 1_000_003 + task_id * 10_007
     episodes, demo_records = [], []  # demo_records: (reset seed, actions)
     for i in range(demos):
         reset_seed = base_seed + i
-        ep = rollout(env, noisy_expert(name, rng, expert_noise), seed=reset_seed)
+        ep = rollout(env, _on_state(noisy_expert(name, rng, expert_noise)), seed=reset_seed)
         demo_records.append((reset_seed, ep["actions"]))
         episodes.append(dict(ep, source="demonstration", task=task_id, instruction=instruction))
     for j in range(autonomous):
@@ -150,15 +158,17 @@ def _task_episodes(
                 reset_seed, actions = demo_records[j % len(demo_records)]
             else:
                 reset_seed = base_seed + demos + j
-                actions = rollout(env, scripted_expert(name), seed=reset_seed)["actions"]
+                actions = rollout(state_env, scripted_expert(name), seed=reset_seed)["actions"]
             policy = replay_policy(actions, rng, noise=level)
         else:
             level = _default(DEFAULT_PERTURB_SEVERITY, name) if noise is None else noise
             reset_seed = base_seed + demos + j
             policy = perturbed_policy(name, rng, severity=level)
-        ep = rollout(env, policy, seed=reset_seed)
+        ep = rollout(env, _on_state(policy), seed=reset_seed)
         episodes.append(dict(ep, source="autonomous", task=task_id, instruction=instruction))
     env.close()
+    if state_env is not env:
+        state_env.close()
     return episodes
 
 
@@ -173,6 +183,8 @@ def make_metaworld_dataset(
     expert_noise: float = 0.1,
     noise: Optional[float] = None,
     workers: int = 1,
+    camera: Optional[str] = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
 ) -> EpisodeDataset:
     """Per task, `demos` demonstrations (the scripted expert plus `expert_noise` Gaussian action noise)
     and `autonomous` episodes of `recipe` ("replay" or "perturbed"). Every episode resets with its own
@@ -181,7 +193,9 @@ def make_metaworld_dataset(
 
     `replay` replays demonstration j % demos of the same task (its actions, its reset seed); with demos=0
     it replays unrecorded noise-free expert episodes instead. `workers` > 1 makes tasks in parallel
-    processes (same dataset as one process)."""
+    processes (same dataset as one process). `camera` (one of envs.metaworld.CAMERAS): every step also
+    records that camera's (image_size, image_size, 3) frame, rendered offscreen (slow on a CPU:
+    docs/metaworld.md); the episodes are the same as without."""
     from tqdm import tqdm
 
     tasks = list(tasks)
@@ -191,7 +205,8 @@ def make_metaworld_dataset(
         raise ValueError(f"unknown recipe '{recipe}'; choose one of {RECIPES}")
     if demos < 0 or autonomous < 0 or demos + autonomous == 0 or seed < 0:
         raise ValueError(f"need demos >= 0, autonomous >= 0 (not both 0) and seed >= 0; got {demos}, {autonomous}, {seed}")
-    args = [(name, task_id, demos, autonomous, recipe, seed, max_steps, expert_noise, noise) for task_id, name in enumerate(tasks)]
+    check_camera(camera, image_size)
+    args = [(name, task_id, demos, autonomous, recipe, seed, max_steps, expert_noise, noise, camera, image_size) for task_id, name in enumerate(tasks)]
     if workers > 1 and len(tasks) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -202,7 +217,7 @@ def make_metaworld_dataset(
         per_task = [_task_episodes(*a) for a in tqdm(args, desc="tasks", disable=not progress, leave=False)]
     episodes = [ep for eps in per_task for ep in eps]
     space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
-    return EpisodeDataset.from_episodes(episodes, space.low, space.high, env_id=metaworld_env_id(tasks), task_names=tasks)
+    return EpisodeDataset.from_episodes(episodes, space.low, space.high, env_id=metaworld_env_id(tasks, camera, image_size), task_names=tasks)
 
 
 def success_table(tasks: list[str], episodes: int = 30, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS) -> list[dict]:
