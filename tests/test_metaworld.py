@@ -9,12 +9,12 @@ pytest.importorskip("metaworld")
 
 from qtransformer.envs.metaworld import (  # noqa: E402
     MT10_TASKS,
-    parse_env_id,
-    single_task_env_ids,
     instruction_for,
     make_metaworld_env,
     metaworld_env_id,
+    parse_env_id,
     scripted_expert,
+    single_task_env_ids,
     tasks_from_env_id,
 )
 from qtransformer.envs.metaworld_dataset import make_metaworld_dataset, perturbed_policy, replay_policy  # noqa: E402

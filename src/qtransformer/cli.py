@@ -262,8 +262,7 @@ def cmd_make_metaworld(argv: list[str]) -> None:
     args = tyro.cli(MetaWorldDatasetArgs, args=argv, prog="qtransformer make-dataset metaworld")
     from .data import EpisodeStore
     from .data.store import check_can_write
-    from .envs.metaworld import tasks_from_env_id
-    from .envs.metaworld import check_camera
+    from .envs.metaworld import check_camera, tasks_from_env_id
     from .envs.metaworld_dataset import make_metaworld_dataset, paper_mix_autonomous
 
     check_can_write(args.out)  # now, not after the episodes were made
