@@ -59,12 +59,12 @@ def model_flops_per_step(net: QTransformerNet, batch: int) -> float:
     return 3 * full + full + prefix
 
 
-def learner_and_batch(cfg_name: str, obs_dim: int, action_dim: int, amp: bool = False):
+def learner_and_batch(cfg_name: str, obs_dim: int, action_dim: int, amp: bool = False, compile: bool = False, device: str = "cpu"):
     """A learner on the preset's network and one random batch of the preset's size (seeded)."""
     cfg = preset(cfg_name)
     torch.manual_seed(0)
     net = QTransformerNet(obs_dim, action_dim, cfg.algo.num_bins, 1, cfg.model)
-    learner = QTransformerLearner(net, cfg.algo, "cpu", amp_bf16=amp)
+    learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=amp, compile=compile)
     B, K = cfg.batch_size, cfg.algo.num_bins
     g = torch.Generator().manual_seed(0)
     batch = Batch(
@@ -76,7 +76,34 @@ def learner_and_batch(cfg_name: str, obs_dim: int, action_dim: int, amp: bool = 
         next_obs=torch.randn(B, obs_dim, generator=g),
         mc_return=torch.rand(B, generator=g),
     )
-    return learner, batch
+    return learner, batch.to(torch.device(device))
+
+
+def bench_compiled_training(cfg_name: str, obs_dim: int, action_dim: int, seconds: float, rounds: int, device: str = "cpu") -> dict:
+    """Eager against torch.compile'd training steps (train --compile) on the same preset, timed in
+    alternating rounds like bench_training_pair; also the seconds the first compiled step took."""
+    pair = {c: learner_and_batch(cfg_name, obs_dim, action_dim, compile=c, device=device) for c in (False, True)}
+    learner, batch = pair[True]
+    t = time.perf_counter()
+    learner.update(batch)  # compiles
+    compile_s = time.perf_counter() - t
+    per_round: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(rounds):
+        for c in ((False, True) if r % 2 == 0 else (True, False)):
+            learner, batch = pair[c]
+            per_round[c].append(timeit(lambda: learner.update(batch), seconds / rounds))  # noqa: B023 - timeit calls it at once
+    ratios = [a / b for a, b in zip(per_round[False], per_round[True], strict=True)]
+    return {"preset": cfg_name, "device": device, "eager_steps_per_s": 1 / statistics.median(per_round[False]),
+            "compiled_steps_per_s": 1 / statistics.median(per_round[True]), "speedup": statistics.median(ratios),
+            "speedup_range": [min(ratios), max(ratios)], "compile_s": compile_s}
+
+
+def print_compiled(rows: list[dict]) -> None:
+    print("\n| training step, torch.compile (train --compile) | device | eager steps/s | compiled steps/s | compiled / eager (rounds) | first step (compiling), s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        lo, hi = r["speedup_range"]
+        print(f"| {r['preset']} | {r['device']} | {r['eager_steps_per_s']:.1f} | {r['compiled_steps_per_s']:.1f} | {r['speedup']:.2f}x ({lo:.2f}-{hi:.2f}) | {r['compile_s']:.0f} |")
 
 
 def bench_training(name: str, cfg_name: str, obs_dim: int, action_dim: int, amp: bool, seconds: float) -> dict:
@@ -247,8 +274,18 @@ def main() -> None:
     parser.add_argument("--peer-python", type=Path, default=None, help="the interpreter of a venv with the q-transformer package")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile'd decoding (compiling takes minutes)")
     parser.add_argument("--no-images", action="store_true", help="skip the image encoders' training and action latency")
+    parser.add_argument("--only-compiled-training", action="store_true", help="only eager against torch.compile'd training steps")
     args = parser.parse_args()
     s = 1.0 if args.quick else 3.0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    compiled = [] if args.no_compile else [bench_compiled_training(p, 39, 4, 4 * s, 4 if args.quick else 10, device) for p in ("builtin", "default")]
+    if args.only_compiled_training:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+        print_compiled(compiled)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"compiled_training": compiled}, indent=1))
+        print(f"wrote {args.out}")
+        return
 
     peak32 = matmul_peak(torch.float32, 1024, s)
     peak16 = matmul_peak(torch.bfloat16, 1024, s)
@@ -298,6 +335,8 @@ def main() -> None:
         note = f" (compiled in {r['compile_s']:.0f} s)" if "compile_s" in r else ""
         print(f"| d={r['d']} | {r['batch']} | {r['mode']}{note} | {r['ms_per_action_batch']:.2f} | "
               f"{base['ms_per_action_batch'] / r['ms_per_action_batch']:.2f}x |")
+    if compiled:
+        print_compiled(compiled)
     if images:
         print("\n| image encoder (64x64x3, one camera; default Transformer, K=256, d=4) | tokens | parameters | training steps/s at batch 64 | samples/s | action latency, batch 1, ms |")
         print("|---|---|---|---|---|---|")
@@ -322,6 +361,7 @@ def main() -> None:
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "matmul_peak_gflops": {"fp32": peak32 / 1e9, "bf16": peak16 / 1e9},
         "training": training, "bf16_over_fp32": bf16, "bf16_over_fp32_rounds": ratios, "matmul_share_fp32": shares, "step_breakdown": breakdown, "decoding": decoding, "image_encoders": images, "d3rlpy_cql": cql, "peer_q_transformer": peer,
+        "compiled_training": compiled,
     }, indent=1))
     print(f"\nwrote {args.out}")
 

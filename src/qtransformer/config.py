@@ -196,6 +196,10 @@ class TrainConfig:
     others before the job fails; it must exceed rank 0's longest evaluation or checkpoint write."""
     amp_bf16: bool = False
     """Run the forward passes under bf16 autocast (CUDA, or CPUs with bf16 units)."""
+    compile: bool = False
+    """Run the network passes of every training step (the online network's training pass, the target
+    network's passes) through torch.compile: compiled at the first step (tens of seconds or more), the
+    same results to float rounding. Where it helps: docs/benchmarks.md, "Speed"."""
     log_every: int = 50
     """Write averaged training metrics every this many steps."""
     eval_every: int = 2000

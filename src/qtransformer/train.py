@@ -72,7 +72,9 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
                           "or train offline into a new --out folder")
     now, saved = to_dict(cfg), state["train_config"]
     if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
-        saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, "frames": 1, **saved["model"]}
+        saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, "frames": 1, "value_atoms": 0, **saved["model"]}
+    if isinstance(saved.get("algo"), dict):  # fields added later, at the values that runs before them had
+        saved["algo"] = {"hl_gauss_sigma": 0.75, **saved["algo"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
@@ -265,7 +267,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
     if cfg.algo.head_init == "data_mean" and cfg.algo.method == "qtransformer":
         init_value_head(net, float(np.mean(transitions["mc_return"])), cfg.algo.hl_gauss_sigma)
-    learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16, ddp=ranks.enabled)
+    learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16, ddp=ranks.enabled, compile=cfg.compile)
     sampler = TransitionSampler(
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,
         only_successful=cfg.only_successful, rank=ranks.rank, world_size=ranks.world_size,

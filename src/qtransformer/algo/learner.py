@@ -60,12 +60,31 @@ class _TrainingPass(torch.nn.Module):
         return self.net.head_outputs(h), imitation
 
 
+class _TargetPass(torch.nn.Module):
+    """The target network's two passes for the TD targets as one `forward`, so that torch.compile can
+    take them as one graph: -> (trunk output at s' for the first dimension (B, C), teacher-forced trunk
+    outputs at s (B, d, C) or None when `teacher_forced` is False)."""
+
+    def __init__(self, net: QTransformerNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs, bins, task, images, next_obs, next_images, teacher_forced: bool = True):
+        next_h = self.net.first_dim_features(next_obs, task, next_images)  # (B, C)
+        h = self.net.features(obs, bins, task, images) if teacher_forced else None  # (B, d, C)
+        return next_h, h
+
+
 class QTransformerLearner:
     """`update(batch)` takes a `Batch` (data/batch.py) with every tensor on the learner's device; a
     network with an imitation head needs its `imitate` mask. `ddp`: the process is one of several in a
-    torch.distributed process group (distributed.py) and `batch` is its shard of the global batch."""
+    torch.distributed process group (distributed.py) and `batch` is its shard of the global batch.
+    `compile`: the online network's training pass and the target network's passes run through
+    torch.compile (compiled at the first update; the backward pass and AdamW stay eager)."""
 
-    def __init__(self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False, ddp: bool = False):
+    def __init__(
+        self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False, ddp: bool = False, compile: bool = False
+    ):
         self.cfg = cfg
         self.device = torch.device(device)
         self.online = net.to(self.device)
@@ -82,6 +101,11 @@ class QTransformerLearner:
                 self.training_pass, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 forward_sync_buffers=False, static_graph=True,  # static: the same parameters are used at every step
             )
+        self.target_pass: torch.nn.Module = _TargetPass(self.target_net)
+        self.compiled = compile
+        if compile:  # dynamic=False: the batch shape is fixed, so one graph each (recompiled only if it changes)
+            self.training_pass = torch.compile(self.training_pass, dynamic=False)
+            self.target_pass = torch.compile(self.target_pass, dynamic=False)
 
     @property
     def policy_net(self) -> QTransformerNet:
@@ -104,13 +128,11 @@ class QTransformerLearner:
         skip_dim_max = self.cfg.n_step > 1 and self.cfg.n_step_mode == "all_dims"
         net = self.target_net
         with self._autocast():
-            next_h = net.first_dim_features(batch.next_obs, batch.task, batch.next_images)  # (B, C)
+            next_h, h = self.target_pass(batch.obs, batch.bins, batch.task, batch.images, batch.next_obs, batch.next_images, not skip_dim_max)
             next_values = net.values(next_h)  # (B, K)
-            if skip_dim_max:  # the per-dimension maxima are not used: skip the teacher-forced pass
-                h = None
+            if skip_dim_max:  # the per-dimension maxima are not used: the teacher-forced pass was skipped
                 target_net_values = next_values.new_zeros(next_values.shape[0], self.online.action_dim, next_values.shape[1])  # (B, d, K)
             else:
-                h = net.features(batch.obs, batch.bins, batch.task, batch.images)  # (B, d, C)
                 target_net_values = net.values(h)  # (B, d, K)
             if self.cfg.support_in_targets:  # the maxima range over the target network's imitation support only
                 tau = self.cfg.support_tau
