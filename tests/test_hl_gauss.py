@@ -148,3 +148,20 @@ def test_trains_saves_and_reloads_acting_identically(tmp_path):
     resumed = train(dataclasses.replace(cfg, steps=12, resume=True, save_every=12))
     before, after = policy.net.head.weight, QTPolicy.from_checkpoint(resumed).net.head.weight
     assert not torch.equal(before, after)
+
+
+def test_a_run_from_before_value_atoms_resumes(tmp_path):
+    import json
+
+    data = tmp_path / "ds"
+    EpisodeStore.create(data, make_builtin_dataset(demos=2, autonomous=2))
+    cfg = TrainConfig(dataset=data, out=tmp_path / "run", steps=2, batch_size=8, device="cpu", eval_every=0, eval_episodes=0,
+                      save_every=2, progress=False, model=tiny_model_config(), algo=AlgoConfig(num_bins=4, warmup_steps=0))
+    state_path = train(cfg) / "training_state" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["train_config"]["model"]["value_atoms"], state["train_config"]["algo"]["hl_gauss_sigma"]  # as an older version wrote it
+    state_path.write_text(json.dumps(state))
+    assert train(dataclasses.replace(cfg, steps=4, resume=True)).name == "step_00000004"
+    # a changed head is still refused
+    with pytest.raises(ConfigError, match="model.value_atoms"):
+        train(dataclasses.replace(cfg, steps=6, resume=True, model=tiny_model_config(value_atoms=8)))
