@@ -31,6 +31,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import tyro
@@ -52,6 +53,8 @@ class Args:
     """Environment steps per arm and seed."""
     updates_per_step: float = 0.25
     """Fine-tuning updates per environment step (finetune and scratch)."""
+    lr: Optional[float] = None
+    """Fine-tuning learning rate (finetune and scratch); None: the checkpoint's (the builtin preset's 3e-4)."""
     num_envs: int = 4
     """Environments side by side (finetune and scratch)."""
     eval_every: int = 5000
@@ -123,7 +126,7 @@ def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
     cfg = FinetuneConfig(
         checkpoint=offline, out=run_dir, env_steps=spec["env_steps"], updates_per_step=spec["updates_per_step"], num_envs=spec["num_envs"],
         eval_every=spec["eval_every"], eval_episodes=spec["eval_episodes"], save_every=spec["env_steps"], seed=spec["seed"],
-        from_scratch=scratch, offline=not scratch, progress=False, threads=1,
+        from_scratch=scratch, offline=not scratch, progress=False, threads=1, lr=spec.get("lr"),
     )
     finetune(cfg)
     return [list(p) for p in read_curve(run_dir)]
@@ -219,7 +222,8 @@ def main(args: Args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
-              "offline_steps": args.offline_steps} for s in range(args.seeds) for a in args.arms]
+              "offline_steps": args.offline_steps, **({"lr": args.lr} if args.lr is not None else {})}
+             for s in range(args.seeds) for a in args.arms]
     if args.no_train:
         done = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]
         specs = [s for s in specs if any(d["spec"] == s for d in done)]
