@@ -58,8 +58,11 @@ OURS = {
     # paper's per-bin weight 1/(K-1) with the default's head start and acting network, and 16 bins.
     "qt_paper_weight": ("default", {"algo": {"conservative_bins": 0}}),
     "qt_k16": ("default", {"algo": {"num_bins": 16}}),
+    # Both together: 5-step returns alone keep the default's shrunken values (the conservative weight
+    # sets them, whatever the targets), the paper's weight alone lifts them but did not learn by 12k steps.
+    "qt_nstep5_paper_weight": ("default", {"algo": {"n_step": 5, "conservative_bins": 0}}),
 }
-STUDY = ("qt_nstep5", "qt_no_mc_bound", "qt_paper_weight", "qt_k16")
+STUDY = ("qt_nstep5", "qt_no_mc_bound", "qt_paper_weight", "qt_k16", "qt_nstep5_paper_weight")
 # d3rlpy's: method -> settings (bench.d3rlpy_peers.make_algo). From the FQL paper's code (agents/iql.py,
 # agents/rebrac.py and its README's commands for the cube tasks), in d3rlpy's terms.
 _MLP = {"hidden": [512, 512, 512, 512], "layer_norm": True, "gamma": 0.99, "actor_learning_rate": 3e-4, "critic_learning_rate": 3e-4}
@@ -79,6 +82,7 @@ LABELS = {
     "qt_no_mc_bound": "Q-Transformer, no Monte-Carlo bound",
     "qt_paper_weight": "Q-Transformer, the paper's per-bin conservative weight 1/(K-1)",
     "qt_k16": "Q-Transformer, 16 bins",
+    "qt_nstep5_paper_weight": "Q-Transformer, 5-step returns and the paper's per-bin weight",
 }
 # The published single-task averages over tasks 1-5, success % (FQL paper, Park et al. 2025, Table 1:
 # 8 seeds, 1M gradient steps at batch 256, OGBench's own datasets and reward).
