@@ -123,7 +123,7 @@ class Args:
     curve_points: Optional[int] = None
     """Evaluations per run, evenly spaced (the last at the end): the learning curves."""
     methods: tuple[str, ...] = METHODS
-    """Methods to run; also the studies qt_nstep5, qt_no_mc_bound (long horizons), qt_paper_weight and qt_k16 (the conservative weight)."""
+    """Methods to run; also the studies qt_nstep5, qt_no_mc_bound (long horizons), qt_paper_weight, qt_k16 (the conservative weight) and qt_nstep5_paper_weight (both)."""
     episodes: int = 1000
     """Raw episodes per dataset (1000 x 1000 transitions = 1M, as published)."""
     episode_length: int = 1001
