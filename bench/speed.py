@@ -79,20 +79,27 @@ def learner_and_batch(cfg_name: str, obs_dim: int, action_dim: int, amp: bool = 
     return learner, batch.to(torch.device(device))
 
 
+def alternating_rounds(pair: dict, seconds: float, rounds: int) -> tuple[dict, list[float]]:
+    """Time `learner.update(batch)` for the two (learner, batch) entries of `pair` (keys False, True) in
+    alternating rounds, the order swapped every round, so that both see the same machine. Returns the
+    per-round seconds per step {key: [...]} and the per-round ratios False-time / True-time."""
+    per_round: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(rounds):
+        for key in ((False, True) if r % 2 == 0 else (True, False)):
+            learner, batch = pair[key]
+            per_round[key].append(timeit(lambda: learner.update(batch), seconds / rounds))  # noqa: B023 - timeit calls it at once
+    return per_round, [a / b for a, b in zip(per_round[False], per_round[True], strict=True)]
+
+
 def bench_compiled_training(cfg_name: str, obs_dim: int, action_dim: int, seconds: float, rounds: int, device: str = "cpu") -> dict:
     """Eager against torch.compile'd training steps (train --compile) on the same preset, timed in
-    alternating rounds like bench_training_pair; also the seconds the first compiled step took."""
+    alternating rounds (alternating_rounds); also the seconds the first compiled step took."""
     pair = {c: learner_and_batch(cfg_name, obs_dim, action_dim, compile=c, device=device) for c in (False, True)}
     learner, batch = pair[True]
     t = time.perf_counter()
     learner.update(batch)  # compiles
     compile_s = time.perf_counter() - t
-    per_round: dict[bool, list[float]] = {False: [], True: []}
-    for r in range(rounds):
-        for c in ((False, True) if r % 2 == 0 else (True, False)):
-            learner, batch = pair[c]
-            per_round[c].append(timeit(lambda: learner.update(batch), seconds / rounds))  # noqa: B023 - timeit calls it at once
-    ratios = [a / b for a, b in zip(per_round[False], per_round[True], strict=True)]
+    per_round, ratios = alternating_rounds(pair, seconds, rounds)
     return {"preset": cfg_name, "device": device, "eager_steps_per_s": 1 / statistics.median(per_round[False]),
             "compiled_steps_per_s": 1 / statistics.median(per_round[True]), "speedup": statistics.median(ratios),
             "speedup_range": [min(ratios), max(ratios)], "compile_s": compile_s}
@@ -117,12 +124,7 @@ def bench_training_pair(cfg_name: str, obs_dim: int, action_dim: int, seconds: f
     made separate measurements disagree. Returns the two rows (median over rounds) and the per-round
     bf16/fp32 speed ratios."""
     pair = {amp: learner_and_batch(cfg_name, obs_dim, action_dim, amp) for amp in (False, True)}
-    per_round: dict[bool, list[float]] = {False: [], True: []}
-    for r in range(rounds):
-        for amp in ((False, True) if r % 2 == 0 else (True, False)):
-            learner, batch = pair[amp]
-            per_round[amp].append(timeit(lambda: learner.update(batch), seconds / rounds))  # noqa: B023 - timeit calls it at once
-    ratios = [a / b for a, b in zip(per_round[False], per_round[True], strict=True)]
+    per_round, ratios = alternating_rounds(pair, seconds, rounds)
     rows = tuple(
         _training_row(f"{cfg_name} {'bf16' if amp else 'fp32'}", cfg_name, *pair[amp], statistics.median(per_round[amp]))
         for amp in (False, True)

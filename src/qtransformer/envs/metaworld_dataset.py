@@ -142,7 +142,7 @@ def _task_episodes(
     any order or in parallel with the same result. The camera only adds frames: the same episodes with or without."""
     rng = np.random.default_rng([seed, task_id])
     env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True, camera=camera, image_size=image_size)
-    state_env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True) if camera is not None else env  # unrecorded expert runs
+    state_env = env if camera is None else None  # for unrecorded expert runs: made when first needed, without a camera
     instruction = instruction_for(name)
     base_seed = seed * 1_000_003 + task_id * 10_007
     episodes, demo_records = [], []  # demo_records: (reset seed, actions)
@@ -158,6 +158,8 @@ def _task_episodes(
                 reset_seed, actions = demo_records[j % len(demo_records)]
             else:
                 reset_seed = base_seed + demos + j
+                if state_env is None:
+                    state_env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True)
                 actions = rollout(state_env, scripted_expert(name), seed=reset_seed)["actions"]
             policy = replay_policy(actions, rng, noise=level)
         else:
@@ -167,7 +169,7 @@ def _task_episodes(
         ep = rollout(env, _on_state(policy), seed=reset_seed)
         episodes.append(dict(ep, source="autonomous", task=task_id, instruction=instruction))
     env.close()
-    if state_env is not env:
+    if state_env is not None and state_env is not env:
         state_env.close()
     return episodes
 
