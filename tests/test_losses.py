@@ -131,3 +131,52 @@ def test_conservative_fixed_point_by_hand():
     q = conservative_fixed_point(p, w, y)
     loss = lambda v: p * (v - y) ** 2 + (1 - p) * w * v**2  # noqa: E731
     assert loss(q) < loss(q + 1e-3) and loss(q) < loss(q - 1e-3)
+
+
+def test_bin_kernel_by_hand():
+    from qtransformer.algo.losses import bin_kernel
+
+    # K = 5, data bin 2, smoothing 1/5: sigma = 1 bin, g_k = exp(-(k-2)^2 / 2)
+    g = bin_kernel(torch.tensor([[2]]), 5, 1 / 5)
+    e = math.exp
+    assert g.shape == (1, 1, 5)
+    assert g[0, 0].tolist() == pytest.approx([e(-2.0), e(-0.5), 1.0, e(-0.5), e(-2.0)], abs=1e-7)
+    # smoothing 0 is the data bin's one-hot (the paper's terms)
+    assert bin_kernel(torch.tensor([[2]]), 5, 0.0)[0, 0].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+    # the same smoothing spans the same share of the range at every K: sigma 4 bins at K = 256, 0.25 at K = 16
+    g256 = bin_kernel(torch.tensor([[100]]), 256, 1 / 64)[0, 0]
+    assert g256[104].item() == pytest.approx(e(-0.5), abs=1e-6)
+    g16 = bin_kernel(torch.tensor([[8]]), 16, 1 / 64)[0, 0]
+    assert g16[9].item() == pytest.approx(e(-8.0), abs=1e-9)
+
+
+def test_smoothed_td_and_conservative_losses_by_hand():
+    from qtransformer.algo.losses import bin_kernel
+
+    # K = 3, smoothing 1/3: sigma = 1 bin. dim 0 (data bin 0): g = [1, e^-1/2, e^-2]; dim 1 (bin 2): g = [e^-2, e^-1/2, 1]
+    a, b = math.exp(-0.5), math.exp(-2.0)
+    g = bin_kernel(BINS, 3, 1 / 3)
+    # TD, dim 0 (target 0.5): (0.1-0.5)^2 + a (0.2-0.5)^2 + b (0.3-0.5)^2 = 0.16 + 0.09 a + 0.04 b;
+    # dim 1 (target 0.2): b (0.4-0.2)^2 + a (0.5-0.2)^2 + (0.6-0.2)^2, the same; their mean is that value
+    assert td_loss(VALUES, BINS, TARGETS, g).item() == pytest.approx(0.16 + 0.09 * a + 0.04 * b, abs=1e-7)
+    # conservative (K - 1 = 2): dim 0 ((1-a) 0.2^2 + (1-b) 0.3^2) / 2, dim 1 ((1-b) 0.4^2 + (1-a) 0.5^2) / 2
+    cons0 = ((1 - a) * 0.04 + (1 - b) * 0.09) / 2
+    cons1 = ((1 - b) * 0.16 + (1 - a) * 0.25) / 2
+    assert conservative_loss(VALUES, BINS, kernel=g).item() == pytest.approx((cons0 + cons1) / 2, abs=1e-7)
+    # through qtransformer_loss: TD + alpha * conservative with the kernel made from bin_smoothing
+    out = qtransformer_loss(VALUES, BINS, TARGETS, alpha=2.0, bin_smoothing=1 / 3)
+    assert out["loss"].item() == pytest.approx(0.16 + 0.09 * a + 0.04 * b + 2.0 * (cons0 + cons1) / 2, abs=1e-7)
+
+
+def test_no_smoothing_is_the_papers_loss_exactly():
+    torch.manual_seed(0)
+    values, bins, targets = torch.rand(6, 3, 9, dtype=torch.float64), torch.randint(9, (6, 3)), torch.rand(6, 3, dtype=torch.float64)
+    plain = qtransformer_loss(values, bins, targets, alpha=1.5)
+    zero = qtransformer_loss(values, bins, targets, alpha=1.5, bin_smoothing=0.0)
+    assert plain["loss"].item() == zero["loss"].item()
+    # and smoothing pulls a neighbour of the data bin towards the target rather than towards 0
+    v = torch.zeros(1, 1, 9, dtype=torch.float64, requires_grad=True)
+    qtransformer_loss(v, torch.tensor([[4]]), torch.tensor([[0.8]], dtype=torch.float64), alpha=1.0, bin_smoothing=1 / 9)["loss"].backward()
+    assert v.grad[0, 0, 5].item() < 0  # a descent step raises bin 5 (one bin from the data bin)
+    # bin 0, four bins away: TD weight e^-8, so its pull is 2 * e^-8 * (0 - 0.8) / (B d) = -1.6 e^-8
+    assert v.grad[0, 0, 0].item() == pytest.approx(-1.6 * math.exp(-8.0), rel=1e-6)  # the kernel is float32

@@ -91,6 +91,11 @@ class AlgoConfig:
     """N: the conservative term weighs each unseen bin by alpha/(N-1) whatever K is, so its push per bin
     does not fade as K grows (at K bins: the paper's objective with alpha_paper = alpha*(K-1)/(N-1), 17 at
     K = 256). 0: the paper's alpha/(K-1)."""
+    bin_smoothing: float = 0.0
+    """Share each data bin's TD target with its neighbours: the standard deviation of a Gaussian kernel
+    over bins, as a fraction of each dimension's range (in bins: bin_smoothing x K; 1/64 is 4 bins at
+    K = 256). The TD term pulls bin k towards the data bin's target with weight exp(-(k-a)^2/(2 s^2)) and
+    the conservative term pushes it with 1 minus that weight (docs/algorithm.md). 0: the paper's."""
     head_init: Literal["data_mean", "default"] = "data_mean"
     """Start of the value head: 'data_mean' sets its bias to the logit of the data's mean Monte-Carlo
     return, so every bin starts at the data's typical value; 'default' keeps PyTorch's initialisation
@@ -151,6 +156,7 @@ class AlgoConfig:
         _check(self.regularizer in ("zero", "cql"), "algo.regularizer", f"must be 'zero' or 'cql', got {self.regularizer!r}")
         _check(self.method in ("qtransformer", "bc"), "algo.method", f"must be 'qtransformer' or 'bc', got {self.method!r}")
         _check(self.conservative_bins == 0 or self.conservative_bins >= 2, "algo.conservative_bins", f"must be 0 (the paper's weighting) or >= 2, got {self.conservative_bins}")
+        _check(0.0 <= self.bin_smoothing <= 1.0, "algo.bin_smoothing", f"must be in [0, 1] (a fraction of the action range), got {self.bin_smoothing}")
         _check(self.act_with in ("target", "online"), "algo.act_with", f"must be 'target' or 'online', got {self.act_with!r}")
         _check(self.head_init in ("data_mean", "default"), "algo.head_init", f"must be 'data_mean' or 'default', got {self.head_init!r}")
         _check(self.imitation_weight >= 0.0, "algo.imitation_weight", f"must be >= 0, got {self.imitation_weight}")
@@ -245,6 +251,10 @@ class TrainConfig:
             self.model.value_atoms == 0 or self.algo.method == "qtransformer", "model.value_atoms",
             "an HL-Gauss value head is for Q-Transformer; BC (algo.method bc) trains the plain head: drop --model.value-atoms",
         )
+        _check(
+            self.model.value_atoms == 0 or self.algo.bin_smoothing == 0, "algo.bin_smoothing",
+            "is for the sigmoid value head; with an HL-Gauss head (--model.value-atoms) pass --algo.bin-smoothing 0",
+        )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -264,7 +274,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # Exactly the paper's objective at the default's size: alpha/(K-1) per unseen bin, PyTorch's head
     # initialisation, acting with the online network, no imitation head, plain greedy decoding.
-    "paper": {"algo": {"conservative_bins": 0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0}},
+    "paper": {"algo": {"conservative_bins": 0, "bin_smoothing": 0.0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0}},
     # Sized for the built-in task's small dataset (about 15k transitions) on 2 CPU cores, in about
     # 2 minutes. Fewer bins: with 256 bins most bins are never seen at most states of so small a
     # dataset, and learning is far slower (measured: see docs/algorithm.md, "Bins and data size").

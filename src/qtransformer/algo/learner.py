@@ -188,7 +188,8 @@ class QTransformerLearner:
         values = self.online.values_from_head(head)  # (B, d, K)
         value_logits = head if self.online.value_atoms else None  # (B, d, K, M)
         losses = qtransformer_loss(
-            values, batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins, value_logits, self.cfg.hl_gauss_sigma
+            values, batch.bins, td_targets, self.cfg.alpha, self.cfg.regularizer, self.cfg.conservative_bins, value_logits, self.cfg.hl_gauss_sigma,
+            self.cfg.bin_smoothing,
         )
         return losses, values
 

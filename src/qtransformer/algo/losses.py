@@ -12,6 +12,16 @@ pushed down with weight alpha/(K-1), so the push per bin falls as K grows (1/255
 A fixed N (the `default` preset: N = 16) keeps the weight per unseen bin at alpha/(N-1) for every K,
 the paper's objective with alpha_paper = alpha * (K-1)/(N-1) (alpha 1 at K = 256: alpha_paper 17).
 
+With bin smoothing (algo.bin_smoothing s > 0) the one-hot of the data bin becomes a Gaussian kernel
+over its neighbours, g[b, j, k] = exp(-(k - a_bj)^2 / (2 (s K)^2)) (s is a fraction of the dimension's
+range, so s K is in bins; g = 1 at the data bin), and the terms read
+
+    TD           = mean_{b, j} sum_k g[b, j, k] ( Q[b, j, k] - y_bj )^2
+    conservative = alpha * mean_{b, j} [ 1/(N-1) * sum_k (1 - g[b, j, k]) Q[b, j, k]^2 ]
+
+so bins next to a data bin share its target, as if the data's action were known to the bin width of a
+coarser grid, while the argmax keeps K bins of resolution. s = 0 (g the one-hot) is the paper's.
+
 The imitation term trains a second head on the same trunk (logits l, teacher-forced like the values)
 by cross-entropy on the data's bins of the samples with m_b = 1 (a chosen source: demonstrations,
 successful episodes or all data); its probabilities restrict decoding to the data's support.
@@ -43,20 +53,35 @@ def data_bin_values(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return values.gather(-1, bins.long().unsqueeze(-1)).squeeze(-1)
 
 
-def td_loss(values: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor) -> torch.Tensor:
-    """mean_{b, j} (Q[b, j, a_bj] - y_bj)^2: values (B, d, K), bins (B, d), td_targets (B, d)."""
-    return F.mse_loss(data_bin_values(values, bins), td_targets)
+def bin_kernel(bins: torch.Tensor, num_bins: int, smoothing: float) -> torch.Tensor:
+    """bins (B, d) -> (B, d, K) g_k = exp(-(k - a)^2 / (2 (smoothing K)^2)), 1 at the data bin a; the
+    one-hot of a when smoothing is 0. smoothing is the kernel's standard deviation as a fraction of the
+    dimension's range (K bins), so the same value spans the same part of the range at every K."""
+    if smoothing <= 0:
+        return F.one_hot(bins.long(), num_bins).float()
+    k = torch.arange(num_bins, device=bins.device, dtype=torch.float32)  # (K,)
+    sigma = smoothing * num_bins  # in bins
+    return torch.exp(-(k - bins.float().unsqueeze(-1)).square() / (2.0 * sigma * sigma))  # (B, d, K)
 
 
-def conservative_loss(values: torch.Tensor, bins: torch.Tensor, reference_bins: int = 0) -> torch.Tensor:
+def td_loss(values: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_{b, j} (Q[b, j, a_bj] - y_bj)^2: values (B, d, K), bins (B, d), td_targets (B, d); with a
+    kernel g (B, d, K) from bin_kernel, mean_{b, j} sum_k g_bjk (Q[b, j, k] - y_bj)^2."""
+    if kernel is None:
+        return F.mse_loss(data_bin_values(values, bins), td_targets)
+    return ((values - td_targets.unsqueeze(-1)).square() * kernel).sum(-1).mean()
+
+
+def conservative_loss(values: torch.Tensor, bins: torch.Tensor, reference_bins: int = 0, kernel: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over batch and dimensions of sum_{k != a} Q^2 / (N-1) over the bins not taken in the data.
 
     reference_bins N: 0 (or K) is the paper's mean over the K-1 unseen bins; N > 1 weighs each unseen
-    bin by 1/(N-1) whatever K is (see the module docstring)."""
+    bin by 1/(N-1) whatever K is (see the module docstring). With a kernel g (B, d, K), bin k is pushed
+    with weight 1 - g_k instead of 1 (k != a)."""
     K = values.shape[-1]
     N = reference_bins if reference_bins > 0 else K
-    unseen = 1.0 - F.one_hot(bins.long(), K).to(values.dtype)  # (B, d, K): 1 on bins not in the data
-    per_dim = (values.square() * unseen).sum(-1) / (N - 1)  # (B, d)
+    seen = F.one_hot(bins.long(), K).to(values.dtype) if kernel is None else kernel.to(values.dtype)  # (B, d, K)
+    per_dim = (values.square() * (1.0 - seen)).sum(-1) / (N - 1)  # (B, d)
     return per_dim.mean()
 
 
@@ -119,14 +144,16 @@ def cql_loss(values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 def qtransformer_loss(
     values: torch.Tensor, bins: torch.Tensor, td_targets: torch.Tensor, alpha: float, regularizer: str = "zero", reference_bins: int = 0,
-    value_logits: torch.Tensor | None = None, hl_gauss_sigma: float = 0.75,
+    value_logits: torch.Tensor | None = None, hl_gauss_sigma: float = 0.75, bin_smoothing: float = 0.0,
 ) -> dict:
     """TD + alpha * conservative on values (B, d, K); with value_logits (B, d, K, M) (an HL-Gauss head) the
-    TD term and the 'zero' regularizer are the cross-entropies above ('cql' stays on the values)."""
+    TD term and the 'zero' regularizer are the cross-entropies above ('cql' stays on the values).
+    bin_smoothing > 0 spreads both terms over neighbouring bins (bin_kernel; the sigmoid head only)."""
     td_targets = td_targets.detach()
     if value_logits is None:
-        td = td_loss(values, bins, td_targets)
-        cons = conservative_loss(values, bins, reference_bins) if regularizer == "zero" else cql_loss(values, bins)
+        kernel = bin_kernel(bins, values.shape[-1], bin_smoothing) if bin_smoothing > 0 else None  # (B, d, K)
+        td = td_loss(values, bins, td_targets, kernel)
+        cons = conservative_loss(values, bins, reference_bins, kernel) if regularizer == "zero" else cql_loss(values, bins)
     else:
         td = hl_gauss_td_loss(value_logits, bins, td_targets, hl_gauss_sigma)
         cons = hl_gauss_conservative_loss(value_logits, bins, reference_bins, hl_gauss_sigma) if regularizer == "zero" else cql_loss(values, bins)
