@@ -41,8 +41,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default_nstep3": ("default", {"algo": {"n_step": 3}}),
     "default_hl_gauss16": ("default", {"model": {"value_atoms": 16}}),  # HL-Gauss value head, 16 atoms, sigma 0.75 atom widths
     "default_hl_gauss51": ("default", {"model": {"value_atoms": 51}}),
-    "default_smooth128": ("default", {"algo": {"bin_smoothing": 1 / 128}}),  # TD targets shared with neighbouring bins, sigma 2 bins at K = 256
-    "default_smooth64": ("default", {"algo": {"bin_smoothing": 1 / 64}}),  # sigma 4 bins at K = 256
+    "default_smooth64": ("default", {"algo": {"bin_smoothing": 1 / 64}}),  # TD targets shared with neighbouring bins, sigma 4 bins at K = 256
     "default_smooth32": ("default", {"algo": {"bin_smoothing": 1 / 32}}),  # sigma 8 bins at K = 256
 }
 EVAL_EPISODES = 200

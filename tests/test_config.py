@@ -141,6 +141,7 @@ def test_paper_preset_is_the_papers_objective_and_default_is_not():
     assert (default.conservative_bins, default.head_init) == (16, "data_mean")
     assert default.act_with == "target" and paper.act_with == "online"
     assert dataclasses.replace(default, conservative_bins=0, head_init="default", act_with="online") == paper
+    assert paper.bin_smoothing == 0.0 and default.bin_smoothing == 0.0  # bin smoothing: an option, off in both
 
 
 def test_support_options_need_the_imitation_head():
@@ -153,3 +154,13 @@ def test_support_options_need_the_imitation_head():
     with pytest.raises(ConfigError, match="conservative_bins"):
         AlgoConfig(conservative_bins=1)
     AlgoConfig(imitation_weight=1.0, support_tau=0.3, support_in_targets=True)  # a valid combination
+
+
+def test_bin_smoothing_is_checked_and_refused_with_an_hl_gauss_head():
+    with pytest.raises(ConfigError, match="algo.bin_smoothing"):
+        AlgoConfig(bin_smoothing=-0.1)
+    with pytest.raises(ConfigError, match="algo.bin_smoothing"):
+        AlgoConfig(bin_smoothing=2.0)
+    with pytest.raises(ConfigError, match="--algo.bin-smoothing 0"):
+        apply_overrides(preset("default"), {"model": {"value_atoms": 16}, "algo": {"bin_smoothing": 1 / 64}})
+    assert apply_overrides(preset("default"), {"algo": {"bin_smoothing": 1 / 64}}).algo.bin_smoothing == 1 / 64
