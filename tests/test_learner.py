@@ -130,14 +130,19 @@ def test_td_targets_come_from_the_target_network(make_net, algo, skip):
     assert (learner.compute_td_targets(batch) - wrong).abs().max() > 1e-3
 
 
-def test_reported_loss_is_the_loss_of_the_online_values_against_the_target_networks_td_targets(make_net):
-    learner = make_learner(make_net, alpha=0.7, mc_bound=False)
+@pytest.mark.parametrize("bin_smoothing", [0.0, 0.125])
+def test_reported_loss_is_the_loss_of_the_online_values_against_the_target_networks_td_targets(make_net, bin_smoothing):
+    learner = make_learner(make_net, alpha=0.7, mc_bound=False, bin_smoothing=bin_smoothing)
     perturb_target_net(learner)
     batch = make_batch()
     online = copy.deepcopy(learner.online).train()
     with torch.no_grad():
         values = online(batch.obs, batch.bins, batch.task)
-        expected = qtransformer_loss(values, batch.bins, learner.compute_td_targets(batch), 0.7, reference_bins=learner.cfg.conservative_bins)
+        expected = qtransformer_loss(values, batch.bins, learner.compute_td_targets(batch), 0.7, reference_bins=learner.cfg.conservative_bins,
+                                     bin_smoothing=bin_smoothing)
+        if bin_smoothing:  # the smoothed terms differ from the paper's on these values, so the learner must pass it on
+            plain = qtransformer_loss(values, batch.bins, learner.compute_td_targets(batch), 0.7, reference_bins=learner.cfg.conservative_bins)
+            assert abs(plain["td_loss"].item() - expected["td_loss"].item()) > 1e-3
     assert learner.cfg.conservative_bins == 16  # the default: each unseen bin weighed by alpha / 15 whatever K
     metrics = learner.update(batch)
     assert metrics["loss"] == pytest.approx(expected["loss"].item(), abs=1e-6)
