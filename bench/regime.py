@@ -123,6 +123,9 @@ class Args:
     """Training seeds per method."""
     steps: int = 20000
     """Gradient steps per run, every method (calibration too)."""
+    collector_steps: Optional[int] = None
+    """Gradient steps of the collector (BC on demonstrations, seed 0) that records the autonomous data;
+    default --steps. Fix it to compare budgets on the same data."""
     eval_episodes: int = 50
     """Held-out evaluation episodes per task (50: every held-out variation once)."""
     curve_points: int = 5
@@ -402,7 +405,7 @@ def assemble(path: Path, demos: Path, chunks: list[Path], drop_successful_autono
 
 def data_settings(args: Args) -> dict:
     """What the datasets on disk depend on (besides the counts in their names)."""
-    return {"tasks": args.task_list, "data_seed": args.data_seed, "epsilons": list(args.epsilons), "collector_steps": args.steps, "network": args.network}
+    return {"tasks": args.task_list, "data_seed": args.data_seed, "epsilons": list(args.epsilons), "collector_steps": collector_steps(args), "network": args.network}
 
 
 def check_data_settings(args: Args) -> None:
@@ -490,11 +493,23 @@ def calibrate(args: Args) -> dict:
     return cal
 
 
+def collector_steps(args: Args) -> int:
+    return args.steps if args.collector_steps is None else args.collector_steps
+
+
 def collector_for(args: Args, demos: int) -> Path:
-    """The BC-on-demonstrations policy that collects the autonomous data: the calibration's run at this
-    count, seed 0 (trained here when the count was not calibrated)."""
-    spec = spec_for(args, "bc_demos", demos_dataset(args, demos), 0, f"calibration/demos{demos}")
-    execute(dataclasses.replace(args, jobs=1), [spec], "collector (BC on demonstrations, seed 0)")
+    """The BC-on-demonstrations policy that collects the autonomous data: a finished seed-0 run at this
+    count with --collector-steps gradient steps (the calibration's own when its budget matches, whatever
+    its evaluation settings), else one trained here."""
+    at = dataclasses.replace(args, steps=collector_steps(args))
+    folders = [f"calibration/demos{demos}", f"collector/demos{demos}_steps{at.steps}"]
+    specs = [spec_for(at, "bc_demos", demos_dataset(args, demos), 0, f) for f in folders]
+    for spec in specs:
+        done = json.loads(Path(spec["result"]).read_text()) if Path(spec["result"]).exists() else {}
+        if (done.get("steps"), done.get("network")) == (at.steps, at.network) and Path(spec["result"]).with_suffix("").is_dir():
+            return Path(spec["result"]).with_suffix("")
+    spec = specs[0] if at.steps == args.steps else specs[1]
+    execute(dataclasses.replace(at, jobs=1), [spec], "collector (BC on demonstrations, seed 0)")
     return Path(spec["result"]).with_suffix("")
 
 
@@ -538,7 +553,7 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
     protocol = {
         "tasks": args.task_list, "demonstrations_per_task": demos, "demos_from": "calibration.json" if args.demos is None else "--demos",
         "autonomous_per_task_1x": int((sources == "autonomous").sum()) // len(args.task_list),
-        "collector": f"BC on the demonstrations (our bc method, the {args.network} network, {args.steps} steps), seed 0, closed loop through qtransformer.collect",
+        "collector": f"BC on the demonstrations (our bc method, the {args.network} network, {collector_steps(args)} steps), seed 0, closed loop through qtransformer.collect",
         "exploration": f"epsilon-greedy over bins per action dimension, epsilon alternating over {list(args.epsilons)}, temperature 0",
         "evaluation": EVALUATION, "eval_episodes_per_task": args.eval_episodes, "seeds": args.seeds, "steps": args.steps,
         "batch_size": 256 if args.network == "default" else NETWORKS[args.network]["batch_size"], "curve_points": args.curve_points,

@@ -52,6 +52,18 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="other settings"):  # datasets made another way are not reused silently
         regime.main(dataclasses.replace(args, epsilons=(0.5,)))
+    with pytest.raises(SystemExit, match="collector_steps 4 -> 6"):  # a new budget would also change the collector
+        regime.main(dataclasses.replace(args, steps=6))
+    capsys.readouterr()
+
+    # A larger budget on the same data: --collector-steps keeps the collector and every dataset.
+    regime.main(dataclasses.replace(args, steps=6, collector_steps=4, demos=cal["demos"], scale=(1,), variant_methods=(), methods=("bc_demos",)))
+    printed = capsys.readouterr().out
+    assert "methods: 1 runs, 0 done before, 1 to do" in printed
+    assert "collector" not in printed and "collected" not in printed and "made" not in printed
+    again = json.loads((out / "summary.json").read_text())
+    assert again["protocol"]["steps"] == 6 and "4 steps" in again["protocol"]["collector"]
+    assert again["curves"]["bc_demos"]["steps"] == [3, 6]
 
 
 def test_write_docs_block(tmp_path):
