@@ -325,6 +325,17 @@ def summarize(args: Args, results: list[dict], data: dict, main: str, scale_name
     return {"main_dataset": main, "data": data, "table": table, "scaling": scaling, "tasks": tasks}
 
 
+def report_command(module: str, out: Path, no_train: bool) -> str:
+    """The command line to print beside a table: this one, recorded in out/command.txt, when it could
+    train; with --no-train (a table of runs already on disk), the last recorded command that trained them."""
+    here = f"python -m {module} " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).stem in (module.split(".")[-1], "__main__") else f"python -m {module}"
+    record = Path(out) / "command.txt"
+    if not no_train:
+        record.write_text(here.strip() + "\n")
+        return here.strip()
+    return record.read_text().strip() if record.exists() else here.strip()
+
+
 def versions() -> dict:
     import torch
 
@@ -507,8 +518,7 @@ def main(args: Args) -> None:
     summary["versions"], summary["args"] = versions(), {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
     summary["wall_s"] = time.perf_counter() - t0
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    command = "python -m bench.compare " + " ".join(sys.argv[1:])
-    text = markdown(args, summary, command.strip())
+    text = markdown(args, summary, report_command("bench.compare", args.out, args.no_train))
     (args.out / "table.md").write_text(text)
     plots(summary, args.out)
     print(text)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,8 +406,7 @@ def main(args: Args) -> None:
     out = summary | {"protocol": protocol_of(args), "versions": versions, "wall_s": time.perf_counter() - t0,
                      "data": {f"{e}-task{t}": d for (e, t), d in data.items()}}
     (args.out / "summary.json").write_text(json.dumps(out, indent=1))
-    command = ("python -m bench.ogbench " + " ".join(sys.argv[1:])).strip()
-    text = markdown(args, summary, data, command, versions)
+    text = markdown(args, summary, data, compare.report_command("bench.ogbench", args.out, args.no_train), versions)
     (args.out / "table.md").write_text(text)
     plot(summary, args, args.out / "success.png")
     print(text)

@@ -50,7 +50,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -691,8 +690,7 @@ def main(args: Args) -> None:
     summary["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
     summary["wall_s"] = time.perf_counter() - t0
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    command = ("python -m bench.regime " + " ".join(sys.argv[1:])).strip() if Path(sys.argv[0]).stem in ("regime", "__main__") else "python -m bench.regime"
-    text = markdown(args, summary, command)
+    text = markdown(args, summary, compare.report_command("bench.regime", args.out, args.no_train))
     (args.out / "table.md").write_text(text)
     plots(summary, args.out)
     print(text)

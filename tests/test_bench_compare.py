@@ -48,3 +48,12 @@ def test_write_docs_replaces_only_its_block(tmp_path):
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nintro\n") and "table two" in text and "table one" not in text
     assert text.count(compare.DOCS_BEGIN) == 1 and text.count(compare.DOCS_END) == 1
+
+
+def test_report_command_keeps_the_command_that_trained(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare.sys, "argv", ["/x/bench/regime.py", "--steps", "20000"])
+    assert compare.report_command("bench.regime", tmp_path, no_train=False) == "python -m bench.regime --steps 20000"
+    monkeypatch.setattr(compare.sys, "argv", ["/x/bench/regime.py", "--steps", "20000", "--no-train", "--write-docs"])
+    # a table rewritten from the runs on disk names the command that trained them, not the rewrite
+    assert compare.report_command("bench.regime", tmp_path, no_train=True) == "python -m bench.regime --steps 20000"
+    assert compare.report_command("bench.regime", tmp_path / "fresh", no_train=True).endswith("--no-train --write-docs")
