@@ -60,8 +60,12 @@ OURS = {
     # Both together: 5-step returns alone keep the default's shrunken values (the conservative weight
     # sets them, whatever the targets), the paper's weight alone lifts them but did not learn by 12k steps.
     "qt_nstep5_paper_weight": ("default", {"algo": {"n_step": 5, "conservative_bins": 0}}),
+    # Support-constrained decoding (issue 11, part 2): an imitation head on all data and the greedy
+    # argmax restricted to bins with imitation probability >= 0.1 x the best bin's. IQL's policy is a
+    # weighted imitation of the data; this keeps Q-Transformer's choices on the play data's support too.
+    "qt_support": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.1}}),
 }
-STUDY = ("qt_nstep5", "qt_no_mc_bound", "qt_paper_weight", "qt_k16", "qt_nstep5_paper_weight")
+STUDY = ("qt_nstep5", "qt_no_mc_bound", "qt_paper_weight", "qt_k16", "qt_nstep5_paper_weight", "qt_support")
 # d3rlpy's: method -> settings (bench.d3rlpy_peers.make_algo). From the FQL paper's code (agents/iql.py,
 # agents/rebrac.py and its README's commands for the cube tasks), in d3rlpy's terms.
 _MLP = {"hidden": [512, 512, 512, 512], "layer_norm": True, "gamma": 0.99, "actor_learning_rate": 3e-4, "critic_learning_rate": 3e-4}
@@ -82,6 +86,7 @@ LABELS = {
     "qt_paper_weight": "Q-Transformer, the paper's per-bin conservative weight 1/(K-1)",
     "qt_k16": "Q-Transformer, 16 bins",
     "qt_nstep5_paper_weight": "Q-Transformer, 5-step returns and the paper's per-bin weight",
+    "qt_support": "Q-Transformer, imitation head on all data, support tau 0.1",
 }
 # The published single-task averages over tasks 1-5, success % (FQL paper, Park et al. 2025, Table 1:
 # 8 seeds, 1M gradient steps at batch 256, OGBench's own datasets and reward).
@@ -122,7 +127,7 @@ class Args:
     curve_points: Optional[int] = None
     """Evaluations per run, evenly spaced (the last at the end): the learning curves."""
     methods: tuple[str, ...] = METHODS
-    """Methods to run; also the studies qt_nstep5, qt_no_mc_bound (long horizons), qt_paper_weight, qt_k16 (the conservative weight) and qt_nstep5_paper_weight (both)."""
+    """Methods to run; also the studies qt_nstep5, qt_no_mc_bound (long horizons), qt_paper_weight, qt_k16 (the conservative weight), qt_nstep5_paper_weight (both) and qt_support (decoding on the data's support)."""
     episodes: int = 1000
     """Raw episodes per dataset (1000 x 1000 transitions = 1M, as published)."""
     episode_length: int = 1001
