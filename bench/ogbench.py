@@ -64,8 +64,13 @@ OURS = {
     # argmax restricted to bins with imitation probability >= 0.1 x the best bin's. IQL's policy is a
     # weighted imitation of the data; this keeps Q-Transformer's choices on the play data's support too.
     "qt_support": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.1}}),
+    # Action chunks (issue 12, part 4; Q-chunking, Li et al. 2025, h = 5 on OGBench): one decision
+    # chooses the bins of 5 steps, backed up over 5 steps. On 12k-step runs the greedy bin sat 0.03 above
+    # the data bin where one step's progress is worth at most (1/gamma - 1) V = 0.005: a chunk raises
+    # what a decision can gain to about 5 steps' worth. With the paper's per-bin weight, as the best pair above.
+    "qt_chunk5_paper_weight": ("default", {"algo": {"action_chunk": 5, "conservative_bins": 0}}),
 }
-STUDY = ("qt_nstep5", "qt_no_mc_bound", "qt_paper_weight", "qt_k16", "qt_nstep5_paper_weight", "qt_support")
+STUDY = ("qt_nstep5", "qt_no_mc_bound", "qt_paper_weight", "qt_k16", "qt_nstep5_paper_weight", "qt_support", "qt_chunk5_paper_weight")
 # d3rlpy's: method -> settings (bench.d3rlpy_peers.make_algo). From the FQL paper's code (agents/iql.py,
 # agents/rebrac.py and its README's commands for the cube tasks), in d3rlpy's terms.
 _MLP = {"hidden": [512, 512, 512, 512], "layer_norm": True, "gamma": 0.99, "actor_learning_rate": 3e-4, "critic_learning_rate": 3e-4}
@@ -87,6 +92,7 @@ LABELS = {
     "qt_k16": "Q-Transformer, 16 bins",
     "qt_nstep5_paper_weight": "Q-Transformer, 5-step returns and the paper's per-bin weight",
     "qt_support": "Q-Transformer, imitation head on all data, support tau 0.1",
+    "qt_chunk5_paper_weight": "Q-Transformer, action chunks of 5 steps and the paper's per-bin weight",
 }
 # The published single-task averages over tasks 1-5, success % (FQL paper, Park et al. 2025, Table 1:
 # 8 seeds, 1M gradient steps at batch 256, OGBench's own datasets and reward).
@@ -127,7 +133,7 @@ class Args:
     curve_points: Optional[int] = None
     """Evaluations per run, evenly spaced (the last at the end): the learning curves."""
     methods: tuple[str, ...] = METHODS
-    """Methods to run; also the studies qt_nstep5, qt_no_mc_bound (long horizons), qt_paper_weight, qt_k16 (the conservative weight), qt_nstep5_paper_weight (both) and qt_support (decoding on the data's support)."""
+    """Methods to run; also the studies qt_nstep5, qt_no_mc_bound (long horizons), qt_paper_weight, qt_k16 (the conservative weight), qt_nstep5_paper_weight (both), qt_support (decoding on the data's support) and qt_chunk5_paper_weight (action chunks)."""
     episodes: int = 1000
     """Raw episodes per dataset (1000 x 1000 transitions = 1M, as published)."""
     episode_length: int = 1001

@@ -58,6 +58,9 @@ def collect(
     if not 0.0 <= epsilon <= 1.0 or temperature < 0:
         raise ValueError(f"need 0 <= epsilon <= 1 and temperature >= 0, got {epsilon}, {temperature}")
     assert COLLECT_SEED_OFFSET != EVAL_SEED_OFFSET
+    if policy.action_chunk > 1:
+        raise ValueError(f"this policy acts in chunks of {policy.action_chunk} steps (--algo.action-chunk); collection records single "
+                         "steps, so collect with a policy trained with --algo.action-chunk 1")
     check_can_append(into)
     env = policy.make_env(env_id)
     generator = torch.Generator().manual_seed(seed)

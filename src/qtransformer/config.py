@@ -135,6 +135,11 @@ class AlgoConfig:
     """How n-step returns enter (only when n_step > 1): 'last_dim' uses the n-step return at the last
     action dimension and keeps the per-dimension maxima below it; 'all_dims' gives every dimension the
     n-step return, skipping the per-dimension maxima."""
+    action_chunk: int = 1
+    """Actions per decision (Q-chunking, Li et al. 2025): h > 1 makes one Q-Transformer pass choose the
+    h x d bins of h consecutive steps, backed up over h steps (times n_step), and the policy runs each
+    chunk open-loop (envs.ActionChunk). 1 is the paper: one step per decision. Offline training and
+    evaluation only: collect and finetune refuse chunked policies."""
     mc_bound: bool = True
     """Lower-bound every TD target by the data episode's discounted return-to-go (Monte-Carlo bound)."""
     regularizer: Literal["zero", "cql"] = "zero"
@@ -152,6 +157,7 @@ class AlgoConfig:
         _check(self.lr > 0.0, "algo.lr", f"must be > 0, got {self.lr}")
         _check(self.hl_gauss_sigma > 0.0, "algo.hl_gauss_sigma", f"must be > 0 (in atom widths), got {self.hl_gauss_sigma}")
         _check(self.n_step >= 1, "algo.n_step", f"must be >= 1 (1 turns n-step returns off), got {self.n_step}")
+        _check(self.action_chunk >= 1, "algo.action_chunk", f"must be >= 1 (1 turns action chunks off), got {self.action_chunk}")
         _check(self.n_step_mode in ("last_dim", "all_dims"), "algo.n_step_mode", f"must be 'last_dim' or 'all_dims', got {self.n_step_mode!r}")
         _check(self.regularizer in ("zero", "cql"), "algo.regularizer", f"must be 'zero' or 'cql', got {self.regularizer!r}")
         _check(self.method in ("qtransformer", "bc"), "algo.method", f"must be 'qtransformer' or 'bc', got {self.method!r}")

@@ -301,6 +301,9 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     if cfg.from_scratch:
         net = _fresh_like(net, meta, cfg.seed)
     policy = QTPolicy(net, discretizer, meta, device)  # to resolve task ids and instructions first
+    if policy.action_chunk > 1:
+        raise ConfigError(f"{model_dir}: a policy with action chunks of {policy.action_chunk} steps (--algo.action-chunk); "
+                          "fine-tuning records single steps, so it takes policies trained with --algo.action-chunk 1")
     instruction = policy.instruction_for_env(env_id, cfg.task, cfg.instruction)
     task_input = policy.task_for_env(env_id, cfg.task)
     task_names = list(meta.get("task_names") or ["default"])

@@ -149,13 +149,20 @@ class QTPolicy:
         return policy
 
     @property
+    def action_chunk(self) -> int:
+        """Environment steps per decision (--algo.action-chunk h): `act` returns h x d numbers, the actions
+        of h steps (step-major), which environments made by `make_env` run open-loop (envs.ActionChunk)."""
+        return int((self.meta.get("algo") or {}).get("action_chunk", 1))
+
+    @property
     def frames(self) -> int:
         """Frames per camera the policy reads (model.frames); W > 1: step environments made by make_env."""
         return self.processor.frames
 
     def make_env(self, env_id: str, **kwargs):
-        """The environment `env_id` (envs.make_env) as this policy reads it: wrapped in envs.FrameWindow when
-        it takes windows of several frames per camera."""
+        """The environment `env_id` (envs.make_env) as this policy reads and drives it: wrapped in
+        envs.FrameWindow when it takes windows of several frames per camera, and in envs.ActionChunk when
+        one decision covers several steps."""
         from .envs import make_env
 
         env = make_env(env_id, **kwargs)
@@ -163,6 +170,10 @@ class QTPolicy:
             from .envs.frames import FrameWindow
 
             env = FrameWindow(env, self.frames)
+        if self.action_chunk > 1:
+            from .envs.chunks import ActionChunk
+
+            env = ActionChunk(env, self.action_chunk)
         return env
 
     @property
@@ -228,7 +239,8 @@ class QTPolicy:
         generator: Optional[torch.Generator] = None,
         instruction: Union[None, str, list[str]] = None,
     ) -> np.ndarray:
-        """Observation (obs_dim,) or (B, obs_dim) (or a Dict of them) -> action (d,) or (B, d) at bin centres.
+        """Observation (obs_dim,) or (B, obs_dim) (or a Dict of them) -> action (d,) or (B, d) at bin centres;
+        with action chunks of h steps, (h x d,) or (B, h x d): run them through an environment from `make_env`.
 
         `instruction`: the text a language-conditioned policy acts on (one, or one per observation); `task`:
         a task id (a multi-task policy without language; for a language one, that task's training instruction).

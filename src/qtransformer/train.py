@@ -74,7 +74,7 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
     if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
         saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, "frames": 1, "value_atoms": 0, **saved["model"]}
     if isinstance(saved.get("algo"), dict):  # fields added later, at the values that runs before them had
-        saved["algo"] = {"hl_gauss_sigma": 0.75, "bin_smoothing": 0.0, **saved["algo"]}
+        saved["algo"] = {"hl_gauss_sigma": 0.75, "bin_smoothing": 0.0, "action_chunk": 1, **saved["algo"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
@@ -213,8 +213,9 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
     can_eval = bool(eval_env) and cfg.eval_episodes > 0
     if can_eval:  # fail now, before the run folder is touched, not after the first eval_every steps
         _check_eval_env(eval_env, ds)
-    discretizer = ActionDiscretizer(ds.action_low, ds.action_high, cfg.algo.num_bins)
-    transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step)
+    h = cfg.algo.action_chunk  # one decision = h steps: the network chooses h x d bins (step-major)
+    discretizer = ActionDiscretizer(np.tile(ds.action_low, h), np.tile(ds.action_high, h), cfg.algo.num_bins)
+    transitions = build_transitions(ds, discretizer, cfg.algo.gamma, cfg.algo.n_step, h)
     try:
         processor = ObservationProcessor.for_dataset(ds, cfg.model.language_encoder, cfg.model.frames)
     except ValueError as exc:
@@ -243,13 +244,13 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
         )
     try:  # before allocating: an absurd size would fill the memory first
         check_model_size(
-            ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, device, training=True,
+            ds.obs_dim, discretizer.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, device, training=True,
             imitation_head=with_imitation, **language,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     net = QTransformerNet(
-        ds.obs_dim, ds.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, imitation_head=with_imitation,
+        ds.obs_dim, discretizer.action_dim, cfg.algo.num_bins, ds.num_tasks, cfg.model, ds.image_shapes, imitation_head=with_imitation,
         **language,
     )
     if language_table is not None:

@@ -63,3 +63,15 @@ def n_step_returns(
         "next_index": next_index.astype(np.int64),
         "bootstrap": (~np.asarray(terminals, dtype=bool)[next_index]).astype(np.float32),
     }
+
+
+def chunk_steps(starts: np.ndarray, h: int) -> np.ndarray:
+    """(N, h) for every step t, the steps of the action chunk that starts there: t, t+1, ..., t+h-1,
+    each clipped to t's episode's last step (a chunk that runs past its episode's end repeats the last
+    action; the backup over it stops at the end: n_step_returns with n = h). h = 1 gives (N, 1) = t."""
+    if h < 1:
+        raise ValueError(f"action chunk must be >= 1, got {h}")
+    N = int(starts[-1])
+    t = np.arange(N)
+    last = episode_ends(starts) - 1  # (N,) each step's episode's last step
+    return np.minimum(t[:, None] + np.arange(h)[None, :], last[:, None]).astype(np.int64)

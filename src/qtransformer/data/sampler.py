@@ -27,7 +27,7 @@ import torch
 from ..actions import ActionDiscretizer
 from .batch import Batch, concat_batches
 from .dataset import EpisodeDataset
-from .returns import n_step_returns, returns_to_go
+from .returns import chunk_steps, n_step_returns, returns_to_go
 
 SMALL_KEYS = ("bins", "reward", "discount", "bootstrap", "mc_return", "task")
 OPTIONAL_KEYS = ("imitate",)  # per-step values a learner option adds to the transitions (see imitation_mask)
@@ -80,16 +80,24 @@ class RowSource:
                 pass
 
 
-def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step: int) -> dict:
+def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step: int, action_chunk: int = 1) -> dict:
     """Per step: bins, n-step reward/discount/bootstrap, next_index, mc_return, task, source; plus the
-    observations and next observations as RowSources. `data` is an EpisodeDataset or an EpisodeStore."""
+    observations and next observations as RowSources. `data` is an EpisodeDataset or an EpisodeStore.
+
+    action_chunk h > 1: step t's action is the chunk a_t .. a_{t+h-1} (data/returns.py chunk_steps), its
+    bins (h x d,) step-major, and the backup reaches h x n_step steps ahead; `discretizer` then has h x d
+    dimensions (the data's bounds tiled h times). The Monte-Carlo return stays per step."""
     chunks: list[EpisodeDataset] = list(getattr(data, "chunks", [data]))
+    h = int(action_chunk)
+    if discretizer.action_dim != h * chunks[0].action_dim:
+        raise ValueError(f"the discretizer has {discretizer.action_dim} dimensions; action chunks of {h} x {chunks[0].action_dim} need {h * chunks[0].action_dim}")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in (*SMALL_KEYS, "next_index", "source", "successful")}
     labels = sorted({s for c in chunks for s in c.episode_source})
     offset = 0
     for c in chunks:
-        nstep = n_step_returns(c.rewards, c.terminals, c.episode_starts, gamma, n_step)  # terminal wins over timeout
-        parts["bins"].append(discretizer.encode(c.actions).astype(np.int64))
+        nstep = n_step_returns(c.rewards, c.terminals, c.episode_starts, gamma, n_step * h)  # terminal wins over timeout
+        actions = c.actions if h == 1 else c.actions[chunk_steps(c.episode_starts, h)].reshape(c.num_steps, -1)  # (N, h*d)
+        parts["bins"].append(discretizer.encode(actions).astype(np.int64))
         parts["reward"].append(nstep["reward"])
         parts["discount"].append(nstep["discount"])
         parts["bootstrap"].append(nstep["bootstrap"])
