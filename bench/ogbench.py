@@ -144,6 +144,9 @@ class Args:
     """Processes generating the datasets."""
     jobs: int = 2
     """Runs side by side, one CPU thread each."""
+    threads: Optional[int] = None
+    """CPU threads per run (default: 1 when --jobs > 1, else 2). Set 1 when another benchmark shares the
+    cores: two runs of 2 threads each on 2 cores slow each other several times over."""
     device: str = "cpu"
     """Training device for every method: cpu, cuda or auto."""
     out: Path = Path("bench/results/ogbench")
@@ -264,7 +267,7 @@ def specs_for(args: Args, summaries: dict) -> list[dict]:
                         "method": m, "env": env, "task": task, "seed": seed, "dataset": str(dataset_path(args, env, task)),
                         "env_id": summaries[(env, task)]["env_id"], "steps": args.steps, "eval_episodes": args.eval_episodes,
                         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "settings": PEERS.get(m, {}),
-                        "device": args.device, "threads": 1 if args.jobs > 1 else 2,
+                        "device": args.device, "threads": args.threads or (1 if args.jobs > 1 else 2),
                         "result": str(args.out / "runs" / f"{env}-task{task}" / m / f"seed{seed}.json"),
                     })
     return specs
