@@ -26,7 +26,7 @@ import torch
 
 from qtransformer.checkpoint import load_model
 from qtransformer.data import EpisodeStore
-from qtransformer.data.returns import chunk_steps, returns_to_go
+from qtransformer.data.returns import chunk_actions, returns_to_go
 
 
 @torch.inference_mode()
@@ -61,7 +61,7 @@ def diagnose(model_dir: Path, dataset: Path, max_steps: int = 0) -> dict:
     G = returns_to_go(ds.rewards.astype(np.float64), ds.episode_starts, gamma)  # (N,) on whole episodes
     keep = episode_sample(lengths, max_steps)  # (N,): the steps looked at (the values take N x d x K floats)
     h = int(meta.get("algo", {}).get("action_chunk", 1))  # a chunked model's action is the data's next h actions
-    actions = ds.actions if h == 1 else ds.actions[chunk_steps(ds.episode_starts, h)].reshape(ds.num_steps, -1)  # (N, h*d)
+    actions = chunk_actions(ds.actions, ds.episode_starts, h)  # (N, h*d), as training encodes them
     bins = disc.encode(actions[keep]).astype(np.int64)  # (n, d) (d = h x the data's action dimensions)
     task = ds.step_task()[keep]
     values = teacher_forced_values(net, ds.observations[keep].astype(np.float32), bins, task)  # (n, d, K)

@@ -152,7 +152,7 @@ class Args:
     workers: int = 2
     """Processes generating the datasets."""
     jobs: int = 2
-    """Runs side by side, one CPU thread each."""
+    """Runs side by side (one CPU thread each unless --threads)."""
     threads: Optional[int] = None
     """CPU threads per run (default: 1 when --jobs > 1, else 2). Set 1 when another benchmark shares the
     cores: two runs of 2 threads each on 2 cores slow each other several times over."""
@@ -181,6 +181,8 @@ class Args:
             raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
         if min(self.seeds, self.steps, self.eval_episodes, self.curve_points) < 1:
             raise SystemExit("--seeds, --steps, --eval-episodes and --curve-points must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise SystemExit(f"--threads must be >= 1 (or left out for the default), got {self.threads}")
 
 
 # -- datasets ------------------------------------------------------------------------------------------

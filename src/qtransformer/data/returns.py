@@ -75,3 +75,11 @@ def chunk_steps(starts: np.ndarray, h: int) -> np.ndarray:
     t = np.arange(N)
     last = episode_ends(starts) - 1  # (N,) each step's episode's last step
     return np.minimum(t[:, None] + np.arange(h)[None, :], last[:, None]).astype(np.int64)
+
+
+def chunk_actions(actions: np.ndarray, starts: np.ndarray, h: int) -> np.ndarray:
+    """(N, d) actions -> (N, h x d): step t's action chunk a_t .. a_{t+h-1}, step-major, clipped to t's
+    episode as chunk_steps does. h = 1 returns `actions` itself (no copy)."""
+    if h == 1:
+        return actions
+    return actions[chunk_steps(starts, h)].reshape(len(actions), -1)  # (N, h, d) -> (N, h*d)

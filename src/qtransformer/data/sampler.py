@@ -27,7 +27,7 @@ import torch
 from ..actions import ActionDiscretizer
 from .batch import Batch, concat_batches
 from .dataset import EpisodeDataset
-from .returns import chunk_steps, n_step_returns, returns_to_go
+from .returns import chunk_actions, n_step_returns, returns_to_go
 
 SMALL_KEYS = ("bins", "reward", "discount", "bootstrap", "mc_return", "task")
 OPTIONAL_KEYS = ("imitate",)  # per-step values a learner option adds to the transitions (see imitation_mask)
@@ -84,7 +84,7 @@ def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step
     """Per step: bins, n-step reward/discount/bootstrap, next_index, mc_return, task, source; plus the
     observations and next observations as RowSources. `data` is an EpisodeDataset or an EpisodeStore.
 
-    action_chunk h > 1: step t's action is the chunk a_t .. a_{t+h-1} (data/returns.py chunk_steps), its
+    action_chunk h > 1: step t's action is the chunk a_t .. a_{t+h-1} (data/returns.py chunk_actions), its
     bins (h x d,) step-major, and the backup reaches h x n_step steps ahead; `discretizer` then has h x d
     dimensions (the data's bounds tiled h times). The Monte-Carlo return stays per step."""
     chunks: list[EpisodeDataset] = list(getattr(data, "chunks", [data]))
@@ -96,8 +96,7 @@ def build_transitions(data, discretizer: ActionDiscretizer, gamma: float, n_step
     offset = 0
     for c in chunks:
         nstep = n_step_returns(c.rewards, c.terminals, c.episode_starts, gamma, n_step * h)  # terminal wins over timeout
-        actions = c.actions if h == 1 else c.actions[chunk_steps(c.episode_starts, h)].reshape(c.num_steps, -1)  # (N, h*d)
-        parts["bins"].append(discretizer.encode(actions).astype(np.int64))
+        parts["bins"].append(discretizer.encode(chunk_actions(c.actions, c.episode_starts, h)).astype(np.int64))  # (N, h*d)
         parts["reward"].append(nstep["reward"])
         parts["discount"].append(nstep["discount"])
         parts["bootstrap"].append(nstep["bootstrap"])
