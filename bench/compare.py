@@ -100,7 +100,10 @@ class Args:
     scale_methods: tuple[str, ...] = ("qtransformer",)
     """Methods run on the data-scaling datasets."""
     jobs: int = 2
-    """Runs side by side, one CPU thread each."""
+    """Runs side by side (one CPU thread each unless --threads)."""
+    threads: Optional[int] = None
+    """CPU threads per run (default: 1 when --jobs > 1, else 2). Set 1 when another benchmark shares the
+    cores: two runs of 2 threads each on 2 cores slow each other several times over."""
     data_seed: int = 0
     """Seed of the datasets."""
     write_docs: bool = False
@@ -109,6 +112,8 @@ class Args:
     """Train nothing: report the runs already on disk (e.g. after stopping a long benchmark early)."""
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise SystemExit(f"--threads must be >= 1 (or left out for the default), got {self.threads}")
         if self.quick:
             self.seeds, self.steps, self.eval_episodes, self.curve_points = 1, 1500, 5, 3
             if self.out == Path("bench/results/compare"):
@@ -496,7 +501,7 @@ def main(args: Args) -> None:
     specs = [
         {
             "method": m, "dataset": str(path), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
-            "curve_points": args.curve_points, "threads": 1 if args.jobs > 1 else 2,
+            "curve_points": args.curve_points, "threads": args.threads or (1 if args.jobs > 1 else 2),
             "result": str(args.out / "runs" / path.name / m / f"seed{seed}.json"),
         }
         for seed, path, m in jobs

@@ -136,7 +136,10 @@ class Args:
     scale_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_all", "bc_filtered", "iql", "cql")
     """Methods on the 3x and 10x datasets."""
     jobs: int = 2
-    """Runs side by side, one CPU thread each."""
+    """Runs side by side (one CPU thread each unless --threads)."""
+    threads: Optional[int] = None
+    """CPU threads per run (default: 1 when --jobs > 1, else 2). Set 1 when another benchmark shares the
+    cores: two runs of 2 threads each on 2 cores slow each other several times over."""
     data_seed: int = 0
     """Seed of the demonstrations."""
     network: Literal["default", "smoke"] = "default"
@@ -147,6 +150,8 @@ class Args:
     """Train and collect nothing new: report what is on disk."""
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise SystemExit(f"--threads must be >= 1 (or left out for the default), got {self.threads}")
         if self.quick:
             self.seeds, self.steps, self.eval_episodes, self.curve_points = 1, 1500, 10, 3
             self.calibration_seeds, self.demo_counts, self.scale = 1, (1, 2, 4, 8), (1, 3)
@@ -283,7 +288,7 @@ def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> 
     return {
         "method": method, "dataset": str(dataset), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "network": args.network,
-        "evaluation": EVALUATION, "threads": 1 if args.jobs > 1 else 2,
+        "evaluation": EVALUATION, "threads": args.threads or (1 if args.jobs > 1 else 2),
         "result": str(args.out / "runs" / folder / method / f"seed{seed}.json"),
     }
 

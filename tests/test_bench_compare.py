@@ -57,3 +57,8 @@ def test_report_command_keeps_the_command_that_trained(tmp_path, monkeypatch):
     # a table rewritten from the runs on disk names the command that trained them, not the rewrite
     assert compare.report_command("bench.regime", tmp_path, no_train=True) == "python -m bench.regime --steps 20000"
     assert compare.report_command("bench.regime", tmp_path / "fresh", no_train=True).endswith("--no-train --write-docs")
+
+
+def test_threads_per_run_bad_value():
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        compare.Args(threads=0)

@@ -71,3 +71,5 @@ def test_protocols_and_bad_arguments():
         bench.Args(tasks=(6,))
     with pytest.raises(SystemExit, match="--methods: unknown fql"):
         bench.Args(methods=("fql",))
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        bench.Args(threads=0)

@@ -75,3 +75,8 @@ def test_write_docs_block(tmp_path):
     text = docs.read_text()
     assert "old compare" in text and "regime two" in text and "regime one" not in text
     assert text.count(regime.DOCS_BEGIN) == 1 and text.count(regime.DOCS_END) == 1
+
+
+def test_threads_per_run_bad_value():
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        regime.Args(threads=0)
