@@ -70,10 +70,20 @@ def test_action_chunk_runs_the_steps_in_order_and_stops_at_the_end():
     env.reset()
     obs, reward, terminated, truncated, info = env.step(np.array([1.0, 0.5, -0.5]))
     assert env.unwrapped.actions == [1.0, 0.5, -0.5] and obs.tolist() == [1.0]
-    assert (reward, terminated, truncated, info["success"]) == (0.0, False, False, False)
+    assert (reward, terminated, truncated, info["success"], info["env_steps"]) == (0.0, False, False, False, 3)
     obs, reward, terminated, truncated, info = env.step(np.array([1.0, 1.0, 1.0]))  # x reaches 3 at the 2nd step
     assert env.unwrapped.actions[3:] == [1.0, 1.0] and obs.tolist() == [3.0]  # the 3rd action never runs
-    assert (reward, terminated, info["success"]) == (1.0, True, True)
+    assert (reward, terminated, info["success"], info["env_steps"]) == (1.0, True, True, 2)
+
+
+def test_episode_lengths_count_environment_steps_under_chunks():
+    from qtransformer.evaluate import run_episodes
+
+    # 1 + 1 + 1 per decision: x reaches 3 at the 3rd environment step, inside the 1st chunk of 4
+    (ep,) = run_episodes(lambda obs: np.ones((len(obs), 4)), "unused", [0], make=lambda _: ActionChunk(_Counter(), 4))
+    assert ep["success"] and ep["length"] == 3
+    (ep,) = run_episodes(lambda obs: np.full((len(obs), 2), 0.5), "unused", [0], make=lambda _: ActionChunk(_Counter(), 2))
+    assert ep["success"] and ep["length"] == 6  # 3 decisions of 2 steps
 
 
 def test_a_chunked_policy_trains_evaluates_and_is_refused_by_collect_and_finetune(tmp_path, capsys):

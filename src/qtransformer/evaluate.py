@@ -24,7 +24,7 @@ def success_of(info: dict, reward: float) -> bool:
 def run_episodes(act: Callable, env_id: str, seeds: list[int], progress: bool = False, make: Callable = make_env) -> list[dict]:
     """Run one episode per reset seed, side by side; `act` maps a batch of observations to (B, d) actions.
     `make(env_id)` builds each environment (a policy's make_env: frame windows). Returns per episode:
-    seed, success, return, length."""
+    seed, success, return, length (environment steps: an action-chunk wrapper's `env_steps` per decision)."""
     n = len(seeds)
     envs = [make(env_id) for _ in range(n)]
     obs = [env.reset(seed=s)[0] for s, env in zip(seeds, envs, strict=True)]
@@ -44,7 +44,7 @@ def run_episodes(act: Callable, env_id: str, seeds: list[int], progress: bool = 
             o, r, terminated, truncated, info = envs[i].step(actions[j])
             obs[i] = o
             returns[i] += r
-            lengths[i] += 1
+            lengths[i] += int(info.get("env_steps", 1))
             if success_of(info, r):
                 success[i] = True
             if terminated or truncated:

@@ -4,7 +4,8 @@ A policy trained with --algo.action-chunk h outputs h x d numbers per decision: 
 step-major (a_t, a_{t+1}, ..., a_{t+h-1}). `ActionChunk(env, h)` runs them open-loop: it steps the
 environment with each in turn and stops early when the episode ends. The wrapped step returns the last
 observation, the sum of the rewards, the last termination and truncation flags, and the last info with
-`success` true when any of the inner steps succeeded (evaluation counts success at any step).
+`success` true when any of the inner steps succeeded (evaluation counts success at any step), and
+`env_steps`, the number of inner steps run (evaluation counts episode lengths in environment steps).
 `QTPolicy.make_env(env_id)` wraps environments this way for such a policy.
 """
 
@@ -28,9 +29,10 @@ class ActionChunk(gym.Wrapper):
 
     def step(self, action):
         chunk = np.asarray(action).reshape(self.h, self.d)  # (h, d): one row per environment step
-        total, succeeded = 0.0, False
+        total, succeeded, steps = 0.0, False, 0
         for a in chunk:
             obs, reward, terminated, truncated, info = self.env.step(a)
+            steps += 1
             total += float(reward)
             succeeded = succeeded or bool(info.get("success", info.get("is_success", False)))
             if terminated or truncated:
@@ -38,4 +40,5 @@ class ActionChunk(gym.Wrapper):
         info = dict(info)
         if succeeded or "success" in info:
             info["success"] = succeeded
+        info["env_steps"] = steps
         return obs, total, terminated, truncated, info
