@@ -12,7 +12,7 @@ from qt_testutils import tiny_model_config
 from qtransformer.actions import ActionDiscretizer
 from qtransformer.algo import QTransformerLearner, per_dimension_td_targets
 from qtransformer.algo.losses import masked_bc_loss, qtransformer_loss
-from qtransformer.algo.support import restrict, support_mask
+from qtransformer.algo.support import prior_scores, restrict, support_mask
 from qtransformer.config import AlgoConfig
 from qtransformer.data import Batch
 from qtransformer.nets import QTransformerNet
@@ -97,6 +97,72 @@ def test_policy_takes_the_training_runs_tau_and_an_override():
     np.testing.assert_array_equal(trained.act(obs), expected)
     override = QTPolicy(net, disc, {"algo": {"support_tau": 1.0}}, support_tau=0.0)
     np.testing.assert_array_equal(override.act(obs), disc.decode(decode(net, torch.from_numpy(obs))[0]))
+
+
+def test_prior_scores_by_hand():
+    values = torch.tensor([0.30, 0.32, 0.10])
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.1]))
+    assert torch.equal(prior_scores(values, logits, 0.0), values)  # the plain values
+    # 0.30 + 0.01 ln 0.6 = 0.29489, 0.32 + 0.01 ln 0.3 = 0.30796, 0.10 + 0.01 ln 0.1 = 0.07697
+    torch.testing.assert_close(prior_scores(values, logits, 0.01), torch.tensor([0.29489, 0.30796, 0.07697]), rtol=0, atol=1e-5)
+    assert prior_scores(values, logits, 0.01).argmax().item() == 1  # 0.02 higher value beats half the probability
+    # 0.30 + 0.05 ln 0.6 = 0.27446 > 0.32 + 0.05 ln 0.3 = 0.25980: at 0.05 per nat the likelier bin wins
+    torch.testing.assert_close(prior_scores(values, logits, 0.05)[:2], torch.tensor([0.27446, 0.25980]), rtol=0, atol=1e-5)
+    assert prior_scores(values, logits, 0.05).argmax().item() == 0
+    # logits shifted by a constant are the same distribution
+    torch.testing.assert_close(prior_scores(values, logits + 2.0, 0.05), prior_scores(values, logits, 0.05))
+
+
+@pytest.mark.parametrize("weight,tau", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.5), (1e4, 0.0)])
+def test_prior_weighted_decoding_is_the_sequential_argmax_of_the_scores(weight, tau):
+    d, K = 3, 5
+    net = imitation_net(d, K, seed=4)
+    obs = torch.randn(16, OBS_DIM)
+    bins, chosen = decode(net, obs, support_tau=tau, prior_weight=weight)
+    with torch.no_grad():
+        h = net.features(obs, bins)  # (B, d, C): teacher-forced with the decoded bins, causal
+        values, logits = net.values(h), net.imitation_logits(h)  # (B, d, K) each
+    logp = torch.log_softmax(logits, -1)
+    for i in range(d):
+        allowed = logp[:, i] >= logp[:, i].max(-1, keepdim=True).values + math.log(max(tau, 1e-30)) - 1e-6
+        expected = (values[:, i] + weight * logp[:, i]).masked_fill(~allowed, -math.inf).argmax(-1)
+        assert torch.equal(bins[:, i], expected)
+        torch.testing.assert_close(chosen[:, i], values[:, i].gather(1, expected[:, None])[:, 0], rtol=0, atol=1e-6)  # Q, not the score
+        if weight >= 1e4:  # a very large weight is the imitation argmax
+            assert torch.equal(bins[:, i], logits[:, i].argmax(-1))
+    if weight == 0.0:
+        assert torch.equal(bins, decode(net, obs)[0])
+    with torch.inference_mode():
+        straight, _ = greedy_decode(net, obs, support_tau=tau, prior_weight=weight)
+    assert torch.equal(bins, straight) and torch.equal(bins, decode(net, obs, use_cache=False, support_tau=tau, prior_weight=weight)[0])
+
+
+def test_prior_weight_changes_the_choice_on_this_net_and_policies_take_it():
+    net = imitation_net(3, 5, seed=4)
+    obs = torch.randn(32, OBS_DIM)
+    plain = decode(net, obs)[0]
+    assert not torch.equal(decode(net, obs, prior_weight=0.3)[0], plain)  # the test above is not trivial
+    disc = ActionDiscretizer([-1.0] * 3, [1.0] * 3, 5)
+    trained = QTPolicy(net, disc, {"algo": {"prior_weight": 0.3}})
+    assert trained.prior_weight == 0.3
+    np.testing.assert_array_equal(trained.act(obs.numpy()), disc.decode(decode(net, obs, prior_weight=0.3)[0]))
+    override = QTPolicy(net, disc, {"algo": {"prior_weight": 0.3}}, prior_weight=0.0)
+    np.testing.assert_array_equal(override.act(obs.numpy()), disc.decode(plain))
+
+
+def test_prior_weight_is_checked():
+    torch.manual_seed(0)
+    net = QTransformerNet(OBS_DIM, 2, 3, 1, tiny_model_config())
+    with pytest.raises(ValueError, match="imitation head"):
+        QTPolicy(net, ActionDiscretizer([-1.0] * 2, [1.0] * 2, 3), prior_weight=0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        QTPolicy(imitation_net(2, 3), ActionDiscretizer([-1.0] * 2, [1.0] * 2, 3), prior_weight=-0.1)
+    from qtransformer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="imitation-weight"):
+        AlgoConfig(prior_weight=0.1)
+    with pytest.raises(ConfigError, match="prior_weight"):
+        AlgoConfig(prior_weight=-1.0, imitation_weight=1.0)
 
 
 def test_support_without_an_imitation_head_is_refused():

@@ -132,6 +132,9 @@ class EvalArgs:
     support_tau: Optional[float] = None
     """Decode only among bins whose imitation probability is >= tau x the best bin's (policies trained with
     an imitation head; 0: the paper's plain greedy rule). Default: the training run's --algo.support-tau."""
+    prior_weight: Optional[float] = None
+    """Decode by Q + prior_weight x log p of the imitation head (policies trained with one; 0: the plain
+    argmax). Default: the training run's --algo.prior-weight."""
     instruction: Optional[str] = None
     """The instruction a language-conditioned policy acts on (any text; one not seen in training is embedded
     by the checkpoint's encoder). Default: the training instruction of the task (by --task or the env's name)."""
@@ -366,11 +369,12 @@ def cmd_eval(argv: list[str]) -> None:
     if args.video is not None:
         check_output_dir(args.video, "--video")
 
-    policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device, support_tau=args.support_tau)
+    policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device, support_tau=args.support_tau, prior_weight=args.prior_weight)
     result = evaluate_policy(
         policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers, instruction=args.instruction
     )
     result["checkpoint"] = str(args.checkpoint)
+    result["decoding"] = {"support_tau": policy.support_tau, "prior_weight": policy.prior_weight}
     for name, r in result.get("per_task", {}).items():
         print(f"  {name}: success rate {r['success_rate']:.3f} over {r['episodes']} episodes")
     print(f"{result['env_id']}: success rate {result['success_rate']:.3f} over {result['episodes']} episodes")

@@ -109,6 +109,11 @@ class AlgoConfig:
     support_tau: float = 0.0
     """Greedy decoding takes the argmax only over bins whose imitation probability is >= tau x the best
     bin's (discrete BCQ); 0: every bin (the paper's rule), 1: the imitation argmax. Overridable at eval."""
+    prior_weight: float = 0.0
+    """Decoding maximises Q + prior_weight x log p_imitation per dimension (among the bins support_tau
+    allows): the mode of p_imitation x exp(Q / prior_weight), the KL-regularised improvement step of
+    AWR/AWAC, in value units per nat (algo/support.py); 0: the plain argmax (the paper's rule). Needs the
+    imitation head. Overridable at eval."""
     act_with: Literal["target", "online"] = "target"
     """The network the policy acts with (model/ in checkpoints, evaluations): 'target', the Polyak
     average of the online weights (the target network, which the TD targets come from; steadier from step to step);
@@ -171,6 +176,12 @@ class AlgoConfig:
             self.imitation_weight > 0 or (self.support_tau == 0 and not self.support_in_targets),
             "algo.support_tau",
             "support-constrained decoding needs the imitation head: also pass --algo.imitation-weight 1.0",
+        )
+        _check(self.prior_weight >= 0.0, "algo.prior_weight", f"must be >= 0, got {self.prior_weight}")
+        _check(
+            self.imitation_weight > 0 or self.prior_weight == 0,
+            "algo.prior_weight",
+            "decoding weighted by the imitation head needs it: also pass --algo.imitation-weight 1.0",
         )
         _check(not self.support_in_targets or self.support_tau > 0, "algo.support_in_targets", "needs --algo.support-tau > 0")
 
@@ -280,7 +291,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # Exactly the paper's objective at the default's size: alpha/(K-1) per unseen bin, PyTorch's head
     # initialisation, acting with the online network, no imitation head, plain greedy decoding.
-    "paper": {"algo": {"conservative_bins": 0, "bin_smoothing": 0.0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0}},
+    "paper": {"algo": {"conservative_bins": 0, "bin_smoothing": 0.0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0, "prior_weight": 0.0}},
     # Sized for the built-in task's small dataset (about 15k transitions) on 2 CPU cores, in about
     # 2 minutes. Fewer bins: with 256 bins most bins are never seen at most states of so small a
     # dataset, and learning is far slower (measured: see docs/algorithm.md, "Bins and data size").

@@ -82,13 +82,14 @@ def evaluate(act: Callable, env_id: str, episodes: int, seed: int = 0, progress:
     return summarize(env_id, seed, run_episodes(act, env_id, eval_seeds(episodes, seed), progress))
 
 
-def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int], support_tau: float, instruction: Optional[str] = None) -> list[dict]:
+def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int], support_tau: float, instruction: Optional[str] = None,
+            prior_weight: float = 0.0) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
     from .policy import QTPolicy
 
-    policy = QTPolicy.from_checkpoint(model_dir, support_tau=support_tau)
+    policy = QTPolicy.from_checkpoint(model_dir, support_tau=support_tau, prior_weight=prior_weight)
     return run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds, make=policy.make_env)
 
 
@@ -197,7 +198,7 @@ def evaluate_policy(
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             done = list(pool.map(
                 _worker, [str(policy.model_dir)] * workers, [env_id] * workers, parts, [task] * workers,
-                [policy.support_tau] * workers, [instruction] * workers,
+                [policy.support_tau] * workers, [instruction] * workers, [policy.prior_weight] * workers,
             ))
         per_episode = sorted((e for part in done for e in part), key=lambda e: e["seed"])
     else:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .actions import ActionDiscretizer
-from .algo.support import restrict, support_mask
+from .algo.support import prior_scores, restrict, support_mask
 from .nets import QTransformerNet
 from .processor import ModelInputs, ObservationProcessor
 
@@ -30,13 +30,14 @@ def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator:
     return bins
 
 
-def _choice_values(net: QTransformerNet, h: torch.Tensor, support_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trunk output (B, C) -> (values (B, K), the values to choose from: outside the imitation support
-    at `support_tau` set to -inf; the values themselves at tau = 0)."""
+def _choice_values(net: QTransformerNet, h: torch.Tensor, support_tau: float, prior_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trunk output (B, C) -> (values (B, K), the scores to choose from: values + prior_weight x log p of
+    the imitation head, outside its support at `support_tau` set to -inf; the values themselves at 0, 0)."""
     values = net.values(h)  # (B, K)
-    if support_tau <= 0:
+    if support_tau <= 0 and prior_weight <= 0:
         return values, values
-    return values, restrict(values, support_mask(net.imitation_logits(h), support_tau))
+    logits = net.imitation_logits(h)  # (B, K)
+    return values, restrict(prior_scores(values, logits, prior_weight), support_mask(logits, support_tau))
 
 
 @torch.inference_mode()
@@ -51,13 +52,15 @@ def decode(
     generator: Optional[torch.Generator] = None,
     support_tau: float = 0.0,
     language: Optional[torch.Tensor] = None,
+    prior_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Autoregressive decoding over action dimensions. obs (B, obs_dim) -> bins (B, d), values (B, d).
 
     values[:, i] is the value of the bin chosen at dimension i. With the cache, one pass over the prefix
     then d-1 one-token steps; without it, d full passes over the growing sequence (same result).
     support_tau > 0 chooses (greedily or by temperature) only among bins whose imitation probability is
-    >= tau x the best bin's (algo/support.py); epsilon-exploration stays uniform over all bins.
+    >= tau x the best bin's (algo/support.py); prior_weight > 0 chooses by Q + prior_weight x log p of the
+    imitation head (algo/support.py); epsilon-exploration stays uniform over all bins.
     """
     B, d = obs.shape[0], net.action_dim  # obs is (B, obs_dim), (B, 0) for an image-only model
     bins = torch.zeros(B, d, dtype=torch.long, device=obs.device)
@@ -69,7 +72,7 @@ def decode(
             h = net.features(obs, bins, task, images, language)[:, i]  # (B, C): only bins < i influence it (causal)
         elif i > 0:
             h, cache = net.step_features(bins[:, i - 1], i, cache)
-        values, allowed = _choice_values(net, h, support_tau)  # (B, K) each
+        values, allowed = _choice_values(net, h, support_tau, prior_weight)  # (B, K) each
         bins[:, i] = _choose(allowed, epsilon, temperature, generator)
         chosen_values[:, i] = values.gather(1, bins[:, i : i + 1]).squeeze(1)
     return bins, chosen_values
@@ -82,8 +85,9 @@ def greedy_decode(
     images: Optional[dict] = None,
     support_tau: float = 0.0,
     language: Optional[torch.Tensor] = None,
+    prior_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy decoding with the KV cache, the same result as `decode(net, obs, task, support_tau=...)`,
+    """Greedy decoding with the KV cache, the same result as `decode(net, obs, task, support_tau=..., prior_weight=...)`,
     written as one straight-line trace (d is fixed per network) so that torch.compile fuses all d steps
     into one program: see QTPolicy(compile=True). obs (B, obs_dim) -> bins (B, d), values (B, d)."""
     h, cache = net.start_features(obs, task, images, language)  # (B, C)
@@ -91,7 +95,7 @@ def greedy_decode(
     for i in range(net.action_dim):
         if i > 0:
             h, cache = net.step_features(bins[-1], i, cache)
-        values, allowed = _choice_values(net, h, support_tau)  # (B, K) each
+        values, allowed = _choice_values(net, h, support_tau, prior_weight)  # (B, K) each
         b = allowed.argmax(dim=-1)  # (B,)
         bins.append(b)
         chosen.append(values.gather(1, b[:, None])[:, 0])
@@ -114,13 +118,16 @@ class QTPolicy:
         device="cpu",
         compile: bool = False,
         support_tau: Optional[float] = None,
+        prior_weight: Optional[float] = None,
     ):
         """`compile=True` runs greedy actions through torch.compile: about 2x lower latency at batch 1
         on CPU (docs/benchmarks.md), after a one-off compilation of tens of seconds per batch size. For
         control loops with a fixed batch; exploration (epsilon, temperature) stays eager.
 
         `support_tau`: decode only among bins whose imitation probability is >= tau x the best bin's
-        (networks with an imitation head); None takes the training run's --algo.support-tau."""
+        (networks with an imitation head); None takes the training run's --algo.support-tau.
+        `prior_weight`: decode by Q + prior_weight x log p of the imitation head (algo/support.py); None
+        takes the training run's --algo.prior-weight."""
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.discretizer = discretizer
@@ -132,19 +139,27 @@ class QTPolicy:
         if support_tau > 0 and net.imitation_head is None:
             raise ValueError("support_tau > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
         self.support_tau = support_tau
+        if prior_weight is None:
+            prior_weight = float((self.meta.get("algo") or {}).get("prior_weight", 0.0)) if net.imitation_head is not None else 0.0
+        if prior_weight < 0:
+            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+        if prior_weight > 0 and net.imitation_head is None:
+            raise ValueError("prior_weight > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
+        self.prior_weight = prior_weight
         self.processor = ObservationProcessor.for_network(self.net, self.meta)
         self.model_dir: Optional[Path] = None  # set when loaded from a checkpoint (evaluation workers reload it)
-        greedy = partial(greedy_decode, self.net, support_tau=support_tau)
+        greedy = partial(greedy_decode, self.net, support_tau=support_tau, prior_weight=prior_weight)
         self._greedy = torch.compile(greedy, dynamic=False) if compile else None
 
     @classmethod
     def from_checkpoint(
-        cls, path: Union[str, Path], device: str = "cpu", compile: bool = False, support_tau: Optional[float] = None
+        cls, path: Union[str, Path], device: str = "cpu", compile: bool = False, support_tau: Optional[float] = None,
+        prior_weight: Optional[float] = None,
     ) -> "QTPolicy":
         from .checkpoint import load_model, resolve_model_dir
 
         net, discretizer, meta = load_model(path, device=device)
-        policy = cls(net, discretizer, meta, device, compile=compile, support_tau=support_tau)
+        policy = cls(net, discretizer, meta, device, compile=compile, support_tau=support_tau, prior_weight=prior_weight)
         policy.model_dir = resolve_model_dir(path)
         return policy
 
@@ -254,7 +269,7 @@ class QTPolicy:
         else:
             bins, _ = decode(
                 self.net, x.obs, x.task, epsilon=epsilon, temperature=temperature, generator=generator, images=x.images,
-                support_tau=self.support_tau, language=x.language,
+                support_tau=self.support_tau, language=x.language, prior_weight=self.prior_weight,
             )
         actions = self.discretizer.decode(bins)  # (B, d)
         return actions[0] if x.single else actions
@@ -262,6 +277,7 @@ class QTPolicy:
     def q_values(self, obs, task=None, instruction: Union[None, str, list[str]] = None) -> np.ndarray:
         """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,)."""
         x = self._inputs(obs, task, instruction)
-        _, values = decode(self.net, x.obs, x.task, images=x.images, support_tau=self.support_tau, language=x.language)
+        _, values = decode(self.net, x.obs, x.task, images=x.images, support_tau=self.support_tau, language=x.language,
+                           prior_weight=self.prior_weight)
         v = values[:, -1].float().cpu().numpy()  # value at the last dimension = Q of the full action
         return v[0] if x.single else v

@@ -7,6 +7,16 @@ logits l_k). Bin k is in the support when it is at least tau times as likely as 
 
 tau = 0 keeps every bin (the paper's greedy rule); tau = 1 keeps only the imitation argmax (ties
 aside). The likeliest bin is always in the support, so a restricted max is always finite.
+
+A softer rule weighs the imitation head in instead of cutting at a threshold: with prior weight
+lambda >= 0 (value units per nat), decoding takes per dimension
+
+    argmax_k  Q_k + lambda * log p_k
+
+the mode of pi_k ∝ p_k * exp(Q_k / lambda), the KL-regularised improvement step (AWR, Peng et al.
+2019; AWAC, Nair et al. 2020) over the bins. lambda = 0 is the plain argmax; as lambda grows it tends to
+the imitation argmax. A bin whose value is dQ higher wins against one e times likelier only when
+dQ > lambda, so lambda sets the value gap that counts as real rather than noise.
 """
 
 from __future__ import annotations
@@ -22,6 +32,14 @@ def support_mask(logits: torch.Tensor, tau: float) -> torch.Tensor:
         return torch.ones_like(logits, dtype=torch.bool)
     gap = logits.float() - logits.float().amax(dim=-1, keepdim=True)  # (..., K), <= 0
     return gap >= math.log(tau) - 1e-6  # the tolerance keeps the best bin in at tau = 1
+
+
+def prior_scores(values: torch.Tensor, logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """values, logits (..., K) -> values + weight * log softmax(logits) (..., K): the scores decoding
+    maximises at prior weight `weight` (the values themselves at 0)."""
+    if weight <= 0:
+        return values
+    return values + weight * torch.log_softmax(logits.float(), dim=-1).to(values.dtype)
 
 
 def restrict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
