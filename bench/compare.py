@@ -288,7 +288,8 @@ def run_in_pool(run_one, todo: list[dict], jobs: int, name) -> list[dict]:
                 bar.update(1)
                 continue
             results.append(r)
-            bar.write(f"{name(s)}: success {r['success_rate']:.2f} ({r['train_s']:.0f} s training, {r['wall_s']:.0f} s in all)")
+            training = f"{r['train_s']:.0f} s training, " if r.get("train_s") else ""
+            bar.write(f"{name(s)}: success {r['success_rate']:.2f} ({training}{r['wall_s']:.0f} s in all)")
             bar.update(1)
         bar.close()
     if failed:

@@ -103,7 +103,7 @@ def evaluate_one(spec: dict) -> dict:
     result = evaluate_policy(policy, spec["env"], spec["episodes"])
     out = {"run": spec["run"], "setting": spec["setting"], "episodes": spec["episodes"], "env_id": result["env_id"],
            "support_tau": policy.support_tau, "prior_weight": policy.prior_weight, "success_rate": result["success_rate"],
-           "mean_length": result["mean_length"], "wall_s": time.time() - start, "train_s": 0.0}
+           "mean_length": result["mean_length"], "wall_s": time.time() - start}
     Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(spec["result"]), json.dumps(out, indent=1))
     return out
