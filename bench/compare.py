@@ -112,8 +112,7 @@ class Args:
     """Train nothing: report the runs already on disk (e.g. after stopping a long benchmark early)."""
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise SystemExit(f"--threads must be >= 1 (or left out for the default), got {self.threads}")
+        threads_per_run(self.threads, self.jobs)  # a bad --threads stops here
         if self.quick:
             self.seeds, self.steps, self.eval_episodes, self.curve_points = 1, 1500, 5, 3
             if self.out == Path("bench/results/compare"):
@@ -263,6 +262,13 @@ def _run_d3rlpy(spec: dict, task_success=None) -> dict:
         return float(np.mean(list(per_task.values()))), per_task
 
     return peers.fit(d3rlpy, algo, dataset, peers.gradient_steps(method, spec["steps"]), spec["curve_points"], evaluate)
+
+
+def threads_per_run(threads: Optional[int], jobs: int) -> int:
+    """CPU threads for each run: --threads when given (>= 1), else 1 when runs go side by side and 2 alone."""
+    if threads is not None and threads < 1:
+        raise SystemExit(f"--threads must be >= 1 (or left out for the default), got {threads}")
+    return threads or (1 if jobs > 1 else 2)
 
 
 def run_in_pool(run_one, todo: list[dict], jobs: int, name) -> list[dict]:
@@ -502,7 +508,7 @@ def main(args: Args) -> None:
     specs = [
         {
             "method": m, "dataset": str(path), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
-            "curve_points": args.curve_points, "threads": args.threads or (1 if args.jobs > 1 else 2),
+            "curve_points": args.curve_points, "threads": threads_per_run(args.threads, args.jobs),
             "result": str(args.out / "runs" / path.name / m / f"seed{seed}.json"),
         }
         for seed, path, m in jobs

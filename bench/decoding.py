@@ -16,7 +16,8 @@ evaluated under every --settings entry:
 Every evaluation uses `qtransformer eval`'s seeds (the first --episodes of them, the same for every
 run and rule) and the environment each run was trained on unless --env. Each result is its own JSON
 under --out/evals and is reused when the command is repeated. Prints a table (mean and std over the
-runs, and per run), writes summary.json and table.md. Not run by the tests.
+runs, and per run, in the order of --runs), writes summary.json and table.md. The tests run it at a
+tiny size (tests/test_bench_decoding.py).
 """
 
 from __future__ import annotations
@@ -132,10 +133,12 @@ def main(args: Args) -> dict:
     print(f"{len(specs)} evaluations, {len(done)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     results = done + compare.run_in_pool(evaluate_one, todo, args.jobs, lambda s: f"{run_name(s['run'])} {s['setting']}")
 
+    rate = {(r["run"], r["setting"]): r["success_rate"] for r in results}
+
     def row(runs: tuple[Path, ...], setting: str) -> dict:
-        by_run = {r["run"]: r["success_rate"] for r in results if r["setting"] == setting and r["run"] in {str(x) for x in runs}}
-        rates = [by_run[str(x)] for x in runs if str(x) in by_run]
-        return {"mean": float(np.mean(rates)), "std": float(np.std(rates)), "per_run": {run_name(Path(k)): v for k, v in by_run.items()}}
+        per_run = {run_name(x): rate[(str(x), setting)] for x in runs}  # in the order of --runs
+        rates = list(per_run.values())
+        return {"mean": float(np.mean(rates)), "std": float(np.std(rates)), "per_run": per_run}
 
     table = {s: row(args.runs, s) for s in args.settings}
     base = {run_name(b): row((b,), "trained") for b in args.baselines}

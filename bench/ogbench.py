@@ -181,8 +181,7 @@ class Args:
             raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
         if min(self.seeds, self.steps, self.eval_episodes, self.curve_points) < 1:
             raise SystemExit("--seeds, --steps, --eval-episodes and --curve-points must be >= 1")
-        if self.threads is not None and self.threads < 1:
-            raise SystemExit(f"--threads must be >= 1 (or left out for the default), got {self.threads}")
+        compare.threads_per_run(self.threads, self.jobs)  # a bad --threads stops here
 
 
 # -- datasets ------------------------------------------------------------------------------------------
@@ -278,7 +277,7 @@ def specs_for(args: Args, summaries: dict) -> list[dict]:
                         "method": m, "env": env, "task": task, "seed": seed, "dataset": str(dataset_path(args, env, task)),
                         "env_id": summaries[(env, task)]["env_id"], "steps": args.steps, "eval_episodes": args.eval_episodes,
                         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "settings": PEERS.get(m, {}),
-                        "device": args.device, "threads": args.threads or (1 if args.jobs > 1 else 2),
+                        "device": args.device, "threads": compare.threads_per_run(args.threads, args.jobs),
                         "result": str(args.out / "runs" / f"{env}-task{task}" / m / f"seed{seed}.json"),
                     })
     return specs

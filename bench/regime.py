@@ -150,8 +150,7 @@ class Args:
     """Train and collect nothing new: report what is on disk."""
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise SystemExit(f"--threads must be >= 1 (or left out for the default), got {self.threads}")
+        compare.threads_per_run(self.threads, self.jobs)  # a bad --threads stops here
         if self.quick:
             self.seeds, self.steps, self.eval_episodes, self.curve_points = 1, 1500, 10, 3
             self.calibration_seeds, self.demo_counts, self.scale = 1, (1, 2, 4, 8), (1, 3)
@@ -288,7 +287,7 @@ def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> 
     return {
         "method": method, "dataset": str(dataset), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "network": args.network,
-        "evaluation": EVALUATION, "threads": args.threads or (1 if args.jobs > 1 else 2),
+        "evaluation": EVALUATION, "threads": compare.threads_per_run(args.threads, args.jobs),
         "result": str(args.out / "runs" / folder / method / f"seed{seed}.json"),
     }
 

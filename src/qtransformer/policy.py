@@ -132,24 +132,23 @@ class QTPolicy:
         self.net = net.to(self.device).eval()
         self.discretizer = discretizer
         self.meta = meta or {}
-        if support_tau is None:
-            support_tau = float((self.meta.get("algo") or {}).get("support_tau", 0.0)) if net.imitation_head is not None else 0.0
-        if not 0.0 <= support_tau <= 1.0:
-            raise ValueError(f"support_tau must be in [0, 1], got {support_tau}")
-        if support_tau > 0 and net.imitation_head is None:
-            raise ValueError("support_tau > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
-        self.support_tau = support_tau
-        if prior_weight is None:
-            prior_weight = float((self.meta.get("algo") or {}).get("prior_weight", 0.0)) if net.imitation_head is not None else 0.0
-        if prior_weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
-        if prior_weight > 0 and net.imitation_head is None:
-            raise ValueError("prior_weight > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
-        self.prior_weight = prior_weight
+        self.support_tau = self._decoding_setting("support_tau", support_tau, 1.0)
+        self.prior_weight = self._decoding_setting("prior_weight", prior_weight, float("inf"))
         self.processor = ObservationProcessor.for_network(self.net, self.meta)
         self.model_dir: Optional[Path] = None  # set when loaded from a checkpoint (evaluation workers reload it)
-        greedy = partial(greedy_decode, self.net, support_tau=support_tau, prior_weight=prior_weight)
+        greedy = partial(greedy_decode, self.net, support_tau=self.support_tau, prior_weight=self.prior_weight)
         self._greedy = torch.compile(greedy, dynamic=False) if compile else None
+
+    def _decoding_setting(self, name: str, value: Optional[float], high: float) -> float:
+        """A decoding setting that reads the imitation head (support_tau, prior_weight): the given value, or
+        the training run's (0 without an imitation head); checked to lie in [0, high]."""
+        if value is None:
+            value = float((self.meta.get("algo") or {}).get(name, 0.0)) if self.net.imitation_head is not None else 0.0
+        if not 0.0 <= value <= high:
+            raise ValueError(f"{name} must be " + (f"in [0, {high:g}]" if high < float("inf") else ">= 0") + f", got {value}")
+        if value > 0 and self.net.imitation_head is None:
+            raise ValueError(f"{name} > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
+        return value
 
     @classmethod
     def from_checkpoint(
