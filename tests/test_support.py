@@ -215,3 +215,50 @@ def test_update_adds_the_weighted_imitation_loss_on_the_chosen_steps():
     assert metrics["imitation_loss"] == pytest.approx(imitation.item(), abs=1e-6)
     assert metrics["loss"] == pytest.approx(q["loss"].item() + 0.5 * imitation.item(), abs=1e-6)
     assert learner.online.imitation_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_imitation_stop_gradient_leaves_the_trunk_to_the_values(stop_gradient):
+    # The same network, batch and TD loss under two imitation weights: through a stop-gradient the weight
+    # can change nothing but the imitation head; without it, the shared trunk moves with the weight too.
+    batch = make_batch()
+    start = imitation_net(3, 5, seed=1).imitation_head.weight.detach().clone()
+    after = []
+    for weight in (0.5, 5.0):
+        cfg = AlgoConfig(num_bins=5, imitation_weight=weight, imitation_stop_gradient=stop_gradient, warmup_steps=0, mc_bound=False)
+        learner = QTransformerLearner(imitation_net(3, 5, seed=1).train(), cfg, "cpu")
+        for _ in range(3):
+            learner.update(batch)
+        after.append(dict(learner.online.named_parameters()))
+        assert (after[-1]["imitation_head.weight"] - start).abs().max() > 1e-4  # the head itself learns
+    trunk = [k for k in after[0] if not k.startswith("imitation_head.")]
+    moved = max((after[0][k] - after[1][k]).abs().max().item() for k in trunk)
+    if stop_gradient:
+        assert moved == 0.0
+    else:
+        assert moved > 1e-4
+
+
+def test_imitation_stop_gradient_needs_the_head():
+    from qtransformer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="imitation-weight"):
+        AlgoConfig(imitation_stop_gradient=True)
+
+
+def test_a_stop_gradient_imitation_head_leaves_training_exactly_as_without_it():
+    # From one seed, a network with the head starts with every other weight equal to one without it, and
+    # through the stop-gradient (and its own clipping) the values' training is the same to the last bit.
+    batches = [make_batch(seed=s) for s in range(4)]
+    runs = {}
+    for with_head in (False, True):
+        torch.manual_seed(3)
+        net = QTransformerNet(OBS_DIM, 3, 5, 1, tiny_model_config(), imitation_head=with_head)
+        cfg = AlgoConfig(num_bins=5, imitation_weight=1.0 if with_head else 0.0, imitation_stop_gradient=with_head, warmup_steps=0)
+        learner = QTransformerLearner(net, cfg, "cpu")
+        for b in batches:
+            learner.update(b)
+        runs[with_head] = {k: v for k, v in learner.online.state_dict().items() if not k.startswith("imitation_head.")}
+    assert runs[False].keys() == runs[True].keys()
+    for k, v in runs[False].items():
+        assert torch.equal(v, runs[True][k]), k

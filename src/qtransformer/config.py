@@ -106,6 +106,11 @@ class AlgoConfig:
     imitation_source: str = "all"
     """The steps the imitation head learns from: 'all', 'successful' (steps of successful episodes), or a
     source label such as 'demonstration'."""
+    imitation_stop_gradient: bool = False
+    """The imitation head reads the trunk through a stop-gradient: it learns from the value features and
+    leaves them, and so the Q-function, exactly as without it (the head's gradient is clipped on its own).
+    False: its cross-entropy also trains the shared trunk (on the built-in task that alone cost 0.68 -> 0.24
+    greedy success; docs/benchmarks.md)."""
     support_tau: float = 0.0
     """Greedy decoding takes the argmax only over bins whose imitation probability is >= tau x the best
     bin's (discrete BCQ); 0: every bin (the paper's rule), 1: the imitation argmax. Overridable at eval."""
@@ -184,6 +189,8 @@ class AlgoConfig:
             "decoding weighted by the imitation head needs it: also pass --algo.imitation-weight 1.0",
         )
         _check(not self.support_in_targets or self.support_tau > 0, "algo.support_in_targets", "needs --algo.support-tau > 0")
+        _check(not self.imitation_stop_gradient or self.imitation_weight > 0, "algo.imitation_stop_gradient",
+               "there is no imitation head to stop: also pass --algo.imitation-weight 1.0")
 
 
 @dataclass

@@ -46,9 +46,10 @@ class _TrainingPass(torch.nn.Module):
     """The online network's teacher-forced training pass as one `forward`, so that DistributedDataParallel
     can wrap it (DDP averages the gradients of what runs through its forward only)."""
 
-    def __init__(self, net: QTransformerNet):
+    def __init__(self, net: QTransformerNet, imitation_stop_gradient: bool = False):
         super().__init__()
         self.net = net
+        self.imitation_stop_gradient = imitation_stop_gradient
 
     def forward(self, obs, bins, task=None, images=None, bc: bool = False):
         """-> (the value head's outputs (B, d, K), or (B, d, K, M) with value atoms; imitation logits (B, d, K)
@@ -56,7 +57,9 @@ class _TrainingPass(torch.nn.Module):
         if bc:
             return self.net.logits(obs, bins, task, images), None
         h = self.net.features(obs, bins, task, images)  # (B, d, C)
-        imitation = self.net.imitation_logits(h) if self.net.imitation_head is not None else None  # (B, d, K)
+        imitation = None
+        if self.net.imitation_head is not None:  # (B, d, K); through a stop-gradient, the trunk learns from the values alone
+            imitation = self.net.imitation_logits(h.detach() if self.imitation_stop_gradient else h)
         return self.net.head_outputs(h), imitation
 
 
@@ -95,7 +98,7 @@ class QTransformerLearner:
         self.amp_bf16 = amp_bf16
         self.num_updates = 0
         self.ddp = ddp
-        self.training_pass: torch.nn.Module = _TrainingPass(self.online)
+        self.training_pass: torch.nn.Module = _TrainingPass(self.online, cfg.imitation_stop_gradient)
         if ddp:  # broadcasts rank 0's parameters once; buffers (the observation normaliser) never change
             self.training_pass = torch.nn.parallel.DistributedDataParallel(
                 self.training_pass, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -211,10 +214,16 @@ class QTransformerLearner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.online.parameters() if p.grad is not None]
-        if self.cfg.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        if self.cfg.imitation_stop_gradient:  # the head is clipped on its own: its gradient must not rescale the values'
+            head = {id(p) for p in self.online.imitation_head.parameters()}
+            groups = [[p for p in params if id(p) not in head], [p for p in params if id(p) in head]]
         else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+            groups = [params]
+        if self.cfg.grad_clip > 0:
+            norms = [torch.nn.utils.clip_grad_norm_(g, self.cfg.grad_clip) for g in groups if g]
+        else:
+            norms = [torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in g])) for g in groups if g]
+        grad_norm = torch.linalg.vector_norm(torch.stack(norms))  # of every gradient, as one vector
         grad_norm = float(grad_norm)  # the scalars the caller reads anyway, read before the step
         loss_value = loss.item() if not self.ddp else self._mean_over_ranks({"loss": loss.item()})["loss"]  # every rank decides alike
         if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):

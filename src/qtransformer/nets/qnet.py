@@ -98,12 +98,13 @@ class QTransformerNet(nn.Module):
         self.head = nn.Linear(C, num_bins * max(self.value_atoms, 1))
         if self.value_atoms:  # atom m sits at the centre of [m/M, (m+1)/M)
             self.register_buffer("atom_values", (torch.arange(self.value_atoms) + 0.5) / self.value_atoms, persistent=False)  # (M,)
-        self.imitation_head = nn.Linear(C, num_bins) if imitation_head else None
         nn.init.normal_(self.start_token, std=0.02)
         nn.init.normal_(self.pos_embedding, std=0.02)
         nn.init.normal_(self.bin_embedding.weight, std=0.02)
         if self.task_embedding is not None:
             nn.init.normal_(self.task_embedding.weight, std=0.02)
+        # Made last, so that from one seed every other weight starts as in a network without it.
+        self.imitation_head = nn.Linear(C, num_bins) if imitation_head else None
 
     def set_language_table(self, embeddings: torch.Tensor) -> None:
         """The training instructions' embeddings (I, E), the rows that `task` ids index."""
