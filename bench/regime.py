@@ -543,7 +543,8 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
         return {m: stats([r["success_rate"] for r in by[(name, m)]]) for m in methods if (name, m) in by}
 
     main = paths["main"].name
-    curves = {m: {"steps": [c[0] for c in rs[0]["curve"]], "success": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(len(rs[0]["curve"]))]}
+    curves = {m: {"steps": [c[0] for c in rs[0]["curve"]], "success": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(len(rs[0]["curve"]))],
+                  "per_seed": [[float(c[1]) for c in r["curve"]] for r in rs]}
               for (d, m), rs in by.items() if d == main}
     per_task = {m: {t: float(np.mean([r["per_task"][t] for r in rs])) for t in rs[0]["per_task"]} for (d, m), rs in by.items() if d == main}
     scaling: dict = {}
@@ -611,6 +612,7 @@ def markdown(args: Args, summary: dict, command: str) -> str:
     for m, s in summary["methods"].items():
         cells = " | ".join(f"{summary['per_task'][m][t]:.2f}" for t in tasks)
         lines.append(f"| {LABELS[m]} | {_cell(s)} | {cells} | {_cell(variant.get(m))} |")
+    lines += curve_table(summary["curves"], list(summary["methods"]))
     if summary["scaling"]:
         ks = [str(k) for k in sorted(p["scale"])]
         lines += ["", "Data scaling (held-out success against the autonomous data, demonstrations fixed):", "",
@@ -618,6 +620,26 @@ def markdown(args: Args, summary: dict, command: str) -> str:
         for m, s in summary["scaling"].items():
             lines.append(f"| {LABELS[m]} | " + " | ".join(_cell(s.get(k)) for k in ks) + " |")
     return "\n".join(lines) + "\n"
+
+
+def curve_table(curves: dict, methods: list) -> list[str]:
+    """The learning curves as a table: mean over seeds at each point, the per-seed last points, and the best
+    point of the mean curve. The protocol's figure is the last point (what a user gets without held-out
+    success to stop on); the best point is what stopping at one step chosen on held-out success would give,
+    shown so that a method that peaks early and falls is not hidden, nor one that is still rising flattered."""
+    rows = [m for m in methods if m in curves]
+    if not rows:
+        return []
+    steps = curves[rows[0]]["steps"]
+    lines = ["", "Learning curves (held-out success, mean over seeds, at each evaluation; the last point is the table's figure):", "",
+             "| method | " + " | ".join(f"{s // 1000}k" if s >= 1000 and s % 1000 == 0 else str(s) for s in steps) + " | best point | last point per seed |",
+             "|---|" + "---|" * (len(steps) + 2)]
+    for m in rows:
+        c = curves[m]
+        best = int(np.argmax(c["success"]))
+        per_seed = ", ".join(f"{run[-1]:.2f}" for run in c.get("per_seed", []))
+        lines.append(f"| {LABELS[m]} | " + " | ".join(f"{v:.2f}" for v in c["success"]) + f" | {c['success'][best]:.2f} (at {steps[best]}) | {per_seed} |")
+    return lines
 
 
 def plots(summary: dict, out: Path) -> None:

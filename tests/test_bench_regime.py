@@ -42,6 +42,7 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys):
     assert "autonomous" not in data["no_auto_success"]["by_source"] or data["no_auto_success"]["by_source"]["autonomous"] == 0.0
     table = (out / "table.md").read_text()
     assert "| Q-Transformer (`default` preset) |" in table and "Calibration" in table and "Data scaling" in table
+    assert "Learning curves" in table and len(summary["curves"]["qtransformer"]["per_seed"]) == 1
     capsys.readouterr()
 
     regime.main(args)  # every run and dataset is on disk: nothing is trained or collected again
@@ -80,3 +81,12 @@ def test_write_docs_block(tmp_path):
 def test_threads_per_run_bad_value():
     with pytest.raises(SystemExit, match="--threads must be >= 1"):
         regime.Args(threads=0)
+
+
+def test_curve_table_reports_the_best_point_and_each_seeds_last():
+    # Two seeds: a method that peaks at 2000 steps and falls, so its last point (0.30) is below its best (0.40).
+    curves = {"bc_demos": {"steps": [1000, 2000, 3000], "success": [0.1, 0.4, 0.3], "per_seed": [[0.0, 0.4, 0.2], [0.2, 0.4, 0.4]]}}
+    lines = regime.curve_table(curves, ["bc_demos", "iql"])  # a method without a curve is left out
+    assert "| 1k | 2k | 3k | best point |" in lines[3]
+    assert lines[-1] == f"| {regime.LABELS['bc_demos']} | 0.10 | 0.40 | 0.30 | 0.40 (at 2000) | 0.20, 0.40 |"
+    assert regime.curve_table({}, ["bc_demos"]) == []
