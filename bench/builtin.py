@@ -6,7 +6,8 @@ Each run trains one variant (a preset plus overrides, VARIANTS below) on the bui
 evaluates the greedy policy on the same 200 evaluation seeds. The datasets are the demo's
 (100 demonstrations + 400 autonomous episodes, seed 0, about 12k transitions) and a five-times
 larger one (500 + 2000, seed 1, about 60k). Runs go two at a time, one CPU thread each; a finished
-run (same variant, seed, dataset and settings) is reused. Prints a table, writes
+run (same variant, seed, dataset and settings) is reused, and the table says at which commit each row's
+runs were trained (a reused run may be older than the code). Prints a table, writes
 bench/results/builtin/summary.json. Not run by the tests.
 """
 
@@ -22,6 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from bench.compare import code_line, code_version
 
 DATASETS = {"small": (100, 400, 0), "large": (500, 2000, 1)}  # demonstrations, autonomous episodes, seed
 
@@ -110,13 +113,14 @@ def run(root: str, variant: str, data: str, seed: int, steps: int, curve_every: 
             return saved
     shutil.rmtree(cfg.out, ignore_errors=True)
     t = time.perf_counter()
+    code = code_version()
     train(cfg)
     both = evaluate_both(cfg.out)
     success = both[f"success_{cfg.algo.act_with}"]
     rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in rows if "train/q_data" in r][-1]
     result = {
-        "settings": settings, "success_rate": success, **both, "wall_s": time.perf_counter() - t,
+        "settings": settings, "success_rate": success, **both, "wall_s": time.perf_counter() - t, "code": code,
         "q_data_end": last["train/q_data"], "q_unseen_end": last["train/q_unseen"],
         "curve": [[r["step"], r["eval/success_rate"]] for r in rows if "eval/success_rate" in r],  # 100 episodes each
     }
@@ -160,15 +164,16 @@ def main() -> None:
             "variant": v, "data": d, "mean": float(np.mean([r["success_rate"] for r in rs])), "std": float(np.std([r["success_rate"] for r in rs])),
             "per_seed": [r["success_rate"] for r in rs],
             **{f"{n}_mean": float(np.mean([r[f"success_{n}"] for r in rs])) for n in ("online", "target") if all(f"success_{n}" in r for r in rs)},
+            "code": code_line(rs),
         }
         for (v, d), rs in sorted(table.items())
     ]
     summary["protocol"] = {"datasets": DATASETS, "eval_episodes": EVAL_EPISODES, "variants": {v: VARIANTS[v] for v in variants}}
     summary_file.write_text(json.dumps(summary, indent=1))
-    print("| variant | data | success (mean ± std) | per seed | acting with online / target |\n|---|---|---|---|---|")
+    print("| variant | data | success (mean ± std) | per seed | acting with online / target | trained at |\n|---|---|---|---|---|---|")
     for row in summary["table"]:
         both = f"{row['online_mean']:.3f} / {row['target_mean']:.3f}" if "target_mean" in row else ""
-        print(f"| {row['variant']} | {row['data']} | {row['mean']:.3f} ± {row['std']:.3f} | {', '.join(f'{x:.3f}' for x in row['per_seed'])} | {both} |")
+        print(f"| {row['variant']} | {row['data']} | {row['mean']:.3f} ± {row['std']:.3f} | {', '.join(f'{x:.3f}' for x in row['per_seed'])} | {both} | {row['code']} |")
     print(f"wrote {summary_file}")
 
 

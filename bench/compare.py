@@ -172,8 +172,9 @@ def run_one(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     out = Path(spec["result"])
     out.parent.mkdir(parents=True, exist_ok=True)
+    code = code_version()
     run = _run_ours(spec) if spec["method"] in OURS else _run_d3rlpy(spec)
-    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points")} | run
+    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points")} | run | {"code": code}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
@@ -346,6 +347,31 @@ def report_command(module: str, out: Path, no_train: bool) -> str:
         record.write_text(here.strip() + "\n")
         return here.strip()
     return record.read_text().strip() if record.exists() else here.strip()
+
+
+def code_version(root: Optional[Path] = None) -> str:
+    """The commit of this checkout that a run is trained at: 12 hex digits, '+dirty' when src/ or bench/ has
+    uncommitted changes, 'unknown' outside a git checkout. Runs are reused when their settings match, not
+    their code, so each result records it and every table says which code its runs came from."""
+    import subprocess
+
+    root = root or Path(__file__).resolve().parents[1]
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "src", "bench"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def code_line(results: list[dict]) -> str:
+    """'<commit> (n runs), ...' over the results, most runs first; runs from before the code was recorded
+    count as 'unrecorded'."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.get("code", "unrecorded")] = counts.get(r.get("code", "unrecorded"), 0) + 1
+    return ", ".join(f"{c} ({n} run{'s' if n != 1 else ''})" for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def versions() -> dict:
@@ -527,7 +553,7 @@ def main(args: Args) -> None:
     results += run_in_pool(run_one, todo, args.jobs, lambda s: f"{s['method']:>20} {Path(s['dataset']).name} seed {s['seed']}")
 
     summary = summarize(args, results, data, main_path.name, {p.name: a for a, p in scale_paths.items()})
-    summary["versions"], summary["args"] = versions(), {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
+    summary["versions"], summary["args"] = versions() | {"code": code_line(results)}, {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
     summary["wall_s"] = time.perf_counter() - t0
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     text = markdown(args, summary, report_command("bench.compare", args.out, args.no_train))

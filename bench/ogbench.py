@@ -215,8 +215,9 @@ def run_one(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     out = Path(spec["result"])
     out.parent.mkdir(parents=True, exist_ok=True)
+    code = compare.code_version()
     run = _run_ours(spec) if spec["method"] in OURS else _run_peer(spec)
-    result = {k: spec[k] for k in ("method", "env", "task", "dataset", "seed", "env_id", *MATCH)} | run
+    result = {k: spec[k] for k in ("method", "env", "task", "dataset", "seed", "env_id", *MATCH)} | run | {"code": code}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
@@ -426,7 +427,8 @@ def main(args: Args) -> None:
         results = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*/*/seed*.json"))]
         results = [r for r in results if all(r.get(k) == getattr(args, k) for k in ("steps", "eval_episodes", "curve_points"))]
     summary = summarize(args, results)
-    versions = compare.versions() | {"ogbench": _version("ogbench")}
+    used = [r for r in results if r["env"] in args.envs and r["task"] in args.tasks and r["method"] in args.methods and r["seed"] < args.seeds]
+    versions = compare.versions() | {"ogbench": _version("ogbench"), "code": compare.code_line(used)}
     out = summary | {"protocol": protocol_of(args), "versions": versions, "wall_s": time.perf_counter() - t0,
                      "data": {f"{e}-task{t}": d for (e, t), d in data.items()}}
     (args.out / "summary.json").write_text(json.dumps(out, indent=1))

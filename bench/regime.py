@@ -241,8 +241,9 @@ def run_one(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     out = Path(spec["result"])
     out.parent.mkdir(parents=True, exist_ok=True)
+    code = compare.code_version()
     run = _run_ours(spec) if spec["method"] in OURS else compare._run_d3rlpy(spec, task_success=heldout_success)
-    result = {k: spec[k] for k in ("method", "dataset", "seed", *MATCH)} | run
+    result = {k: spec[k] for k in ("method", "dataset", "seed", *MATCH)} | run | {"code": code}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
@@ -712,7 +713,7 @@ def main(args: Args) -> None:
             specs += [spec_for(args, m, paths[f"scale_{k}x"], s, paths["main"].parent.name + f"/scale_{k}x") for s in range(args.seeds) for m in args.scale_methods]
     results = execute(args, specs, "methods")
     summary = summarize(args, results, paths, cal, demos)
-    summary["versions"] = compare.versions()
+    summary["versions"] = compare.versions() | {"code": compare.code_line(results)}
     summary["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
     summary["wall_s"] = time.perf_counter() - t0
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -62,3 +62,26 @@ def test_report_command_keeps_the_command_that_trained(tmp_path, monkeypatch):
 def test_threads_per_run_bad_value():
     with pytest.raises(SystemExit, match="--threads must be >= 1"):
         compare.Args(threads=0)
+
+
+def test_code_version_names_the_commit_and_uncommitted_source(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    assert compare.code_version(tmp_path) == "unknown"  # not a checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("r\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert compare.code_version(tmp_path) == head
+    (tmp_path / "README.md").write_text("changed docs\n")  # outside src/ and bench/: the code is the commit's
+    assert compare.code_version(tmp_path) == head
+    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    assert compare.code_version(tmp_path) == head + "+dirty"
+    assert compare.code_line([{"code": head}, {"code": "b"}, {"code": head}, {}]) == f"{head} (2 runs), b (1 run), unrecorded (1 run)"
