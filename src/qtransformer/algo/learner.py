@@ -223,7 +223,7 @@ class QTransformerLearner:
             norms = [torch.nn.utils.clip_grad_norm_(g, self.cfg.grad_clip) for g in groups if g]
         else:
             norms = [torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in g])) for g in groups if g]
-        grad_norm = torch.linalg.vector_norm(torch.stack(norms))  # of every gradient, as one vector
+        grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())  # of every gradient, as one vector
         grad_norm = float(grad_norm)  # the scalars the caller reads anyway, read before the step
         loss_value = loss.item() if not self.ddp else self._mean_over_ranks({"loss": loss.item()})["loss"]  # every rank decides alike
         if not (math.isfinite(grad_norm) and math.isfinite(loss_value)):
