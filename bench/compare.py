@@ -368,10 +368,10 @@ def code_version(root: Optional[Path] = None) -> str:
 def code_line(results: list[dict]) -> str:
     """'<commit> (n runs), ...' over the results, most runs first; runs from before the code was recorded
     count as 'unrecorded'."""
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.get("code", "unrecorded")] = counts.get(r.get("code", "unrecorded"), 0) + 1
-    return ", ".join(f"{c} ({n} run{'s' if n != 1 else ''})" for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    from collections import Counter
+
+    counts = Counter(r.get("code", "unrecorded") for r in results)
+    return ", ".join(f"{c} ({n} run{'s' if n != 1 else ''})" for c, n in counts.most_common())
 
 
 def versions() -> dict:
