@@ -54,12 +54,22 @@ EVAL_EPISODES = 200
 def dataset_dir(root: Path, name: str) -> Path:
     from qtransformer.data import EpisodeStore
     from qtransformer.envs.builtin_dataset import make_builtin_dataset
+    from qtransformer.fileio import atomic_write_text
 
     demos, autonomous, seed = DATASETS[name]
     path = root / f"dataset_{name}"
     if not (path / "meta.json").exists():
+        code = code_version()
         EpisodeStore.create(path, make_builtin_dataset(demos, autonomous, seed=seed))
+        # The runs record the code they were trained at; this records the code that made their data.
+        atomic_write_text(path / "bench_dataset.json", json.dumps({"demos": demos, "autonomous": autonomous, "seed": seed, "code": code}, indent=1))
     return path
+
+
+def dataset_code(root: Path, name: str) -> str:
+    """The commit that made a bench dataset ('unrecorded' for one made before this was written)."""
+    info = root / f"dataset_{name}" / "bench_dataset.json"
+    return json.loads(info.read_text())["code"] if info.exists() else "unrecorded"
 
 
 def evaluate_both(run_dir: Path) -> dict:
@@ -168,7 +178,8 @@ def main() -> None:
         }
         for (v, d), rs in sorted(table.items())
     ]
-    summary["protocol"] = {"datasets": DATASETS, "eval_episodes": EVAL_EPISODES, "variants": {v: VARIANTS[v] for v in variants}}
+    summary["protocol"] = {"datasets": DATASETS, "eval_episodes": EVAL_EPISODES, "variants": {v: VARIANTS[v] for v in variants},
+                           "dataset_code": {d: dataset_code(a.out, d) for d in DATASETS if (a.out / f"dataset_{d}").exists()}}
     summary_file.write_text(json.dumps(summary, indent=1))
     print("| variant | data | success (mean ± std) | per seed | acting with online / target | trained at |\n|---|---|---|---|---|---|")
     for row in summary["table"]:

@@ -85,3 +85,17 @@ def test_code_version_names_the_commit_and_uncommitted_source(tmp_path):
     (tmp_path / "src" / "a.py").write_text("x = 2\n")
     assert compare.code_version(tmp_path) == head + "+dirty"
     assert compare.code_line([{"code": head}, {"code": "b"}, {"code": head}, {}]) == f"{head} (2 runs), b (1 run), unrecorded (1 run)"
+
+
+def test_builtin_bench_dataset_records_the_code_that_made_it(tmp_path, monkeypatch):
+    from bench import builtin
+
+    monkeypatch.setitem(builtin.DATASETS, "tiny", (2, 3, 0))
+    assert builtin.dataset_code(tmp_path, "tiny") == "unrecorded"  # nothing made yet
+    path = builtin.dataset_dir(tmp_path, "tiny")
+    info = json.loads((path / "bench_dataset.json").read_text())
+    assert info == {"demos": 2, "autonomous": 3, "seed": 0, "code": compare.code_version()}
+    assert builtin.dataset_code(tmp_path, "tiny") == info["code"]
+    (path / "bench_dataset.json").unlink()
+    builtin.dataset_dir(tmp_path, "tiny")  # an existing dataset is kept as it is, not made again
+    assert builtin.dataset_code(tmp_path, "tiny") == "unrecorded"
