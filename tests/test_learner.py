@@ -218,3 +218,13 @@ def test_compiled_training_step_matches_the_eager_one(make_net):
             torch.testing.assert_close(net_c(batch.obs, batch.bins, batch.task), net_e(batch.obs, batch.bins, batch.task), rtol=1e-4, atol=1e-5, msg=name)
     moved = any(not torch.equal(v, start[k]) for k, v in compiled.online.state_dict().items())
     assert moved and eager.num_updates == compiled.num_updates == 3
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0])
+def test_a_step_with_no_gradient_reports_a_norm_of_zero(make_net, grad_clip):
+    learner = make_learner(make_net, grad_clip=grad_clip)
+    before = snapshot(learner.online)
+    loss = torch.zeros((), requires_grad=True)  # reaches no parameter: no gradient at all
+    assert learner._step(loss) == 0.0
+    after = snapshot(learner.online)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # AdamW skips parameters without a gradient
