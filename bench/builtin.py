@@ -51,13 +51,18 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 EVAL_EPISODES = 200
 
 
+def dataset_path(root: Path, name: str) -> Path:
+    return root / f"dataset_{name}"
+
+
 def dataset_dir(root: Path, name: str) -> Path:
+    """The bench dataset `name` under `root`, made (and its commit recorded) when it is not there yet."""
     from qtransformer.data import EpisodeStore
     from qtransformer.envs.builtin_dataset import make_builtin_dataset
     from qtransformer.fileio import atomic_write_text
 
     demos, autonomous, seed = DATASETS[name]
-    path = root / f"dataset_{name}"
+    path = dataset_path(root, name)
     if not (path / "meta.json").exists():
         code = code_version()
         EpisodeStore.create(path, make_builtin_dataset(demos, autonomous, seed=seed))
@@ -68,7 +73,7 @@ def dataset_dir(root: Path, name: str) -> Path:
 
 def dataset_code(root: Path, name: str) -> str:
     """The commit that made a bench dataset ('unrecorded' for one made before this was written)."""
-    info = root / f"dataset_{name}" / "bench_dataset.json"
+    info = dataset_path(root, name) / "bench_dataset.json"
     return json.loads(info.read_text())["code"] if info.exists() else "unrecorded"
 
 
@@ -179,7 +184,7 @@ def main() -> None:
         for (v, d), rs in sorted(table.items())
     ]
     summary["protocol"] = {"datasets": DATASETS, "eval_episodes": EVAL_EPISODES, "variants": {v: VARIANTS[v] for v in variants},
-                           "dataset_code": {d: dataset_code(a.out, d) for d in DATASETS if (a.out / f"dataset_{d}").exists()}}
+                           "dataset_code": {d: dataset_code(a.out, d) for d in DATASETS if dataset_path(a.out, d).exists()}}
     summary_file.write_text(json.dumps(summary, indent=1))
     print("| variant | data | success (mean ± std) | per seed | acting with online / target | trained at |\n|---|---|---|---|---|---|")
     for row in summary["table"]:
