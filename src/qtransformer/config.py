@@ -55,6 +55,12 @@ class ModelConfig:
     image_weights: Optional[str] = None
     """A local torchvision EfficientNet state dict (.pth or .safetensors, e.g. ImageNet weights) to start
     the film-efficientnet encoders from; read once when training starts."""
+    bin_fourier: int = 0
+    """Fourier features of each bin's place on its axis added to its bin token: F frequencies pi * 2^k
+    (k < F) of the bin's centre c in [-1, 1], sin and cos, through a linear map per dimension, so that
+    neighbouring bins carry similar tokens and what is learned after one bin carries over to the next.
+    0: an embedding table only (every bin's token independent, as before). The paper does not say how
+    its bin tokens are made."""
     value_atoms: int = 0
     """Values per bin: 0, one sigmoid output in [0, 1] per bin (the paper); M >= 2, a categorical
     distribution per bin over M atoms evenly spaced in [0, 1], the value being its mean (an HL-Gauss
@@ -71,6 +77,7 @@ class ModelConfig:
         _check(isinstance(self.image_tokens, int) and 0 <= self.image_tokens <= 256, "model.image_tokens", f"must be 0 (one token) to 256, got {self.image_tokens}")
         _check(isinstance(self.frames, int) and 1 <= self.frames <= 32, "model.frames", f"must be 1 to 32, got {self.frames}")
         _check(self.image_weights is None or self.image_encoder != "cnn", "model.image_weights", "loads EfficientNet weights: also pass --model.image-encoder film-efficientnet-b0 (or -b3)")
+        _check(isinstance(self.bin_fourier, int) and 0 <= self.bin_fourier <= 12, "model.bin_fourier", f"must be 0 (a table only) to 12 frequencies, got {self.bin_fourier}")
         _check(isinstance(self.value_atoms, int) and (self.value_atoms == 0 or 2 <= self.value_atoms <= 1024), "model.value_atoms", f"must be 0 (one sigmoid value per bin) or 2 to 1024 atoms, got {self.value_atoms}")
         _check(self.d_model > 0 and self.n_layers > 0 and self.n_heads > 0, "model", "d_model, n_layers and n_heads must be positive")
         _check(self.d_model % self.n_heads == 0, "model.n_heads", f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")

@@ -72,7 +72,7 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
                           "or train offline into a new --out folder")
     now, saved = to_dict(cfg), state["train_config"]
     if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
-        saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, "frames": 1, "value_atoms": 0, **saved["model"]}
+        saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, "frames": 1, "value_atoms": 0, "bin_fourier": 0, **saved["model"]}
     if isinstance(saved.get("algo"), dict):  # fields added later, at the values that runs before them had
         saved["algo"] = {"hl_gauss_sigma": 0.75, "bin_smoothing": 0.0, "action_chunk": 1, **saved["algo"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]

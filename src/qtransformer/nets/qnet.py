@@ -91,7 +91,7 @@ class QTransformerNet(nn.Module):
         self.num_prefix = (self.encoder is not None) + sum(e.num_tokens for e in self.image_encoders) + has_condition
         self.start_token = nn.Parameter(torch.zeros(C))
         # Bin b of dimension j (0-based, j < d-1) is token id j*K + b: each dimension has its own table.
-        self.bin_embedding = nn.Embedding(max(action_dim - 1, 1) * num_bins, C)
+        self.bin_embedding = nn.Embedding(max(action_dim - 1, 1) * num_bins, C)  # plus Fourier features with cfg.bin_fourier
         self.pos_embedding = nn.Parameter(torch.zeros(self.num_prefix + action_dim, C))
         self.transformer = CausalTransformer(C, cfg.n_layers, cfg.n_heads, cfg.mlp_ratio, cfg.dropout)
         self.value_atoms = cfg.value_atoms  # 0: one sigmoid output per bin; M: M logits per bin
@@ -103,6 +103,11 @@ class QTransformerNet(nn.Module):
         nn.init.normal_(self.bin_embedding.weight, std=0.02)
         if self.task_embedding is not None:
             nn.init.normal_(self.task_embedding.weight, std=0.02)
+        # Optional Fourier features of each bin's place on its axis (cfg.bin_fourier F > 0), one linear map per dimension.
+        self.bin_fourier = cfg.bin_fourier
+        if self.bin_fourier:
+            self.register_buffer("fourier_freqs", torch.pi * 2.0 ** torch.arange(self.bin_fourier), persistent=False)  # (F,)
+            self.bin_fourier_proj = nn.Parameter(torch.randn(max(action_dim - 1, 1), 2 * self.bin_fourier, C) * 0.02)  # (d-1, 2F, C)
         # Made last, so that from one seed every other weight starts as in a network without it.
         self.imitation_head = nn.Linear(C, num_bins) if imitation_head else None
 
@@ -145,6 +150,11 @@ class QTransformerNet(nn.Module):
         m = bins.shape[1]
         dims = torch.arange(first_dim, first_dim + m, device=bins.device)  # (m,)
         x = self.bin_embedding(dims * self.num_bins + bins.long())  # (B, m, C)
+        if self.bin_fourier:
+            centre = (bins.float() + 0.5) * (2.0 / self.num_bins) - 1.0  # (B, m) in (-1, 1)
+            angle = centre.unsqueeze(-1) * self.fourier_freqs  # (B, m, F)
+            feats = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)  # (B, m, 2F)
+            x = x + torch.einsum("bmf,mfc->bmc", feats, self.bin_fourier_proj[dims]).to(x.dtype)  # (B, m, C)
         pos = self.num_prefix + 1 + dims  # the bin of dim j feeds the token of dim j+1
         return x + self.pos_embedding[pos]
 

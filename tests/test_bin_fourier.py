@@ -1,0 +1,57 @@
+"""Fourier features of each bin's place on its axis, added to the bin tokens (model.bin_fourier)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qtransformer.config import ConfigError, ModelConfig
+from qtransformer.policy import decode
+
+OBS_DIM = 4
+
+
+def test_a_bin_token_is_its_table_row_plus_the_hand_computed_features(make_net):
+    net = make_net(OBS_DIM, 3, 4, seed=0, bin_fourier=2)
+    bins = torch.tensor([[1, 3]])  # dim 0 takes bin 1, dim 1 takes bin 3 (of K = 4)
+    tokens = net._bin_tokens(bins, 0)  # (1, 2, C)
+    for j, b in enumerate([1, 3]):
+        c = (b + 0.5) * 2 / 4 - 1  # centres of the 4 bins: -0.75, -0.25, 0.25, 0.75
+        feats = torch.tensor([math.sin(math.pi * c), math.sin(2 * math.pi * c), math.cos(math.pi * c), math.cos(2 * math.pi * c)])
+        want = net.bin_embedding.weight[j * 4 + b] + feats @ net.bin_fourier_proj[j] + net.pos_embedding[net.num_prefix + 1 + j]
+        torch.testing.assert_close(tokens[0, j], want)
+
+
+def test_neighbouring_bins_share_features_and_far_ones_do_not(make_net):
+    net = make_net(OBS_DIM, 2, 256, seed=0, bin_fourier=4)
+    with torch.no_grad():
+        net.bin_embedding.weight.zero_()  # the table alone gives every bin the same (zero) token
+        t = net._bin_tokens(torch.tensor([[100], [101], [228]]), 0)[:, 0]  # (3, C)
+    near, far = (t[0] - t[1]).norm(), (t[0] - t[2]).norm()
+    assert near < 0.2 * far  # one bin turns the fastest feature (8 pi) by 0.2 rad of its period
+
+
+@pytest.mark.parametrize("d, K", [(2, 5), (4, 7)])
+def test_kv_cached_decoding_equals_uncached_with_fourier_features(make_net, d, K):
+    net = make_net(OBS_DIM, d, K, seed=d, bin_fourier=3)
+    with torch.no_grad():
+        net.bin_fourier_proj.normal_(0.0, 1.0)  # large enough to change the argmaxes
+    obs = torch.randn(6, OBS_DIM)
+    bins_c, values_c = decode(net, obs, None, use_cache=True)
+    bins_u, values_u = decode(net, obs, None, use_cache=False)
+    assert torch.equal(bins_c, bins_u)
+    torch.testing.assert_close(values_c, values_u, rtol=0, atol=1e-6)
+
+
+def test_without_fourier_features_the_network_starts_as_before(make_net):
+    plain, zero = make_net(OBS_DIM, 3, 5, seed=4), make_net(OBS_DIM, 3, 5, seed=4, bin_fourier=0)
+    assert not hasattr(plain, "bin_fourier_proj")
+    for (name, a), (_, b) in zip(plain.state_dict().items(), zero.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_bad_count_is_refused():
+    with pytest.raises(ConfigError, match="model.bin_fourier"):
+        ModelConfig(bin_fourier=-1)
