@@ -76,11 +76,14 @@ OURS: dict[str, tuple[str, dict]] = {
     "qt_no_mc_bound": ("default", {"algo": {"mc_bound": False}}),
     "qt_lse_regularizer": ("default", {"algo": {"regularizer": "cql"}}),
 }
+PROTOCOL_OURS = tuple(OURS)  # the protocol's methods; the options below run only when named
+OURS["qt_fourier4"] = ("default", {"model": {"bin_fourier": 4}})  # bin tokens plus Fourier features (docs/algorithm.md)
 D3RLPY = ("iql", "cql")
 METHODS = tuple(OURS) + D3RLPY
 LABELS = compare.LABELS | {
     "qtransformer": "Q-Transformer (`default` preset)",
     "qtransformer_paper": "Q-Transformer, the paper's objective (`paper` preset)",
+    "qt_fourier4": "Q-Transformer, bin tokens with Fourier features (`--model.bin-fourier 4`)",
 }
 # Network sizes: the `default` preset's, or the `smoke` preset's (tests only).
 NETWORKS = {"default": {}, "smoke": {"batch_size": 32, "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "encoder_hidden": 64}, "algo": {"warmup_steps": 5}}}
@@ -129,8 +132,8 @@ class Args:
     """Held-out evaluation episodes per task (50: every held-out variation once)."""
     curve_points: int = 5
     """Evaluations per run, evenly spaced (the last at the end): the learning curves."""
-    methods: tuple[str, ...] = METHODS
-    """Methods on the main dataset."""
+    methods: tuple[str, ...] = PROTOCOL_OURS + D3RLPY
+    """Methods on the main dataset (also: qt_fourier4, an option measured beside the protocol)."""
     variant_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_demos", "bc_all", "bc_filtered", "iql", "cql")
     """Methods on the dataset without the successful autonomous episodes."""
     scale_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_all", "bc_filtered", "iql", "cql")
