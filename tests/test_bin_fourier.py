@@ -55,3 +55,22 @@ def test_without_fourier_features_the_network_starts_as_before(make_net):
 def test_a_bad_count_is_refused():
     with pytest.raises(ConfigError, match="model.bin_fourier"):
         ModelConfig(bin_fourier=-1)
+
+
+def test_a_saved_model_with_fourier_features_acts_the_same_after_loading(make_net, tmp_path):
+    import numpy as np
+
+    from qt_testutils import tiny_model_config
+    from qtransformer.actions import ActionDiscretizer
+    from qtransformer.checkpoint import model_config, save_model
+    from qtransformer.policy import QTPolicy
+
+    net = make_net(OBS_DIM, 3, 6, seed=2, bin_fourier=3)
+    with torch.no_grad():
+        net.bin_fourier_proj.normal_(0.0, 1.0)
+    disc = ActionDiscretizer([-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], 6)
+    save_model(tmp_path / "model", net, model_config(net, disc, tiny_model_config(bin_fourier=3)))
+    after = QTPolicy.from_checkpoint(tmp_path / "model")
+    assert after.net.bin_fourier == 3
+    obs = np.random.default_rng(0).standard_normal((16, OBS_DIM)).astype(np.float32)
+    np.testing.assert_array_equal(after.act(obs), QTPolicy(net, disc).act(obs))
