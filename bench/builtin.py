@@ -47,7 +47,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default_hl_gauss51": ("default", {"model": {"value_atoms": 51}}),
     "default_smooth64": ("default", {"algo": {"bin_smoothing": 1 / 64}}),  # TD targets shared with neighbouring bins, sigma 4 bins at K = 256
     "default_fourier4": ("default", {"model": {"bin_fourier": 4}}),  # bin tokens plus Fourier features of the bin's centre, 4 frequencies
-    "default_fourier6": ("default", {"model": {"bin_fourier": 6}}),
     "default_smooth32": ("default", {"algo": {"bin_smoothing": 1 / 32}}),  # sigma 8 bins at K = 256
 }
 EVAL_EPISODES = 200
