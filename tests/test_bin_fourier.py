@@ -45,11 +45,19 @@ def test_kv_cached_decoding_equals_uncached_with_fourier_features(make_net, d, K
     torch.testing.assert_close(values_c, values_u, rtol=0, atol=1e-6)
 
 
-def test_without_fourier_features_the_network_starts_as_before(make_net):
-    plain, zero = make_net(OBS_DIM, 3, 5, seed=4), make_net(OBS_DIM, 3, 5, seed=4, bin_fourier=0)
+def test_with_fourier_features_every_other_weight_starts_as_without_them():
+    from qt_testutils import tiny_model_config
+    from qtransformer.nets import QTransformerNet
+
+    torch.manual_seed(4)
+    plain = QTransformerNet(OBS_DIM, 3, 5, 2, tiny_model_config())
+    torch.manual_seed(4)
+    fourier = QTransformerNet(OBS_DIM, 3, 5, 2, tiny_model_config(bin_fourier=3))
     assert not hasattr(plain, "bin_fourier_proj")
-    for (name, a), (_, b) in zip(plain.state_dict().items(), zero.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    extra = set(fourier.state_dict()) - set(plain.state_dict())
+    assert extra == {"bin_fourier_proj"}  # the frequencies are recomputed, not saved
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, fourier.state_dict()[name]), name
 
 
 def test_a_bad_count_is_refused():
