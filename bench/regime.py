@@ -569,7 +569,8 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
         "exploration": f"epsilon-greedy over bins per action dimension, epsilon alternating over {list(args.epsilons)}, temperature 0",
         "evaluation": EVALUATION, "eval_episodes_per_task": args.eval_episodes, "seeds": args.seeds, "steps": args.steps,
         "batch_size": 256 if args.network == "default" else NETWORKS[args.network]["batch_size"], "curve_points": args.curve_points,
-        "ours": {m: {"preset": p, "overrides": o} for m, (p, o) in OURS.items()}, "network": args.network,
+        "ours": {m: {"preset": p, "overrides": o} for m, (p, o) in OURS.items() if m in set(args.methods) | set(args.variant_methods) | set(args.scale_methods)},
+        "network": args.network,
         "scale": list(args.scale), "quick": args.quick, "data_seed": args.data_seed,
         "heldout_check": {"min_distance_to_a_training_start": heldout_check(paths[f"scale_{max(args.scale)}x"] if max(args.scale) > 1 else paths["main"], args.task_list, args.eval_episodes)},
     }
