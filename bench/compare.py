@@ -339,14 +339,26 @@ def summarize(args: Args, results: list[dict], data: dict, main: str, scale_name
 
 
 def report_command(module: str, out: Path, no_train: bool) -> str:
-    """The command line to print beside a table: this one, recorded in out/command.txt, when it could
-    train; with --no-train (a table of runs already on disk), the last recorded command that trained them."""
+    """The command lines to print beside a table, one per line: every distinct command that could train
+    into `out`, in the order they last ran (recorded in out/command.txt), with this one last when it
+    could train; with --no-train (a table of runs already on disk) only the recorded ones, so a table
+    whose runs came from several commands names each of them, not the last alone."""
     here = f"python -m {module} " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).stem in (module.split(".")[-1], "__main__") else f"python -m {module}"
+    here = here.strip()
     record = Path(out) / "command.txt"
+    seen = [line for line in record.read_text().splitlines() if line.strip()] if record.exists() else []
     if not no_train:
-        record.write_text(here.strip() + "\n")
-        return here.strip()
-    return record.read_text().strip() if record.exists() else here.strip()
+        seen = [c for c in seen if c != here] + [here]
+        record.write_text("\n".join(seen) + "\n")
+    return "\n".join(seen) if seen else here
+
+
+def command_markdown(command: str) -> str:
+    """The table's command line(s), from report_command, as one markdown line."""
+    lines = command.splitlines()
+    if len(lines) == 1:
+        return f"Command: `{lines[0]}`  "
+    return "Commands, in the order they last ran: " + "; ".join(f"`{c}`" for c in lines) + "  "
 
 
 def code_version(root: Optional[Path] = None) -> str:
@@ -393,7 +405,7 @@ def markdown(args: Args, summary: dict, command: str) -> str:
     short = [t.replace("-v3", "") for t in tasks]
     recipe = "noisy replays of the demonstrations, the paper's recipe" if args.recipe == "replay" else "a perturbed expert from new starts"
     lines = [
-        f"Command: `{command}`  ",
+        command_markdown(command),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + "  ",
         f"Dataset: {len(tasks)} MetaWorld tasks, {args.demos} demonstrations + {main_autonomous(args)} autonomous episodes per task "
         f"({recipe}), "

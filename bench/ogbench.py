@@ -337,7 +337,7 @@ def protocol_of(args: Args) -> dict:
 def markdown(args: Args, summary: dict, data: dict, command: str, versions: dict) -> str:
     methods = [m for m in args.methods if any(m in summary.get(env, {}) for env in args.envs)]
     lines = [
-        f"Command: `{command}`  ",
+        compare.command_markdown(command),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "  ",
         f"Protocol '{args.protocol}': the play datasets ({args.episodes} raw episodes x {args.episode_length - 1} transitions, data seed "
         f"{args.data_seed}, sparse success reward), tasks {', '.join(map(str, args.tasks))}, {args.steps} gradient steps at batch 256 "

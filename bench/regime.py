@@ -598,7 +598,7 @@ def markdown(args: Args, summary: dict, command: str) -> str:
     short = [t.replace("-v3", "") for t in tasks]
     main = data["main"]
     lines = [
-        f"Command: `{command}`  ",
+        compare.command_markdown(command),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + "  ",
         f"Data: {len(tasks)} MetaWorld tasks, {p['demonstrations_per_task']} demonstrations per task ({p['demos_from']}) + "
         f"{p['autonomous_per_task_1x']} autonomous episodes per task from the BC policy ({p['exploration']}); "

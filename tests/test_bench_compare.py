@@ -57,6 +57,18 @@ def test_report_command_keeps_the_command_that_trained(tmp_path, monkeypatch):
     # a table rewritten from the runs on disk names the command that trained them, not the rewrite
     assert compare.report_command("bench.regime", tmp_path, no_train=True) == "python -m bench.regime --steps 20000"
     assert compare.report_command("bench.regime", tmp_path / "fresh", no_train=True).endswith("--no-train --write-docs")
+    assert compare.command_markdown("python -m bench.regime --steps 20000") == "Command: `python -m bench.regime --steps 20000`  "
+
+
+def test_report_command_names_every_command_that_trained_into_a_folder(tmp_path, monkeypatch):
+    for argv in (["--seeds", "5"], ["--scale", "1", "10"], ["--seeds", "5"]):  # the third repeats the first
+        monkeypatch.setattr(compare.sys, "argv", ["/x/bench/regime.py", *argv])
+        compare.report_command("bench.regime", tmp_path, no_train=False)
+    monkeypatch.setattr(compare.sys, "argv", ["/x/bench/regime.py", "--no-train"])
+    got = compare.report_command("bench.regime", tmp_path, no_train=True)
+    assert got.splitlines() == ["python -m bench.regime --scale 1 10", "python -m bench.regime --seeds 5"]  # latest last, once each
+    assert compare.command_markdown(got) == (
+        "Commands, in the order they last ran: `python -m bench.regime --scale 1 10`; `python -m bench.regime --seeds 5`  ")
 
 
 def test_threads_per_run_bad_value():
