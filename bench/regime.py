@@ -142,6 +142,9 @@ class Args:
     """Methods on the dataset without the successful autonomous episodes."""
     scale_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_all", "bc_filtered", "iql", "cql")
     """Methods on the 3x and 10x datasets."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Where our methods train (auto: CUDA when present; fp32 as on the CPU); d3rlpy's peers and
+    every evaluation stay on the CPU. Runs on another device draw other floats: compare within one device."""
     jobs: int = 2
     """Runs side by side (one CPU thread each unless --threads)."""
     threads: Optional[int] = None
@@ -250,7 +253,7 @@ def run_one(spec: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     code = compare.code_version()
     run = _run_ours(spec) if spec["method"] in OURS else compare._run_d3rlpy(spec, task_success=heldout_success)
-    result = {k: spec[k] for k in ("method", "dataset", "seed", *MATCH)} | run | {"code": code}
+    result = {k: spec[k] for k in ("method", "dataset", "seed", *MATCH)} | run | {"code": code, "device": spec.get("device", "cpu")}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
@@ -265,7 +268,7 @@ def _run_ours(spec: dict) -> dict:
     steps = spec["steps"]
     cfg = apply_overrides(preset(spec["preset"]), NETWORKS[spec["network"]], "network")
     cfg = apply_overrides(cfg, {
-        "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": "cpu",
+        "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": spec.get("device", "cpu"),
         "eval_every": 0, "eval_episodes": 0, "save_every": max(1, steps // spec["curve_points"]), "keep_checkpoints": 0,
         "log_every": min(50, steps), "progress": False, "prefetch": 2,
     }, "bench.regime")
@@ -295,7 +298,7 @@ def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> 
     return {
         "method": method, "dataset": str(dataset), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "network": args.network,
-        "evaluation": EVALUATION, "threads": compare.threads_per_run(args.threads, args.jobs),
+        "evaluation": EVALUATION, "threads": compare.threads_per_run(args.threads, args.jobs), "device": args.device,
         "result": str(args.out / "runs" / folder / method / f"seed{seed}.json"),
     }
 

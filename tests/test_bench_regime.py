@@ -91,3 +91,22 @@ def test_curve_table_reports_the_best_point_and_each_seeds_last():
     assert "| 1k | 2k | 3k | best point |" in lines[3]
     assert lines[-1] == f"| {regime.LABELS['bc_demos']} | 0.10 | 0.40 | 0.30 | 0.40 (at 2000) | 0.20, 0.40 |"
     assert regime.curve_table({}, ["bc_demos"]) == []
+
+
+def test_device_reaches_the_training_config(tmp_path, monkeypatch):
+    # --device picks where our methods train; it is what train() receives, not the former fixed 'cpu'
+    import qtransformer.train
+
+    seen = {}
+
+    def fake_train(cfg):
+        seen["device"] = cfg.device
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(qtransformer.train, "train", fake_train)
+    args = regime.Args(out=tmp_path, device="auto", network="smoke", jobs=1, methods=("qtransformer",))
+    spec = regime.spec_for(args, "qtransformer", tmp_path / "data", 0, "main")
+    assert spec["device"] == "auto"
+    with pytest.raises(RuntimeError, match="stop here"):
+        regime._run_ours(spec)
+    assert seen["device"] == "auto"
