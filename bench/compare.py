@@ -343,8 +343,7 @@ def report_command(module: str, out: Path, no_train: bool) -> str:
     into `out`, in the order they last ran (recorded in out/command.txt), with this one last when it
     could train; with --no-train (a table of runs already on disk) only the recorded ones, so a table
     whose runs came from several commands names each of them, not the last alone."""
-    here = f"python -m {module} " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).stem in (module.split(".")[-1], "__main__") else f"python -m {module}"
-    here = here.strip()
+    here = (f"python -m {module} " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).stem in (module.split(".")[-1], "__main__") else f"python -m {module}").strip()
     record = Path(out) / "command.txt"
     seen = [line for line in record.read_text().splitlines() if line.strip()] if record.exists() else []
     if not no_train:
@@ -359,6 +358,15 @@ def command_markdown(command: str) -> str:
     if len(lines) == 1:
         return f"Command: `{lines[0]}`  "
     return "Commands, in the order they last ran: " + "; ".join(f"`{c}`" for c in lines) + "  "
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when a CUDA device is present, else 'cpu'; any other name as given."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def code_version(root: Optional[Path] = None) -> str:

@@ -245,7 +245,7 @@ def _run_peer(spec: dict) -> dict:
     d3rlpy.seed(spec["seed"])
     ds = EpisodeStore.open(spec["dataset"]).to_dataset()
     dataset, with_task = peers.mdp_dataset(d3rlpy, ds)
-    device = _device(spec["device"])
+    device = compare.resolve_device(spec["device"])
     algo = peers.make_algo(d3rlpy, spec["method"], ds, settings=spec["settings"], device="cuda:0" if device == "cuda" else "cpu:0")
 
     def evaluate() -> tuple[float, dict]:
@@ -256,14 +256,6 @@ def _run_peer(spec: dict) -> dict:
     run = peers.fit(d3rlpy, algo, dataset, spec["steps"], spec["curve_points"], evaluate)
     run.pop("per_task")
     return run
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def specs_for(args: Args, summaries: dict) -> list[dict]:

@@ -178,6 +178,11 @@ class Args:
             raise SystemExit(f"--data-seed {EVAL_BENCHMARK_SEED} is the held-out benchmark seed; choose another")
 
     @property
+    def named_methods(self) -> set[str]:
+        """Every method this invocation runs, on any dataset."""
+        return set(self.methods) | set(self.variant_methods) | set(self.scale_methods)
+
+    @property
     def task_list(self) -> list[str]:
         return [t for t in self.tasks.split(",") if t]
 
@@ -253,7 +258,7 @@ def run_one(spec: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     code = compare.code_version()
     run = _run_ours(spec) if spec["method"] in OURS else compare._run_d3rlpy(spec, task_success=heldout_success)
-    result = {k: spec[k] for k in ("method", "dataset", "seed", *MATCH)} | run | {"code": code, "device": spec.get("device", "cpu")}
+    result = {k: spec[k] for k in ("method", "dataset", "seed", *MATCH)} | run | {"code": code, "device": compare.resolve_device(spec["device"])}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
@@ -268,7 +273,7 @@ def _run_ours(spec: dict) -> dict:
     steps = spec["steps"]
     cfg = apply_overrides(preset(spec["preset"]), NETWORKS[spec["network"]], "network")
     cfg = apply_overrides(cfg, {
-        "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": spec.get("device", "cpu"),
+        "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": spec["device"],
         "eval_every": 0, "eval_episodes": 0, "save_every": max(1, steps // spec["curve_points"]), "keep_checkpoints": 0,
         "log_every": min(50, steps), "progress": False, "prefetch": 2,
     }, "bench.regime")
@@ -572,8 +577,7 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
         "exploration": f"epsilon-greedy over bins per action dimension, epsilon alternating over {list(args.epsilons)}, temperature 0",
         "evaluation": EVALUATION, "eval_episodes_per_task": args.eval_episodes, "seeds": args.seeds, "steps": args.steps,
         "batch_size": 256 if args.network == "default" else NETWORKS[args.network]["batch_size"], "curve_points": args.curve_points,
-        "ours": {m: {"preset": p, "overrides": o} for m, (p, o) in OURS.items() if m in set(args.methods) | set(args.variant_methods) | set(args.scale_methods)},
-        "network": args.network,
+        "ours": {m: {"preset": p, "overrides": o} for m, (p, o) in OURS.items() if m in args.named_methods}, "network": args.network,
         "scale": list(args.scale), "quick": args.quick, "data_seed": args.data_seed,
         "heldout_check": {"min_distance_to_a_training_start": heldout_check(paths[f"scale_{max(args.scale)}x"] if max(args.scale) > 1 else paths["main"], args.task_list, args.eval_episodes)},
     }
@@ -693,8 +697,7 @@ def main(args: Args) -> None:
         import metaworld  # noqa: F401
     except ImportError:
         raise SystemExit("bench.regime needs MetaWorld: pip install -e '.[sim,bench]' (or bash scripts/setup.sh --bench)") from None
-    wanted = set(args.methods) | set(args.variant_methods) | set(args.scale_methods)
-    if wanted & set(D3RLPY) and not args.calibrate:
+    if args.named_methods & set(D3RLPY) and not args.calibrate:
         import contextlib
         import io
 

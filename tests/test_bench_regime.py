@@ -37,6 +37,7 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys):
     assert p["demonstrations_per_task"] == cal["demos"] and p["autonomous_per_task_1x"] == 2
     assert p["heldout_check"]["min_distance_to_a_training_start"] > 1e-6  # no evaluation variation is in the data
     assert set(p["ours"]) == {"qtransformer", "bc_demos", "bc_filtered"}  # the settings of what ran, not of every option
+    assert all(json.loads(r.read_text())["device"] == "cpu" for r in (out / "runs").rglob("seed0.json"))  # each run says where it trained
     data = summary["data"]
     assert data["main"]["episodes_by_source"] == {"demonstration": cal["demos"], "autonomous": 2}
     assert data["scale_2x"]["episodes_by_source"]["autonomous"] == 4
