@@ -55,6 +55,9 @@ class Args:
     """Fine-tuning updates per environment step (finetune and scratch)."""
     lr: Optional[float] = None
     """Fine-tuning learning rate (finetune and scratch); None: the checkpoint's (the builtin preset's 3e-4)."""
+    online_fraction: Optional[float] = None
+    """Share of each fine-tuning batch drawn from the online episodes (finetune only); None: `qtransformer finetune`'s
+    default (0.5). 0 is the control that collects but trains on the offline data alone."""
     num_envs: int = 4
     """Environments side by side (finetune and scratch)."""
     eval_every: int = 5000
@@ -127,6 +130,7 @@ def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
         checkpoint=offline, out=run_dir, env_steps=spec["env_steps"], updates_per_step=spec["updates_per_step"], num_envs=spec["num_envs"],
         eval_every=spec["eval_every"], eval_episodes=spec["eval_episodes"], save_every=spec["env_steps"], seed=spec["seed"],
         from_scratch=scratch, offline=not scratch, progress=False, threads=1, lr=spec.get("lr"),
+        **({"online_fraction": spec["online_fraction"]} if "online_fraction" in spec and not scratch else {}),
     )
     finetune(cfg)
     return [list(p) for p in read_curve(run_dir)]
@@ -222,7 +226,8 @@ def main(args: Args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
-              "offline_steps": args.offline_steps, **({"lr": args.lr} if args.lr is not None else {})}
+              "offline_steps": args.offline_steps, **({"lr": args.lr} if args.lr is not None else {}),
+              **({"online_fraction": args.online_fraction} if args.online_fraction is not None else {})}
              for s in range(args.seeds) for a in args.arms]
     if args.no_train:
         done = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]
