@@ -9,7 +9,8 @@ The protocol (fixed before any fine-tuning number was seen), on the built-in tas
 - three arms per seed, each given the same environment steps (--env-steps) and the same exploration
   (epsilon-greedy over bins, 0.1 falling linearly to 0.02 over the first half):
   - `finetune`: `qtransformer finetune` from the offline checkpoint (optimizer restored), batches half
-    offline and half online, --updates-per-step updates per environment step;
+    offline and half online (--online-fraction for another share; 0 is the control that collects but
+    trains on offline data alone), --updates-per-step updates per environment step;
   - `retrain`: the slow outer loop: --rounds rounds, each collecting env-steps / rounds steps with the
     current checkpoint (`qtransformer collect`, epsilon of the schedule at the round's start) into a copy
     of the offline dataset, then training the offline recipe anew on the grown dataset;
