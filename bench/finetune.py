@@ -38,6 +38,8 @@ import numpy as np
 import tyro
 
 ARMS = ("finetune", "retrain", "scratch")
+# Settings a spec names only when given, so runs made before they existed still match their specs (and are reused).
+OPTIONAL_SETTINGS = ("lr", "online_fraction")
 LABELS = {"finetune": "online fine-tuning (qtransformer finetune)", "retrain": "collect, then retrain (the outer loop)",
           "scratch": "online from scratch"}
 
@@ -227,8 +229,7 @@ def main(args: Args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
-              "offline_steps": args.offline_steps, **({"lr": args.lr} if args.lr is not None else {}),
-              **({"online_fraction": args.online_fraction} if args.online_fraction is not None else {})}
+              "offline_steps": args.offline_steps, **{k: getattr(args, k) for k in OPTIONAL_SETTINGS if getattr(args, k) is not None}}
              for s in range(args.seeds) for a in args.arms]
     if args.no_train:
         done = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]
