@@ -124,6 +124,24 @@ def test_fresh_optimizer_starts_from_update_zero(offline_run, tmp_path):
     assert lr < 3e-4  # the warm-up runs again (smoke preset: 5 steps)
 
 
+def test_a_run_kept_without_its_training_state_starts_with_a_fresh_optimizer(offline_run, tmp_path, capsys):
+    """bench.regime keeps only the model of a run's last checkpoint: such a run is still a start (its model,
+    the dataset its config.json names, a fresh optimizer), not an 'incomplete checkpoint' error."""
+    data, run = offline_run
+    pruned = tmp_path / "pruned_run"
+    shutil.copytree(run, pruned)
+    shutil.rmtree(pruned / "checkpoints" / "step_00000030" / "training_state")
+    out = tmp_path / "ft"
+    assert _finetune(pruned, out, "--env-steps", "30", "--eval-episodes", "0", "--updates-per-step", "0.5") == 0
+    assert "the optimizer starts fresh" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["start_optimizer"] == "fresh"
+    assert Path(config["offline_dataset"]) == data  # from the training run's config.json
+    assert config["start"] == str(pruned / "checkpoints" / "step_00000030" / "model")
+    state = json.loads((out / "checkpoints" / "step_00000030" / "training_state" / "state.json").read_text())
+    assert state["num_updates"] == 15  # counted from zero
+
+
 def test_from_scratch_keeps_shape_and_normaliser_only(make_net):
     from qt_testutils import tiny_model_config
     from qtransformer.config import to_dict

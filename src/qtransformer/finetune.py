@@ -165,16 +165,29 @@ FROZEN_ON_RESUME = ("env", "dataset", "offline", "into", "num_envs", "updates_pe
                     "instruction", "seed")
 
 
-def _start_point(path: Path) -> tuple[Optional[Path], Path]:
-    """(the checkpoint folder with training_state/, or None for a bare model/ folder; the model folder)."""
+def _start_point(path: Path) -> tuple[Optional[Path], Path, Optional[str]]:
+    """(the checkpoint folder with training_state/, or None where only the model was kept: a bare model/
+    folder, or a run whose last checkpoint had its training state pruned, as bench.regime prunes it; the
+    model folder; the offline dataset recorded by the training run that holds the model, or None)."""
     path = Path(path)
     if (path / "checkpoints" / "last").exists():
-        path = last_checkpoint(path)
+        path = resolve_model_dir(path).parent  # the step_N that checkpoints/last names; its model is all a start needs
     elif path.name == "model" and (path.parent / "training_state" / "state.json").exists():
         path = path.parent
     model_dir = resolve_model_dir(path)
     ckpt = path if (path / "training_state" / "state.json").exists() else None
-    return ckpt, model_dir
+    return ckpt, model_dir, _recorded_dataset(model_dir)
+
+
+def _recorded_dataset(model_dir: Path) -> Optional[str]:
+    """The dataset named in the config.json of the training run holding model_dir (RUN/checkpoints/step_N/model)."""
+    if model_dir.parent.parent.name != "checkpoints":
+        return None
+    try:
+        dataset = json.loads((model_dir.parent.parent.parent / "config.json").read_text()).get("dataset")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return dataset if isinstance(dataset, str) else None
 
 
 def _train_config(state: Optional[dict], meta: dict, where: Path) -> TrainConfig:
@@ -283,7 +296,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
                               f"(config.json in {run_dir}) or fine-tune into a new --out folder")
 
     # -- the start: networks, bins, learning rule -------------------------------------------------------
-    start_ckpt, model_dir = _start_point(own if own is not None else cfg.checkpoint)
+    start_ckpt, model_dir, run_dataset = _start_point(own if own is not None else cfg.checkpoint)
     net, discretizer, meta = load_model(model_dir, device="cpu")
     state = read_training_state_json(start_ckpt) if start_ckpt is not None else None
     train_cfg = _train_config(state, meta, model_dir)
@@ -316,7 +329,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     offline_path = None
     offline = None
     if cfg.offline:
-        offline_path = cfg.dataset or (state or {}).get("dataset")
+        offline_path = cfg.dataset or (state or {}).get("dataset") or run_dataset
         if offline_path is None:
             raise ConfigError(f"{model_dir}: no offline dataset recorded with this checkpoint; pass --dataset DIR or --no-offline")
         store = EpisodeStore.open(offline_path)
@@ -346,6 +359,9 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         progress_state.update({k: saved[k] for k in progress_state})
     elif start_ckpt is not None and not cfg.from_scratch:
         load_learner_state(start_ckpt, learner, optimizer=cfg.optimizer == "restore")
+    # What the start's optimizer became: a model kept without its training state can only start a fresh one.
+    start_optimizer = "resumed" if own is not None else (
+        "restored" if start_ckpt is not None and not cfg.from_scratch and cfg.optimizer == "restore" else "fresh")
     policy = QTPolicy(learner.policy_net, discretizer, meta, device)
 
     # -- the run folder -----------------------------------------------------------------------------------
@@ -353,7 +369,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     if own is None and (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # left by a run that stopped before its first checkpoint
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "start": str(start_ckpt or model_dir), "into": str(into)}, indent=1))
+    (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "start": str(start_ckpt or model_dir), "start_optimizer": start_optimizer,
+                                                     "offline_dataset": None if offline_path is None else str(offline_path), "into": str(into)}, indent=1))
     logger = MetricLogger(run_dir, resume_step=env_step if own is not None else None)
     online_count = 0 if online_data is None else online_data.num_episodes
     if own is not None and online_count > progress_state["online_episodes"]:
@@ -403,6 +420,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
     last_eval = None
     try:
+        if own is None and start_ckpt is None and not cfg.from_scratch and cfg.optimizer == "restore":
+            bar.write(f"{model_dir}: no training state kept with this model, so the optimizer starts fresh (with its warm-up)")
         if own is None and cfg.eval_episodes > 0:
             last_eval = run_eval(env_step)  # the start: the offline policy's success
             bar.write(f"env step {env_step}: eval success rate {last_eval['success_rate']:.3f} (the start)")
