@@ -35,7 +35,6 @@ from tqdm import tqdm
 from .algo import QTransformerLearner
 from .checkpoint import (
     CheckpointError,
-    last_checkpoint,
     load_learner_state,
     load_model,
     load_training_state,
