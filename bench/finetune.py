@@ -19,6 +19,11 @@ The protocol (fixed before any fine-tuning number was seen), on the built-in tas
 - evaluation: the greedy policy on the same --eval-episodes evaluation seeds of `qtransformer eval`, at
   step 0 (the offline checkpoint) and every --eval-every environment steps (retrain: after each round).
 
+`--checkpoint RUN --env ID` fine-tunes a given start instead (the finetune arm only, every seed from that
+one checkpoint; the seeds differ in exploration, resets and batches), for example bench.regime's MetaWorld
+checkpoint on one of its tasks, with `--heldout-episodes N` for the success on bench.regime's held-out
+placements at the start and the end beside the curve.
+
 Reported per arm: the success curve (mean over seeds), the final success, the gain over the offline
 checkpoint and the dip (the offline success minus the lowest evaluation after the start, in points).
 Writes OUT/summary.json ({"methods": {name: {"mean", "std", "per_seed"}}, "protocol", "curves",
@@ -39,7 +44,7 @@ import tyro
 
 ARMS = ("finetune", "retrain", "scratch")
 # Settings a spec names only when given, so runs made before they existed still match their specs (and are reused).
-OPTIONAL_SETTINGS = ("lr", "online_fraction")
+OPTIONAL_SETTINGS = ("lr", "online_fraction", "checkpoint", "env", "dataset", "heldout_episodes")
 LABELS = {"finetune": "online fine-tuning (qtransformer finetune)", "retrain": "collect, then retrain (the outer loop)",
           "scratch": "online from scratch"}
 
@@ -61,6 +66,16 @@ class Args:
     online_fraction: Optional[float] = None
     """Share of each fine-tuning batch drawn from the online episodes (finetune only); None: `qtransformer finetune`'s
     default (0.5). 0 is the control that collects but trains on the offline data alone."""
+    checkpoint: Optional[Path] = None
+    """Fine-tune this trained checkpoint (a run folder of `qtransformer train` or bench.regime, or a model folder)
+    instead of the built-in offline recipe: every seed starts from it (the finetune arm only)."""
+    env: Optional[str] = None
+    """Environment to fine-tune on (one task, e.g. metaworld:push-v3); None: the checkpoint's."""
+    dataset: Optional[Path] = None
+    """Offline dataset mixed into the batches; None: the one the checkpoint's run recorded."""
+    heldout_episodes: Optional[int] = None
+    """With a metaworld:<task> env: also the success on bench.regime's held-out placements at the start and the
+    end, this many episodes (the fine-tuning curve itself is on `qtransformer eval`'s seeds)."""
     num_envs: int = 4
     """Environments side by side (finetune and scratch)."""
     eval_every: int = 5000
@@ -101,6 +116,11 @@ def offline_checkpoint(out: Path, seed: int, steps: int) -> Path:
     return run
 
 
+def optional_settings(args: Args) -> dict:
+    """The OPTIONAL_SETTINGS given (paths as text): a spec names them only then."""
+    return {k: str(v) if isinstance(v, Path) else v for k in OPTIONAL_SETTINGS if (v := getattr(args, k)) is not None}
+
+
 def run_arm(spec: dict) -> dict:
     """One arm for one seed -> {"arm", "seed", "curve": [[env step, success], ...], "wall_s"}; reused when its result exists."""
     import torch
@@ -111,13 +131,31 @@ def run_arm(spec: dict) -> dict:
     if result_file.exists() and json.loads(result_file.read_text())["spec"] == spec:
         return json.loads(result_file.read_text())
     t0 = time.time()
-    offline = offline_checkpoint(out, seed, spec["offline_steps"])
+    offline = Path(spec["checkpoint"]) if "checkpoint" in spec else offline_checkpoint(out, seed, spec["offline_steps"])
     run_dir = out / "runs" / f"{arm}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     curve = _retrain(spec, offline, run_dir) if arm == "retrain" else _finetune(spec, offline, run_dir, scratch=arm == "scratch")
     result = {"spec": spec, "arm": arm, "seed": seed, "curve": curve, "wall_s": time.time() - t0}
+    if spec.get("heldout_episodes"):
+        result["heldout"] = [heldout(offline, spec), heldout(run_dir, spec)]  # [start, end]
+    result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1))
     return result
+
+
+def heldout(checkpoint: Path, spec: dict) -> float:
+    """Greedy success of the checkpoint on bench.regime's held-out placements of the fine-tuning task."""
+    from bench.regime import heldout_success
+    from qtransformer.envs.metaworld import parse_env_id
+    from qtransformer.policy import QTPolicy
+
+    policy = QTPolicy.from_checkpoint(checkpoint)
+    env_id = spec.get("env") or policy.env_id
+    tasks = parse_env_id(env_id)[0] if env_id and env_id.startswith("metaworld:") else []
+    if len(tasks) != 1:
+        raise SystemExit(f"--heldout-episodes: held-out placements exist for one metaworld:<task> env, got {env_id!r}")
+    task = policy.task_for_env(env_id)
+    return heldout_success(lambda obs: policy.act(obs, task=task), tasks[0], spec["heldout_episodes"])
 
 
 def _schedule(spec: dict):
@@ -132,7 +170,8 @@ def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
     cfg = FinetuneConfig(
         checkpoint=offline, out=run_dir, env_steps=spec["env_steps"], updates_per_step=spec["updates_per_step"], num_envs=spec["num_envs"],
         eval_every=spec["eval_every"], eval_episodes=spec["eval_episodes"], save_every=spec["env_steps"], seed=spec["seed"],
-        from_scratch=scratch, offline=not scratch, progress=False, threads=1, lr=spec.get("lr"),
+        from_scratch=scratch, offline=not scratch, progress=False, threads=1, lr=spec.get("lr"), env=spec.get("env"),
+        dataset=Path(spec["dataset"]) if "dataset" in spec else None,
         **({"online_fraction": spec["online_fraction"]} if "online_fraction" in spec and not scratch else {}),
     )
     finetune(cfg)
@@ -185,10 +224,18 @@ def summarize(args: Args, results: list[dict]) -> dict:
         curves[arm] = {"env_steps": [float(np.mean([r["curve"][i][0] for r in rs])) for i in range(n)],
                        "success": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(n)]}
     protocol = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()}
-    protocol.update(task="qtransformer/PointReach3D-v0", offline_data="builtin, 100 demonstrations + 400 autonomous episodes (seed 0)",
-                    offline_recipe=f"preset builtin, {args.offline_steps} steps", exploration="epsilon 0.1 -> 0.02 over the first half")
+    if args.checkpoint is None:
+        protocol.update(task="qtransformer/PointReach3D-v0", offline_data="builtin, 100 demonstrations + 400 autonomous episodes (seed 0)",
+                        offline_recipe=f"preset builtin, {args.offline_steps} steps")
+    else:
+        protocol.update(task=args.env or "the checkpoint's", offline_data=str(args.dataset or "the checkpoint run's dataset"),
+                        offline_recipe=f"the given checkpoint {args.checkpoint}, the same start for every seed")
+    protocol["exploration"] = "epsilon 0.1 -> 0.02 over the first half"
+    held = {arm: [r["heldout"] for r in rs if "heldout" in r] for arm, rs in by.items()}
     return {"methods": methods, "protocol": protocol, "curves": curves, "start": start, "gain": gain, "dip": dip,
-            "per_seed_curves": {a: [r["curve"] for r in rs] for a, rs in by.items()}}
+            "per_seed_curves": {a: [r["curve"] for r in rs] for a, rs in by.items()},
+            "heldout": {a: {"start": float(np.mean([h[0] for h in hs])), "end": float(np.mean([h[1] for h in hs])), "per_seed": hs}
+                        for a, hs in held.items() if hs}}
 
 
 def markdown(summary: dict) -> str:
@@ -200,6 +247,8 @@ def markdown(summary: dict) -> str:
     lines += ["", "| arm | success at environment steps (mean over seeds) |", "|---|---|"]
     for arm, c in summary["curves"].items():
         lines.append(f"| {arm} | " + ", ".join(f"{int(n)}: {x:.3f}" for n, x in zip(c["env_steps"], c["success"], strict=True)) + " |")
+    for arm, h in summary.get("heldout", {}).items():
+        lines += ["", f"{arm}, held-out placements (bench.regime's): start {h['start']:.3f}, end {h['end']:.3f} (mean over seeds)"]
     return "\n".join(lines)
 
 
@@ -226,15 +275,18 @@ def main(args: Args) -> None:
 
     if args.quick:
         args.seeds, args.env_steps, args.rounds, args.eval_episodes, args.offline_steps, args.eval_every = 1, 3000, 2, 20, 300, 1000
+    if args.checkpoint is not None and set(args.arms) != {"finetune"}:
+        raise SystemExit("--checkpoint: a given start is fine-tuned only (the retrain and scratch arms rebuild the built-in "
+                         "offline recipe); pass --arms finetune")
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
-              "offline_steps": args.offline_steps, **{k: getattr(args, k) for k in OPTIONAL_SETTINGS if getattr(args, k) is not None}}
+              "offline_steps": args.offline_steps, **optional_settings(args)}
              for s in range(args.seeds) for a in args.arms]
     if args.no_train:
         done = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]
         specs = [s for s in specs if any(d["spec"] == s for d in done)]
-    else:
+    elif args.checkpoint is None:
         for s in range(args.seeds):  # the offline checkpoints first, so parallel arms never train the same one twice
             offline_checkpoint(args.out, s, args.offline_steps)
     def name(s: dict) -> str:

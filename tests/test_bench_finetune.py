@@ -1,6 +1,7 @@
 """bench.finetune: the settings a user passes reach `qtransformer finetune`'s config, and runs made
 without them keep matching their specs (so finished runs are reused)."""
 
+import json
 from pathlib import Path
 
 import qtransformer.finetune as ft
@@ -44,3 +45,28 @@ def test_specs_name_the_online_fraction_only_when_set(monkeypatch, tmp_path: Pat
         assert ("online_fraction" in captured[0]) == (value is not None)
         if value is not None:
             assert captured[0]["online_fraction"] == value
+
+
+def test_a_given_checkpoint_is_the_start_of_every_seed(monkeypatch, tmp_path: Path) -> None:
+    import pytest
+
+    import bench.compare
+
+    start = tmp_path / "regime_run"
+    monkeypatch.setattr(bf, "offline_checkpoint", lambda out, seed, steps: pytest.fail("the built-in recipe ran"))
+    monkeypatch.setattr(bf, "plot", lambda summary, path: None)
+    seen = []
+    monkeypatch.setattr(ft, "finetune", lambda cfg: seen.append(cfg))
+    monkeypatch.setattr(ft, "read_curve", lambda run_dir: [(0, 0.5), (100, 0.75)])
+    monkeypatch.setattr(bench.compare, "run_in_pool", lambda fn, specs, jobs, name: [fn(s) for s in specs])
+    args = bf.Args(out=tmp_path / "out", seeds=2, arms=("finetune",), checkpoint=start, env="metaworld:push-v3", env_steps=100)
+    bf.main(args)
+    assert [c.checkpoint for c in seen] == [start, start]
+    assert [c.env for c in seen] == ["metaworld:push-v3"] * 2 and [c.seed for c in seen] == [0, 1]
+    assert all(c.dataset is None for c in seen)  # the checkpoint run's own dataset
+    spec = json.loads((tmp_path / "out" / "runs" / "finetune_seed1.json").read_text())["spec"]
+    assert spec["checkpoint"] == str(start) and "dataset" not in spec
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["gain"]["finetune"] == 0.25 and summary["protocol"]["task"] == "metaworld:push-v3"
+    with pytest.raises(SystemExit, match="--arms finetune"):
+        bf.main(bf.Args(out=tmp_path / "out2", arms=("finetune", "retrain"), checkpoint=start))
