@@ -68,5 +68,5 @@ def test_a_given_checkpoint_is_the_start_of_every_seed(monkeypatch, tmp_path: Pa
     assert spec["checkpoint"] == str(start) and "dataset" not in spec
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["gain"]["finetune"] == 0.25 and summary["protocol"]["task"] == "metaworld:push-v3"
-    with pytest.raises(SystemExit, match="--arms finetune"):
+    with pytest.raises(SystemExit, match="--arms finetune scratch"):
         bf.main(bf.Args(out=tmp_path / "out2", arms=("finetune", "retrain"), checkpoint=start))
