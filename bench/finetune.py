@@ -117,9 +117,10 @@ def offline_checkpoint(out: Path, seed: int, steps: int) -> Path:
     return run
 
 
-def optional_settings(args: Args) -> dict:
-    """The OPTIONAL_SETTINGS given (paths as text): a spec names them only then."""
-    return {k: str(v) if isinstance(v, Path) else v for k in OPTIONAL_SETTINGS if (v := getattr(args, k)) is not None}
+def optional_settings(args: Args, arm: str) -> dict:
+    """The OPTIONAL_SETTINGS given (paths as text) that the arm uses: a spec names them only then."""
+    unused = {"heldout_episodes"} if arm != "finetune" else set()  # held out: the finetune arm's start and end only
+    return {k: str(v) if isinstance(v, Path) else v for k in OPTIONAL_SETTINGS if (v := getattr(args, k)) is not None and k not in unused}
 
 
 def run_arm(spec: dict) -> dict:
@@ -137,7 +138,7 @@ def run_arm(spec: dict) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     curve = _retrain(spec, offline, run_dir) if arm == "retrain" else _finetune(spec, offline, run_dir, scratch=arm == "scratch")
     result = {"spec": spec, "arm": arm, "seed": seed, "curve": curve, "wall_s": time.time() - t0}
-    if spec.get("heldout_episodes") and arm == "finetune":  # scratch starts from new weights, not from the checkpoint
+    if spec.get("heldout_episodes"):
         result["heldout"] = [heldout(offline, spec), heldout(run_dir, spec)]  # [start, end]
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1))
@@ -282,7 +283,7 @@ def main(args: Args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
-              "offline_steps": args.offline_steps, **optional_settings(args)}
+              "offline_steps": args.offline_steps, **optional_settings(args, a)}
              for s in range(args.seeds) for a in args.arms]
     if args.no_train:
         done = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]

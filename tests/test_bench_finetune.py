@@ -70,3 +70,9 @@ def test_a_given_checkpoint_is_the_start_of_every_seed(monkeypatch, tmp_path: Pa
     assert summary["gain"]["finetune"] == 0.25 and summary["protocol"]["task"] == "metaworld:push-v3"
     with pytest.raises(SystemExit, match="--arms finetune scratch"):
         bf.main(bf.Args(out=tmp_path / "out2", arms=("finetune", "retrain"), checkpoint=start))
+
+
+def test_held_out_episodes_are_named_in_the_finetune_arms_spec_only(tmp_path: Path) -> None:
+    args = bf.Args(checkpoint=tmp_path / "run", env="metaworld:door-open-v3", heldout_episodes=50)
+    assert bf.optional_settings(args, "finetune") == {"checkpoint": str(tmp_path / "run"), "env": "metaworld:door-open-v3", "heldout_episodes": 50}
+    assert "heldout_episodes" not in bf.optional_settings(args, "scratch")  # its runs are reused with or without the flag
