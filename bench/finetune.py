@@ -45,7 +45,7 @@ import tyro
 
 ARMS = ("finetune", "retrain", "scratch")
 # Settings a spec names only when given, so runs made before they existed still match their specs (and are reused).
-OPTIONAL_SETTINGS = ("lr", "online_fraction", "checkpoint", "env", "dataset", "heldout_episodes")
+OPTIONAL_SETTINGS = ("lr", "online_fraction", "checkpoint", "env", "dataset", "heldout_episodes", "epsilon_start", "epsilon_end")
 LABELS = {"finetune": "online fine-tuning (qtransformer finetune)", "retrain": "collect, then retrain (the outer loop)",
           "scratch": "online from scratch"}
 
@@ -77,6 +77,10 @@ class Args:
     heldout_episodes: Optional[int] = None
     """With a metaworld:<task> env: also the success on bench.regime's held-out placements at the start and the
     end, this many episodes (the fine-tuning curve itself is on `qtransformer eval`'s seeds)."""
+    epsilon_start: Optional[float] = None
+    """Exploration at the start (every arm); None: `qtransformer finetune`'s 0.1."""
+    epsilon_end: Optional[float] = None
+    """Exploration after the anneal over the first half (every arm); None: `qtransformer finetune`'s 0.02."""
     num_envs: int = 4
     """Environments side by side (finetune and scratch)."""
     eval_every: int = 5000
@@ -163,7 +167,8 @@ def heldout(checkpoint: Path, spec: dict) -> float:
 def _schedule(spec: dict):
     from qtransformer.finetune import FinetuneConfig
 
-    return FinetuneConfig(checkpoint=Path("."), env_steps=spec["env_steps"])  # its epsilon(): the schedule every arm follows
+    exploration = {k: spec[k] for k in ("epsilon_start", "epsilon_end") if k in spec}
+    return FinetuneConfig(checkpoint=Path("."), env_steps=spec["env_steps"], **exploration)  # its epsilon(): the schedule every arm follows
 
 
 def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
@@ -175,6 +180,7 @@ def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
         from_scratch=scratch, offline=not scratch, progress=False, threads=1, lr=spec.get("lr"), env=spec.get("env"),
         dataset=Path(spec["dataset"]) if "dataset" in spec else None,
         **({"online_fraction": spec["online_fraction"]} if "online_fraction" in spec and not scratch else {}),
+        **{k: spec[k] for k in ("epsilon_start", "epsilon_end") if k in spec},
     )
     finetune(cfg)
     return [list(p) for p in read_curve(run_dir)]
@@ -232,7 +238,8 @@ def summarize(args: Args, results: list[dict]) -> dict:
     else:
         protocol.update(task=args.env or "the checkpoint's", offline_data=str(args.dataset or "the checkpoint run's dataset"),
                         offline_recipe=f"the given checkpoint {args.checkpoint}, the same start for every seed")
-    protocol["exploration"] = "epsilon 0.1 -> 0.02 over the first half"
+    schedule = _schedule({"env_steps": args.env_steps, **optional_settings(args, "finetune")})
+    protocol["exploration"] = f"epsilon {schedule.epsilon_start:g} -> {schedule.epsilon_end:g} over the first half"
     held = {arm: [r["heldout"] for r in rs if "heldout" in r] for arm, rs in by.items()}
     return {"methods": methods, "protocol": protocol, "curves": curves, "start": start, "gain": gain, "dip": dip,
             "per_seed_curves": {a: [r["curve"] for r in rs] for a, rs in by.items()},

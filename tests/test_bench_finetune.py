@@ -76,3 +76,16 @@ def test_held_out_episodes_are_named_in_the_finetune_arms_spec_only(tmp_path: Pa
     args = bf.Args(checkpoint=tmp_path / "run", env="metaworld:door-open-v3", heldout_episodes=50)
     assert bf.optional_settings(args, "finetune") == {"checkpoint": str(tmp_path / "run"), "env": "metaworld:door-open-v3", "heldout_episodes": 50}
     assert "heldout_episodes" not in bf.optional_settings(args, "scratch")  # its runs are reused with or without the flag
+
+
+def test_the_exploration_settings_reach_every_arm(monkeypatch, tmp_path: Path) -> None:
+    seen = {}
+    monkeypatch.setattr(ft, "finetune", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(ft, "read_curve", lambda run_dir: [(0, 0.5)])
+    spec = {"env_steps": 100, "updates_per_step": 0.02, "num_envs": 1, "eval_every": 50, "eval_episodes": 2, "seed": 0,
+            "epsilon_start": 0.3, "epsilon_end": 0.1}
+    bf._finetune(spec, tmp_path / "offline", tmp_path / "run", scratch=True)
+    assert (seen["cfg"].epsilon_start, seen["cfg"].epsilon_end) == (0.3, 0.1)
+    schedule = bf._schedule(spec)  # the retrain arm's collection follows the same schedule
+    assert schedule.epsilon(0) == 0.3 and abs(schedule.epsilon(25) - 0.2) < 1e-9 and schedule.epsilon(50) == 0.1
+    assert "epsilon_start" not in bf.optional_settings(bf.Args(), "finetune")
