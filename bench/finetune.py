@@ -7,7 +7,8 @@ The protocol (fixed before any fine-tuning number was seen), on the built-in tas
 - offline checkpoint, per seed s: the `builtin` preset (K = 16, 4000 steps) on the demo's dataset (100
   demonstrations + 400 autonomous episodes, seed 0), training seed s;
 - three arms per seed, each given the same environment steps (--env-steps) and the same exploration
-  (epsilon-greedy over bins, 0.1 falling linearly to 0.02 over the first half):
+  (epsilon-greedy over bins, 0.1 falling linearly to 0.02 over the first half; --epsilon-start and
+  --epsilon-end change it for every arm):
   - `finetune`: `qtransformer finetune` from the offline checkpoint (optimizer restored), batches half
     offline and half online (--online-fraction for another share; 0 is the control that collects but
     trains on offline data alone), --updates-per-step updates per environment step;
