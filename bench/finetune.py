@@ -153,23 +153,26 @@ def run_arm(spec: dict) -> dict:
 def heldout(checkpoint: Path, spec: dict) -> float:
     """Greedy success of the checkpoint on bench.regime's held-out placements of the fine-tuning task."""
     from bench.regime import heldout_success
-    from qtransformer.envs.metaworld import parse_env_id
     from qtransformer.policy import QTPolicy
 
     policy = QTPolicy.from_checkpoint(checkpoint)
     env_id = spec.get("env") or policy.env_id
-    tasks = parse_env_id(env_id)[0] if env_id and env_id.startswith("metaworld:") else []
-    if len(tasks) != 1:
+    name = QTPolicy.env_task_name(env_id) if env_id else None
+    if name is None:
         raise SystemExit(f"--heldout-episodes: held-out placements exist for one metaworld:<task> env, got {env_id!r}")
     task = policy.task_for_env(env_id)
-    return heldout_success(lambda obs: policy.act(obs, task=task), tasks[0], spec["heldout_episodes"])
+    return heldout_success(lambda obs: policy.act(obs, task=task), name, spec["heldout_episodes"])
 
 
 def _schedule(spec: dict):
     from qtransformer.finetune import FinetuneConfig
 
-    exploration = {k: spec[k] for k in ("epsilon_start", "epsilon_end") if k in spec}
-    return FinetuneConfig(checkpoint=Path("."), env_steps=spec["env_steps"], **exploration)  # its epsilon(): the schedule every arm follows
+    return FinetuneConfig(checkpoint=Path("."), env_steps=spec["env_steps"], **_exploration(spec))  # its epsilon(): the schedule every arm follows
+
+
+def _exploration(spec: dict) -> dict:
+    """The exploration settings a spec names (FinetuneConfig's defaults for the others)."""
+    return {k: spec[k] for k in ("epsilon_start", "epsilon_end") if k in spec}
 
 
 def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
@@ -181,7 +184,7 @@ def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
         from_scratch=scratch, offline=not scratch, progress=False, threads=1, lr=spec.get("lr"), env=spec.get("env"),
         dataset=Path(spec["dataset"]) if "dataset" in spec else None,
         **({"online_fraction": spec["online_fraction"]} if "online_fraction" in spec and not scratch else {}),
-        **{k: spec[k] for k in ("epsilon_start", "epsilon_end") if k in spec},
+        **_exploration(spec),
     )
     finetune(cfg)
     return [list(p) for p in read_curve(run_dir)]
