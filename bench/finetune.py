@@ -7,8 +7,8 @@ The protocol (fixed before any fine-tuning number was seen), on the built-in tas
 - offline checkpoint, per seed s: the `builtin` preset (K = 16, 4000 steps) on the demo's dataset (100
   demonstrations + 400 autonomous episodes, seed 0), training seed s;
 - three arms per seed, each given the same environment steps (--env-steps) and the same exploration
-  (epsilon-greedy over bins, 0.1 falling linearly to 0.02 over the first half; --epsilon-start and
-  --epsilon-end change it for every arm):
+  (epsilon-greedy over bins, 0.1 falling linearly to 0.02 over the first half; --epsilon-start,
+  --epsilon-end and --temperature change it for every arm):
   - `finetune`: `qtransformer finetune` from the offline checkpoint (optimizer restored), batches half
     offline and half online (--online-fraction for another share; 0 is the control that collects but
     trains on offline data alone), --updates-per-step updates per environment step;
@@ -46,7 +46,8 @@ import tyro
 
 ARMS = ("finetune", "retrain", "scratch")
 # Settings a spec names only when given, so runs made before they existed still match their specs (and are reused).
-OPTIONAL_SETTINGS = ("lr", "online_fraction", "checkpoint", "env", "dataset", "heldout_episodes", "epsilon_start", "epsilon_end")
+OPTIONAL_SETTINGS = ("lr", "online_fraction", "checkpoint", "env", "dataset", "heldout_episodes", "epsilon_start", "epsilon_end",
+                     "temperature")
 LABELS = {"finetune": "online fine-tuning (qtransformer finetune)", "retrain": "collect, then retrain (the outer loop)",
           "scratch": "online from scratch"}
 
@@ -82,6 +83,9 @@ class Args:
     """Exploration at the start (every arm); None: `qtransformer finetune`'s 0.1."""
     epsilon_end: Optional[float] = None
     """Exploration after the anneal over the first half (every arm); None: `qtransformer finetune`'s 0.02."""
+    temperature: Optional[float] = None
+    """Sample each dimension's bin from softmax(values / temperature) before epsilon (every arm, retrain's collection
+    too); None: `qtransformer finetune`'s 0 (greedy bins, epsilon alone)."""
     num_envs: int = 4
     """Environments side by side (finetune and scratch)."""
     eval_every: int = 5000
@@ -172,7 +176,7 @@ def _schedule(spec: dict):
 
 def _exploration(spec: dict) -> dict:
     """The exploration settings a spec names (FinetuneConfig's defaults for the others)."""
-    return {k: spec[k] for k in ("epsilon_start", "epsilon_end") if k in spec}
+    return {k: spec[k] for k in ("epsilon_start", "epsilon_end", "temperature") if k in spec}
 
 
 def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
@@ -210,7 +214,7 @@ def _retrain(spec: dict, offline: Path, run_dir: Path) -> list:
         policy = QTPolicy.from_checkpoint(ckpt)
         eps = schedule.epsilon(steps)
         while steps < budget:  # 10 episodes at a time, each call on fresh reset seeds
-            r = collect(policy, data, 10, epsilon=eps, seed=1_000_000 * spec["seed"] + episodes, progress=False)
+            r = collect(policy, data, 10, epsilon=eps, temperature=schedule.temperature, seed=1_000_000 * spec["seed"] + episodes, progress=False)
             steps, episodes = steps + r["steps"], episodes + r["episodes"]
         round_dir = run_dir / f"round{k}"
         cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(round_dir), "seed": spec["seed"], "steps": spec["offline_steps"],
@@ -243,7 +247,8 @@ def summarize(args: Args, results: list[dict]) -> dict:
         protocol.update(task=args.env or "the checkpoint's", offline_data=str(args.dataset or "the checkpoint run's dataset"),
                         offline_recipe=f"the given checkpoint {args.checkpoint}, the same start for every seed")
     schedule = _schedule({"env_steps": args.env_steps, **optional_settings(args, "finetune")})
-    protocol["exploration"] = f"epsilon {schedule.epsilon_start:g} -> {schedule.epsilon_end:g} over the first half"
+    protocol["exploration"] = (f"epsilon {schedule.epsilon_start:g} -> {schedule.epsilon_end:g} over the first half"
+                               + (f", bins sampled at temperature {schedule.temperature:g}" if schedule.temperature > 0 else ""))
     held = {arm: [r["heldout"] for r in rs if "heldout" in r] for arm, rs in by.items()}
     return {"methods": methods, "protocol": protocol, "curves": curves, "start": start, "gain": gain, "dip": dip,
             "per_seed_curves": {a: [r["curve"] for r in rs] for a, rs in by.items()},

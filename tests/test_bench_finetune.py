@@ -83,9 +83,10 @@ def test_the_exploration_settings_reach_every_arm(monkeypatch, tmp_path: Path) -
     monkeypatch.setattr(ft, "finetune", lambda cfg: seen.setdefault("cfg", cfg))
     monkeypatch.setattr(ft, "read_curve", lambda run_dir: [(0, 0.5)])
     spec = {"env_steps": 100, "updates_per_step": 0.02, "num_envs": 1, "eval_every": 50, "eval_episodes": 2, "seed": 0,
-            "epsilon_start": 0.3, "epsilon_end": 0.1}
+            "epsilon_start": 0.3, "epsilon_end": 0.1, "temperature": 0.01}
     bf._finetune(spec, tmp_path / "offline", tmp_path / "run", scratch=True)
-    assert (seen["cfg"].epsilon_start, seen["cfg"].epsilon_end) == (0.3, 0.1)
+    assert (seen["cfg"].epsilon_start, seen["cfg"].epsilon_end, seen["cfg"].temperature) == (0.3, 0.1, 0.01)
     schedule = bf._schedule(spec)  # the retrain arm's collection follows the same schedule
     assert schedule.epsilon(0) == 0.3 and abs(schedule.epsilon(25) - 0.2) < 1e-9 and schedule.epsilon(50) == 0.1
+    assert schedule.temperature == 0.01
     assert "epsilon_start" not in bf.optional_settings(bf.Args(), "finetune")
