@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing as mp
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from qtransformer.workers import process_pool
 
 
 def run(out: str, dataset: str, bf16: bool, seed: int) -> dict:
@@ -53,7 +53,7 @@ def main() -> None:
     if not (data / "meta.json").exists():
         EpisodeStore.create(data, make_builtin_dataset(100, 400, seed=0))  # the demo's dataset
     jobs = [(str(a.out), str(data), bf16, s) for s in range(a.seeds) for bf16 in (False, True)]
-    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(2) as pool:
         results = list(pool.map(run, *zip(*jobs, strict=True)))
     steps = [s for s, _ in results[0]["curve"]]
     print("| run | " + " | ".join(f"success @ {s}" for s in steps) + " | q_data @ end | wall s |")

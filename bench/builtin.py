@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing as mp
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from bench.compare import code_line, code_version
+from qtransformer.workers import process_pool
 
 DATASETS = {"small": (100, 400, 0), "large": (500, 2000, 1)}  # demonstrations, autonomous episodes, seed
 
@@ -162,7 +161,7 @@ def main() -> None:
     for d in datas:
         dataset_dir(a.out, d)  # made once, before the workers start
     jobs = [(str(a.out), v, d, s, a.steps, a.curve_every) for d in datas for v in variants for s in range(a.seeds)]
-    with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(a.workers) as pool:
         results = list(pool.map(run, *zip(*jobs, strict=True)))
 
     summary_file = a.out / "summary.json"

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
+
+from qtransformer.workers import process_pool
 
 # The tasks of the benchmark preset: five MT10 tasks the scripted experts solve reliably, with the
 # paper's mix of data (about 8 % demonstrations, the rest noisy replays of them).
@@ -282,7 +283,7 @@ def run_in_pool(run_one, todo: list[dict], jobs: int, name) -> list[dict]:
     results, failed = [], []
     if not todo:
         return results
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(jobs) as pool:
         futures = {pool.submit(run_one, s): s for s in todo}
         bar = tqdm(total=len(todo), desc="runs", dynamic_ncols=True)
         for f in as_completed(futures):

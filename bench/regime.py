@@ -47,11 +47,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -59,6 +58,7 @@ from typing import Callable, Literal, Optional
 import numpy as np
 
 from bench import compare
+from qtransformer.workers import process_pool
 
 TASKS = "push-v3,pick-place-v3,peg-insert-side-v3,door-open-v3,drawer-open-v3"
 EVAL_BENCHMARK_SEED = 7777  # MT1 seed of the held-out variations (training data: benchmark seed 0 / --data-seed)
@@ -327,7 +327,7 @@ def execute(args: Args, specs: list[dict], label: str) -> list[dict]:
         for s in todo:
             results.append(_report(s, run_one(s)))
         return results
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(args.jobs) as pool:
         futures = {pool.submit(run_one, s): s for s in todo}
         for f in as_completed(futures):
             results.append(_report(futures[f], f.result()))
@@ -460,7 +460,7 @@ def make_datasets(args: Args, demos: int, collector: Path) -> dict[str, Path]:
             for j in jobs:
                 collect_chunk(j)
         else:
-            with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            with process_pool(min(args.jobs, len(jobs))) as pool:
                 list(pool.map(collect_chunk, jobs))
         print(f"collected {len(todo)} chunk(s) of {per_chunk} autonomous episodes per task in {time.perf_counter() - t:.0f} s", flush=True)
     missing = [p.name for p in chunk_paths if not (p / "meta.json").exists()]

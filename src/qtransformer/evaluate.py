@@ -191,11 +191,10 @@ def evaluate_policy(
     seeds = eval_seeds(episodes, seed)
     workers = min(workers, episodes)
     if workers > 1 and policy.model_dir is not None:  # processes, each with its own copy of the policy
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from qtransformer.workers import process_pool
 
         parts = [seeds[k::workers] for k in range(workers)]
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with process_pool(workers) as pool:
             done = list(pool.map(
                 _worker, [str(policy.model_dir)] * workers, [env_id] * workers, parts, [task] * workers,
                 [policy.support_tau] * workers, [instruction] * workers, [policy.prior_weight] * workers,

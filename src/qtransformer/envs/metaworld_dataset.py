@@ -210,10 +210,9 @@ def make_metaworld_dataset(
     check_camera(camera, image_size)
     args = [(name, task_id, demos, autonomous, recipe, seed, max_steps, expert_noise, noise, camera, image_size) for task_id, name in enumerate(tasks)]
     if workers > 1 and len(tasks) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from qtransformer.workers import process_pool
 
-        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+        with process_pool(min(workers, len(tasks))) as pool:
             per_task = list(tqdm(pool.map(_task_episodes, *zip(*args, strict=True)), total=len(tasks), desc="tasks", disable=not progress, leave=False))
     else:
         per_task = [_task_episodes(*a) for a in tqdm(args, desc="tasks", disable=not progress, leave=False)]

@@ -159,11 +159,9 @@ def generate_raw(recipe: RawRecipe, episodes: int, cache: Path, workers: int = 1
                     _save_block(_block_path(cache, s, e), [pending.pop(i) for i in range(s, e)])
 
         if workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+            from qtransformer.workers import process_pool
 
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(recipe.env, recipe.episode_length)) as pool:
+            with process_pool(min(workers, len(todo)), initializer=_init_worker, initargs=(recipe.env, recipe.episode_length)) as pool:
                 for ep in pool.map(_episode, [recipe] * len(todo), todo):
                     take(ep)
         else:
