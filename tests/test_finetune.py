@@ -142,6 +142,27 @@ def test_a_run_kept_without_its_training_state_starts_with_a_fresh_optimizer(off
     assert state["num_updates"] == 15  # counted from zero
 
 
+def test_a_run_trained_on_a_relative_dataset_path_is_a_start_from_any_folder(offline_run, tmp_path, monkeypatch, capsys):
+    """train records the dataset as an absolute path, so a model-only start finds it from another folder;
+    a run recorded before (a relative path that is not there from here) gets a one-line error naming --dataset."""
+    data, _ = offline_run
+    monkeypatch.chdir(data.parent)
+    run = tmp_path / "rel_run"
+    assert main(["train", "--preset", "smoke", "--dataset", data.name, "--out", str(run), "--no-progress", "--steps", "30"]) == 0
+    assert json.loads((run / "config.json").read_text())["dataset"] == str(data.resolve())
+    shutil.rmtree(run / "checkpoints" / "step_00000030" / "training_state")
+    monkeypatch.chdir(tmp_path)
+    assert _finetune(run, tmp_path / "ft", "--env-steps", "30", "--eval-episodes", "0", "--updates-per-step", "0.5") == 0
+    assert Path(json.loads((tmp_path / "ft" / "config.json").read_text())["offline_dataset"]) == data.resolve()
+
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "dataset": data.name}))  # as runs before recorded it
+    capsys.readouterr()
+    assert _finetune(run, tmp_path / "ft2", "--env-steps", "30") == 2
+    err = capsys.readouterr().err
+    assert "field 'dataset' is 'data', relative to where `train` ran" in err and "--dataset" in err and len(err.strip().splitlines()) == 1
+
+
 def test_from_scratch_keeps_shape_and_normaliser_only(make_net):
     from qt_testutils import tiny_model_config
     from qtransformer.config import to_dict

@@ -331,6 +331,9 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         offline_path = cfg.dataset or (state or {}).get("dataset") or run_dataset
         if offline_path is None:
             raise ConfigError(f"{model_dir}: no offline dataset recorded with this checkpoint; pass --dataset DIR or --no-offline")
+        if offline_path == run_dataset and not Path(run_dataset).is_absolute() and not Path(run_dataset).is_dir():
+            raise ConfigError(f"{model_dir.parent.parent.parent / 'config.json'}: field 'dataset' is {run_dataset!r}, relative to where "
+                              "`train` ran and not found from here; pass --dataset DIR (or run from that folder)")
         store = EpisodeStore.open(offline_path)
         _check_fits(store, policy, str(offline_path))
         offline = make_transitions(store, str(offline_path))
@@ -369,7 +372,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         (run_dir / "metrics.jsonl").unlink()  # left by a run that stopped before its first checkpoint
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "start": str(start_ckpt or model_dir), "start_optimizer": start_optimizer,
-                                                     "offline_dataset": None if offline_path is None else str(offline_path), "into": str(into)}, indent=1))
+                                                     "offline_dataset": None if offline_path is None else str(Path(offline_path).resolve()), "into": str(into)}, indent=1))
     logger = MetricLogger(run_dir, resume_step=env_step if own is not None else None)
     online_count = 0 if online_data is None else online_data.num_episodes
     if own is not None and online_count > progress_state["online_episodes"]:

@@ -290,10 +290,10 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
             return ckpt
     elif (run_dir / "metrics.jsonl").exists() and ranks.is_main:
         (run_dir / "metrics.jsonl").unlink()  # left by a run that stopped before its first checkpoint
-    if ranks.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     dataset_path = str(Path(cfg.dataset).resolve())
+    if ranks.is_main:  # the dataset as an absolute path: `finetune` and readers find it from any folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "dataset": dataset_path}, indent=1))
     logger = MetricLogger(run_dir, resume_step=start if ckpt is not None else None) if ranks.is_main else NullLogger()
     can_eval = can_eval and ranks.is_main  # the others go on to the next step's all-reduce and wait there
 
