@@ -20,11 +20,12 @@ The protocol (fixed before any fine-tuning number was seen), on the built-in tas
 - evaluation: the greedy policy on the same --eval-episodes evaluation seeds of `qtransformer eval`, at
   step 0 (the offline checkpoint) and every --eval-every environment steps (retrain: after each round).
 
-`--checkpoint RUN --env ID` fine-tunes a given start instead (every seed from that one checkpoint; the
-seeds differ in exploration, resets and batches; the scratch arm takes its architecture, bins and
-normaliser, and the retrain arm is not offered), for example bench.regime's MetaWorld
-checkpoint on one of its tasks, with `--heldout-episodes N` for the success on bench.regime's held-out
-placements at the start and the end beside the curve.
+`--checkpoint RUN --env ID` starts from a given checkpoint instead (every seed from that one checkpoint;
+the seeds differ in exploration, resets and batches; the scratch arm takes its architecture, bins and
+normaliser; each retrain round trains the recipe of the run that made it, its config.json with its
+steps, anew on the run's dataset grown by the collected episodes), for example bench.regime's
+MetaWorld checkpoint on one of its tasks, with `--heldout-episodes N` for the success on
+bench.regime's held-out placements at the start and the end beside the curve (finetune and retrain).
 
 Reported per arm: the success curve (mean over seeds), the final success, the gain over the offline
 checkpoint and the dip (the offline success minus the lowest evaluation after the start, in points).
@@ -70,8 +71,9 @@ class Args:
     """Share of each fine-tuning batch drawn from the online episodes (finetune only); None: `qtransformer finetune`'s
     default (0.5). 0 is the control that collects but trains on the offline data alone."""
     checkpoint: Optional[Path] = None
-    """Fine-tune this trained checkpoint (a run folder of `qtransformer train` or bench.regime, or a model folder)
-    instead of the built-in offline recipe: every seed starts from it (finetune and scratch arms)."""
+    """Start from this trained checkpoint (a run folder of `qtransformer train` or bench.regime, or a model folder)
+    instead of the built-in offline recipe: every seed and arm starts from it (retrain: a run folder, whose
+    config.json is the recipe each round trains anew)."""
     env: Optional[str] = None
     """Environment to fine-tune on (one task, e.g. metaworld:push-v3); None: the checkpoint's."""
     dataset: Optional[Path] = None
@@ -95,7 +97,8 @@ class Args:
     rounds: int = 5
     """Rounds of the collect-then-retrain loop."""
     offline_steps: int = 4000
-    """Gradient steps of the offline recipe (the builtin preset's), also each retrain round's."""
+    """Gradient steps of the built-in offline recipe (the builtin preset's), also each of its retrain rounds' (with
+    --checkpoint, a round trains as many steps as the checkpoint's run did)."""
     arms: tuple[str, ...] = ARMS
     """Arms to run."""
     jobs: int = 2
@@ -128,7 +131,7 @@ def offline_checkpoint(out: Path, seed: int, steps: int) -> Path:
 
 def optional_settings(args: Args, arm: str) -> dict:
     """The OPTIONAL_SETTINGS given (paths as text) that the arm uses: a spec names them only then."""
-    unused = {"heldout_episodes"} if arm != "finetune" else set()  # held out: the finetune arm's start and end only
+    unused = {"heldout_episodes"} if arm == "scratch" else set()  # held out: the finetune and retrain arms' start and end
     return {k: str(v) if isinstance(v, Path) else v for k in OPTIONAL_SETTINGS if (v := getattr(args, k)) is not None and k not in unused}
 
 
@@ -148,7 +151,8 @@ def run_arm(spec: dict) -> dict:
     curve = _retrain(spec, offline, run_dir) if arm == "retrain" else _finetune(spec, offline, run_dir, scratch=arm == "scratch")
     result = {"spec": spec, "arm": arm, "seed": seed, "curve": curve, "wall_s": time.time() - t0}
     if spec.get("heldout_episodes"):
-        result["heldout"] = [heldout(offline, spec), heldout(run_dir, spec)]  # [start, end]
+        end = run_dir / f"round{spec['rounds']}" if arm == "retrain" else run_dir
+        result["heldout"] = [heldout(offline, spec), heldout(end, spec)]  # [start, end]
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1))
     return result
@@ -196,16 +200,19 @@ def _finetune(spec: dict, offline: Path, run_dir: Path, scratch: bool) -> list:
 
 def _retrain(spec: dict, offline: Path, run_dir: Path) -> list:
     from qtransformer.collect import collect
-    from qtransformer.config import apply_overrides, preset
+    from qtransformer.config import apply_overrides
     from qtransformer.evaluate import evaluate_policy
     from qtransformer.policy import QTPolicy
     from qtransformer.train import train
 
-    def success(ckpt: Path) -> float:
-        return evaluate_policy(QTPolicy.from_checkpoint(ckpt), None, spec["eval_episodes"])["success_rate"]
+    env = spec.get("env")
 
+    def success(ckpt: Path) -> float:
+        return evaluate_policy(QTPolicy.from_checkpoint(ckpt), env, spec["eval_episodes"])["success_rate"]
+
+    recipe, offline_data = retrain_recipe(spec, offline)
     data = run_dir / "data"
-    shutil.copytree(Path(spec["out"]) / "dataset", data)
+    shutil.copytree(offline_data, data)
     schedule = _schedule(spec)
     ckpt, steps, episodes = offline, 0, 0
     curve = [[0, success(ckpt)]]
@@ -214,14 +221,39 @@ def _retrain(spec: dict, offline: Path, run_dir: Path) -> list:
         policy = QTPolicy.from_checkpoint(ckpt)
         eps = schedule.epsilon(steps)
         while steps < budget:  # 10 episodes at a time, each call on fresh reset seeds
-            r = collect(policy, data, 10, epsilon=eps, temperature=schedule.temperature, seed=1_000_000 * spec["seed"] + episodes, progress=False)
+            r = collect(policy, data, 10, env_id=env, epsilon=eps, temperature=schedule.temperature, seed=1_000_000 * spec["seed"] + episodes,
+                        progress=False)
             steps, episodes = steps + r["steps"], episodes + r["episodes"]
         round_dir = run_dir / f"round{k}"
-        cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(round_dir), "seed": spec["seed"], "steps": spec["offline_steps"],
-                                                  "eval_episodes": 0, "progress": False, "threads": 1, "save_every": spec["offline_steps"]})
-        ckpt = train(cfg)
+        ckpt = train(apply_overrides(recipe, {"dataset": str(data), "out": str(round_dir)}))
         curve.append([steps, success(ckpt)])
     return curve
+
+
+def retrain_recipe(spec: dict, offline: Path):
+    """(the TrainConfig each retrain round trains anew on the grown dataset, the offline dataset it grows):
+    the built-in recipe (the builtin preset, --offline-steps), or with --checkpoint the recipe of the run
+    that made it (its config.json: every setting, its steps included) on --dataset or the run's dataset.
+    Every round: the arm's seed, no evaluation inside, one thread, the device the other arms use (auto)."""
+    from qtransformer.config import TrainConfig, apply_overrides, preset
+    from qtransformer.finetune import _start_point
+
+    each_round = {"seed": spec["seed"], "eval_episodes": 0, "progress": False, "threads": 1}
+    if "checkpoint" not in spec:
+        recipe = apply_overrides(preset("builtin"), {**each_round, "steps": spec["offline_steps"], "save_every": spec["offline_steps"]})
+        return recipe, Path(spec["out"]) / "dataset"
+    _, model_dir, recorded = _start_point(offline)
+    run = model_dir.parent.parent.parent
+    if model_dir.parent.parent.name != "checkpoints" or not (run / "config.json").exists():
+        raise SystemExit(f"--arms retrain: {offline} is not inside a `qtransformer train` run folder with its config.json, "
+                         "so the recipe to retrain is unknown; give the run folder")
+    recorded_config = json.loads((run / "config.json").read_text())
+    recipe = apply_overrides(TrainConfig(), {k: v for k, v in recorded_config.items() if k != "dataset"}, f"{run / 'config.json'}")
+    recipe = apply_overrides(recipe, {**each_round, "device": "auto", "save_every": recipe.steps})
+    dataset = Path(spec["dataset"]) if "dataset" in spec else Path(recorded) if recorded else None
+    if dataset is None or not (dataset / "meta.json").exists():
+        raise SystemExit(f"--arms retrain: the offline dataset {dataset} of {run / 'config.json'} is not found from here; pass --dataset DIR")
+    return recipe, dataset
 
 
 def summarize(args: Args, results: list[dict]) -> dict:
@@ -293,9 +325,6 @@ def main(args: Args) -> None:
 
     if args.quick:
         args.seeds, args.env_steps, args.rounds, args.eval_episodes, args.offline_steps, args.eval_every = 1, 3000, 2, 20, 300, 1000
-    if args.checkpoint is not None and "retrain" in args.arms:
-        raise SystemExit("--checkpoint: the retrain arm rebuilds the built-in offline recipe, so a given start takes "
-                         "--arms finetune scratch")
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,

@@ -68,14 +68,39 @@ def test_a_given_checkpoint_is_the_start_of_every_seed(monkeypatch, tmp_path: Pa
     assert spec["checkpoint"] == str(start) and "dataset" not in spec
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["gain"]["finetune"] == 0.25 and summary["protocol"]["task"] == "metaworld:push-v3"
-    with pytest.raises(SystemExit, match="--arms finetune scratch"):
-        bf.main(bf.Args(out=tmp_path / "out2", arms=("finetune", "retrain"), checkpoint=start))
 
 
-def test_held_out_episodes_are_named_in_the_finetune_arms_spec_only(tmp_path: Path) -> None:
+def test_held_out_episodes_are_named_in_the_finetune_and_retrain_arms_specs_only(tmp_path: Path) -> None:
     args = bf.Args(checkpoint=tmp_path / "run", env="metaworld:door-open-v3", heldout_episodes=50)
     assert bf.optional_settings(args, "finetune") == {"checkpoint": str(tmp_path / "run"), "env": "metaworld:door-open-v3", "heldout_episodes": 50}
+    assert bf.optional_settings(args, "retrain")["heldout_episodes"] == 50
     assert "heldout_episodes" not in bf.optional_settings(args, "scratch")  # its runs are reused with or without the flag
+
+
+def test_retrain_from_a_given_checkpoint_trains_its_runs_recipe_anew_on_the_grown_data(tmp_path: Path) -> None:
+    """Each round: collect with the current checkpoint into a copy of the run's dataset, then train the run's
+    own recipe (its config.json: preset, steps, bins) from a new initialisation on it."""
+    from qtransformer.cli import main
+    from qtransformer.data import EpisodeStore
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["make-dataset", "builtin", "--demos", "4", "--autonomous", "4", "--out", str(data)]) == 0
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "20",
+                 "--algo.num-bins", "6"]) == 0
+    recipe, offline_data = bf.retrain_recipe({"seed": 3, "checkpoint": str(run)}, run)
+    assert offline_data == data.resolve() and recipe.steps == 20 and recipe.algo.num_bins == 6 and recipe.seed == 3
+    assert recipe.eval_episodes == 0 and recipe.threads == 1 and recipe.device == "auto"
+
+    out = tmp_path / "bench"
+    bf.main(bf.Args(out=out, seeds=1, arms=("retrain",), checkpoint=run, env_steps=60, rounds=2, eval_episodes=2, jobs=1))
+    rounds = [json.loads((out / "runs" / "retrain_seed0" / f"round{k}" / "config.json").read_text()) for k in (1, 2)]
+    assert [r["steps"] for r in rounds] == [20, 20] and all(r["algo"]["num_bins"] == 6 for r in rounds)
+    assert rounds[1]["dataset"] == str((out / "runs" / "retrain_seed0" / "data").resolve())
+    grown = EpisodeStore.open(out / "runs" / "retrain_seed0" / "data")
+    assert grown.num_episodes > EpisodeStore.open(data).num_episodes and grown.num_steps >= EpisodeStore.open(data).num_steps + 60
+    assert EpisodeStore.open(data).num_episodes == 8  # the run's own dataset is left as it was
+    curve = json.loads((out / "runs" / "retrain_seed0.json").read_text())["curve"]
+    assert len(curve) == 3 and curve[0][0] == 0 and curve[-1][0] >= 60
 
 
 def test_the_exploration_settings_reach_every_arm(monkeypatch, tmp_path: Path) -> None:
