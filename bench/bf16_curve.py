@@ -14,8 +14,6 @@ import json
 import shutil
 from pathlib import Path
 
-from qtransformer.workers import process_pool
-
 
 def run(out: str, dataset: str, bf16: bool, seed: int) -> dict:
     import time
@@ -53,6 +51,8 @@ def main() -> None:
     if not (data / "meta.json").exists():
         EpisodeStore.create(data, make_builtin_dataset(100, 400, seed=0))  # the demo's dataset
     jobs = [(str(a.out), str(data), bf16, s) for s in range(a.seeds) for bf16 in (False, True)]
+    from qtransformer.workers import process_pool  # exits with this process (a killed run leaves no worker)
+
     with process_pool(2) as pool:
         results = list(pool.map(run, *zip(*jobs, strict=True)))
     steps = [s for s, _ in results[0]["curve"]]

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.compare import code_line, code_version
-from qtransformer.workers import process_pool
 
 DATASETS = {"small": (100, 400, 0), "large": (500, 2000, 1)}  # demonstrations, autonomous episodes, seed
 
@@ -161,6 +160,8 @@ def main() -> None:
     for d in datas:
         dataset_dir(a.out, d)  # made once, before the workers start
     jobs = [(str(a.out), v, d, s, a.steps, a.curve_every) for d in datas for v in variants for s in range(a.seeds)]
+    from qtransformer.workers import process_pool  # exits with this process (a killed run leaves no worker)
+
     with process_pool(a.workers) as pool:
         results = list(pool.map(run, *zip(*jobs, strict=True)))
 

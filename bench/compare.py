@@ -30,8 +30,6 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from qtransformer.workers import process_pool
-
 # The tasks of the benchmark preset: five MT10 tasks the scripted experts solve reliably, with the
 # paper's mix of data (about 8 % demonstrations, the rest noisy replays of them).
 TASKS = "reach-v3,button-press-topdown-v3,drawer-open-v3,door-open-v3,window-open-v3"
@@ -283,6 +281,8 @@ def run_in_pool(run_one, todo: list[dict], jobs: int, name) -> list[dict]:
     results, failed = [], []
     if not todo:
         return results
+    from qtransformer.workers import process_pool  # exits with this process (a killed run leaves no worker)
+
     with process_pool(jobs) as pool:
         futures = {pool.submit(run_one, s): s for s in todo}
         bar = tqdm(total=len(todo), desc="runs", dynamic_ncols=True)

@@ -58,7 +58,6 @@ from typing import Callable, Literal, Optional
 import numpy as np
 
 from bench import compare
-from qtransformer.workers import process_pool
 
 TASKS = "push-v3,pick-place-v3,peg-insert-side-v3,door-open-v3,drawer-open-v3"
 EVAL_BENCHMARK_SEED = 7777  # MT1 seed of the held-out variations (training data: benchmark seed 0 / --data-seed)
@@ -327,6 +326,8 @@ def execute(args: Args, specs: list[dict], label: str) -> list[dict]:
         for s in todo:
             results.append(_report(s, run_one(s)))
         return results
+    from qtransformer.workers import process_pool  # exits with this process (a killed run leaves no worker)
+
     with process_pool(args.jobs) as pool:
         futures = {pool.submit(run_one, s): s for s in todo}
         for f in as_completed(futures):
@@ -460,6 +461,8 @@ def make_datasets(args: Args, demos: int, collector: Path) -> dict[str, Path]:
             for j in jobs:
                 collect_chunk(j)
         else:
+            from qtransformer.workers import process_pool  # exits with this process (a killed run leaves no worker)
+
             with process_pool(min(args.jobs, len(jobs))) as pool:
                 list(pool.map(collect_chunk, jobs))
         print(f"collected {len(todo)} chunk(s) of {per_chunk} autonomous episodes per task in {time.perf_counter() - t:.0f} s", flush=True)
