@@ -238,7 +238,7 @@ def retrain_recipe(spec: dict, offline: Path):
     from qtransformer.config import TrainConfig, apply_overrides, preset
     from qtransformer.finetune import _start_point
 
-    each_round = {"seed": spec["seed"], "eval_episodes": 0, "progress": False, "threads": 1}
+    each_round = {"seed": spec["seed"], "eval_episodes": 0, "progress": False, "threads": 1, "resume": False}
     if "checkpoint" not in spec:
         recipe = apply_overrides(preset("builtin"), {**each_round, "steps": spec["offline_steps"], "save_every": spec["offline_steps"]})
         return recipe, Path(spec["out"]) / "dataset"
