@@ -77,7 +77,7 @@ def test_held_out_episodes_are_named_in_the_finetune_and_retrain_arms_specs_only
     assert "heldout_episodes" not in bf.optional_settings(args, "scratch")  # its runs are reused with or without the flag
 
 
-def test_retrain_from_a_given_checkpoint_trains_its_runs_recipe_anew_on_the_grown_data(tmp_path: Path) -> None:
+def test_retrain_from_a_given_checkpoint_trains_its_runs_recipe_anew_on_the_grown_data(tmp_path: Path, monkeypatch) -> None:
     """Each round: collect with the current checkpoint into a copy of the run's dataset, then train the run's
     own recipe (its config.json: preset, steps, bins) from a new initialisation on it."""
     from qtransformer.cli import main
@@ -101,6 +101,16 @@ def test_retrain_from_a_given_checkpoint_trains_its_runs_recipe_anew_on_the_grow
     assert EpisodeStore.open(data).num_episodes == 8  # the run's own dataset is left as it was
     curve = json.loads((out / "runs" / "retrain_seed0.json").read_text())["curve"]
     assert len(curve) == 3 and curve[0][0] == 0 and curve[-1][0] >= 60
+
+    import qtransformer.collect
+    import qtransformer.train
+
+    seen = []
+    monkeypatch.setattr(qtransformer.collect, "collect", lambda policy, into, episodes, **kw: seen.append(kw) or {"steps": 10**6, "episodes": episodes})
+    monkeypatch.setattr(qtransformer.train, "train", lambda cfg: run)
+    spec = {"seed": 0, "checkpoint": str(run), "env_steps": 100, "rounds": 1, "eval_episodes": 1, "epsilon_start": 0.2, "temperature": 0.05}
+    bf._retrain(spec, run, tmp_path / "explore")
+    assert (seen[0]["epsilon"], seen[0]["temperature"]) == (0.2, 0.05)  # the retrain arm collects with the arms' exploration
 
 
 def test_the_exploration_settings_reach_every_arm(monkeypatch, tmp_path: Path) -> None:
