@@ -236,23 +236,23 @@ def retrain_recipe(spec: dict, offline: Path):
     that made it (its config.json: every setting, its steps included) on --dataset or the run's dataset.
     Every round: the arm's seed, no evaluation inside, one thread, the device the other arms use (auto)."""
     from qtransformer.config import TrainConfig, apply_overrides, preset
-    from qtransformer.finetune import _start_point
+    from qtransformer.finetune import _start_point, training_run_config
 
     each_round = {"seed": spec["seed"], "eval_episodes": 0, "progress": False, "threads": 1, "resume": False}
     if "checkpoint" not in spec:
         recipe = apply_overrides(preset("builtin"), {**each_round, "steps": spec["offline_steps"], "save_every": spec["offline_steps"]})
         return recipe, Path(spec["out"]) / "dataset"
     _, model_dir, recorded = _start_point(offline)
-    run = model_dir.parent.parent.parent
-    if model_dir.parent.parent.name != "checkpoints" or not (run / "config.json").exists():
+    config = training_run_config(model_dir)
+    if config is None:
         raise SystemExit(f"--arms retrain: {offline} is not inside a `qtransformer train` run folder with its config.json, "
                          "so the recipe to retrain is unknown; give the run folder")
-    recorded_config = json.loads((run / "config.json").read_text())
-    recipe = apply_overrides(TrainConfig(), {k: v for k, v in recorded_config.items() if k != "dataset"}, f"{run / 'config.json'}")
+    recorded_config = json.loads(config.read_text())
+    recipe = apply_overrides(TrainConfig(), {k: v for k, v in recorded_config.items() if k != "dataset"}, str(config))
     recipe = apply_overrides(recipe, {**each_round, "device": "auto", "save_every": recipe.steps})
     dataset = Path(spec["dataset"]) if "dataset" in spec else Path(recorded) if recorded else None
     if dataset is None or not (dataset / "meta.json").exists():
-        raise SystemExit(f"--arms retrain: the offline dataset {dataset} of {run / 'config.json'} is not found from here; pass --dataset DIR")
+        raise SystemExit(f"--arms retrain: the offline dataset {dataset} of {config} is not found from here; pass --dataset DIR")
     return recipe, dataset
 
 

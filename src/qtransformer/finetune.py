@@ -178,12 +178,19 @@ def _start_point(path: Path) -> tuple[Optional[Path], Path, Optional[str]]:
     return ckpt, model_dir, _recorded_dataset(model_dir)
 
 
+def training_run_config(model_dir: Path) -> Optional[Path]:
+    """RUN/config.json of the `train` run that holds model_dir (RUN/checkpoints/step_N/model), or None."""
+    config = model_dir.parent.parent.parent / "config.json"
+    return config if model_dir.parent.parent.name == "checkpoints" and config.exists() else None
+
+
 def _recorded_dataset(model_dir: Path) -> Optional[str]:
-    """The dataset named in the config.json of the training run holding model_dir (RUN/checkpoints/step_N/model)."""
-    if model_dir.parent.parent.name != "checkpoints":
+    """The dataset named in the config.json of the training run holding model_dir."""
+    config = training_run_config(model_dir)
+    if config is None:
         return None
     try:
-        dataset = json.loads((model_dir.parent.parent.parent / "config.json").read_text()).get("dataset")
+        dataset = json.loads(config.read_text()).get("dataset")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
     return dataset if isinstance(dataset, str) else None
@@ -332,7 +339,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         if offline_path is None:
             raise ConfigError(f"{model_dir}: no offline dataset recorded with this checkpoint; pass --dataset DIR or --no-offline")
         if offline_path == run_dataset and not Path(run_dataset).is_absolute() and not Path(run_dataset).is_dir():
-            raise ConfigError(f"{model_dir.parent.parent.parent / 'config.json'}: field 'dataset' is {run_dataset!r}, relative to where "
+            raise ConfigError(f"{training_run_config(model_dir)}: field 'dataset' is {run_dataset!r}, relative to where "
                               "`train` ran and not found from here; pass --dataset DIR (or run from that folder)")
         store = EpisodeStore.open(offline_path)
         _check_fits(store, policy, str(offline_path))
