@@ -111,13 +111,18 @@ def test_names_and_instructions():
 def test_camera_ids_round_trip_and_bad_ones_are_refused():
     env_id = metaworld_env_id(["reach-v3", "push-v3"], "corner", 48)
     assert env_id == "metaworld:reach-v3,push-v3?camera=corner&size=48"
-    assert parse_env_id(env_id) == (["reach-v3", "push-v3"], "corner", 48)
-    assert parse_env_id("metaworld:reach-v3") == (["reach-v3"], None, 64)
+    assert parse_env_id(env_id) == (["reach-v3", "push-v3"], "corner", 48, "full")
+    assert parse_env_id("metaworld:reach-v3") == (["reach-v3"], None, 64, "full")
+    fast = metaworld_env_id(["reach-v3", "push-v3"], "corner", 48, "fast")
+    assert fast == "metaworld:reach-v3,push-v3?camera=corner&size=48&render=fast"
+    assert parse_env_id(fast).render == "fast"
+    assert single_task_env_ids(fast) == ["metaworld:reach-v3?camera=corner&size=48&render=fast", "metaworld:push-v3?camera=corner&size=48&render=fast"]
     assert metaworld_env_id(list(MT10_TASKS), "topview") == "metaworld:mt10?camera=topview&size=64"
     assert single_task_env_ids(env_id) == ["metaworld:reach-v3?camera=corner&size=48", "metaworld:push-v3?camera=corner&size=48"]
     assert tasks_from_env_id(env_id) == ["reach-v3", "push-v3"]
     for bad, match in (("?camera=kitchen", "unknown MetaWorld camera 'kitchen'"), ("?camera=corner&size=8", "16 to 512"),
-                       ("?camera=corner&size=big", "whole number"), ("?zoom=2", "unknown option 'zoom=2'"), ("?size=64", "needs camera")):
+                       ("?camera=corner&size=big", "whole number"), ("?zoom=2", "unknown option 'zoom=2'"), ("?size=64", "needs camera"),
+                       ("?render=fast", "needs camera"), ("?camera=corner&render=quick", "unknown render mode 'quick'")):
         with pytest.raises(ValueError, match=match):
             parse_env_id("metaworld:reach-v3" + bad)
 
@@ -177,3 +182,23 @@ def test_the_former_module_still_exports_the_adapter():
 
     assert metaworld_tasks.make_metaworld_env is make_metaworld_env and metaworld_tasks.make_metaworld_dataset is make_metaworld_dataset
     assert all(hasattr(metaworld_tasks, name) for name in metaworld_tasks.__all__)
+
+
+def test_fast_frames_drop_shadows_and_multisampling_and_keep_the_scene():
+    """render=fast: the same scene from the same camera, drawn without the shadow map and multisampling;
+    the settings reach MuJoCo before its offscreen context is made (else the frames would be identical)."""
+    from qtransformer.envs import make_env
+
+    frames = {}
+    for render in ("full", "fast"):
+        env = make_env(metaworld_env_id(["reach-v3"], "corner", 32, render))
+        obs, _ = env.reset(seed=0)
+        model = env.unwrapped._env.model
+        frames[render] = obs["image"].astype(np.float32)
+        frames[render + "_settings"] = (int(model.vis.quality.shadowsize), int(model.vis.quality.offsamples), int(model.light_castshadow.sum()))
+        env.close()
+    assert frames["full_settings"] == (4096, 4, 1)  # MetaWorld's scene as shipped
+    assert frames["fast_settings"] == (0, 0, 0)
+    diff = np.abs(frames["full"] - frames["fast"])
+    assert diff.mean() > 0.5  # drawn differently (no shadow, no antialiasing) ...
+    assert diff.mean() < 20 and np.corrcoef(frames["full"].ravel(), frames["fast"].ravel())[0, 1] > 0.9  # ... of the same scene

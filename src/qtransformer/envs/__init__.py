@@ -48,7 +48,7 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
 
     "metaworld:<task>" (e.g. "metaworld:reach-v3") makes that MetaWorld task with the sparse success
     reward (needs the sim extra); reset(seed=s) picks its variation s % 50; "metaworld:<task>?camera=corner&size=64"
-    adds that camera's frames to the observations. "ogbench:<id>" (e.g.
+    adds that camera's frames to the observations ("&render=fast": without shadows and multisampling). "ogbench:<id>" (e.g.
     "ogbench:cube-single-singletask-task1-v0") makes that OGBench single-task environment with the sparse
     success reward, ending at success (needs the ogbench extra; see docs/ogbench.md)."""
     if env_id.startswith("ogbench:"):
@@ -58,10 +58,10 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
     if env_id.startswith("metaworld:"):
         from .metaworld import make_metaworld_env, parse_env_id
 
-        tasks, camera, image_size = parse_env_id(env_id)
+        tasks, camera, image_size, render = parse_env_id(env_id)
         if len(tasks) != 1:
             raise ValueError(f"'{env_id}' names {len(tasks)} tasks; make one at a time with metaworld:<task>")
-        return make_metaworld_env(tasks[0], seed=0, vary_task=True, camera=camera, image_size=image_size, **kwargs)
+        return make_metaworld_env(tasks[0], seed=0, vary_task=True, camera=camera, image_size=image_size, render=render, **kwargs)
     try:
         return gym.make(env_id, disable_env_checker=True, **kwargs)
     except gym.error.Error as exc:

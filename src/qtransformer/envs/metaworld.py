@@ -10,9 +10,11 @@ dataset maker are in envs/metaworld_dataset.py.
   MetaWorld's 39-d state as float32 (with the goal visible, as in the MT benchmarks), actions Box(-1, 1, (4,)).
   With `vary_task=True`, `reset(seed=s)` picks variation `s % 50` instead, so a dataset covers them all.
   With `camera="corner"` (any of CAMERAS) observations are {"state": the 39 floats, "image": (S, S, 3)
-  uint8}, the camera's frame rendered offscreen (OSMesa unless MUJOCO_GL says otherwise) at every step.
+  uint8}, the camera's frame rendered offscreen (OSMesa unless MUJOCO_GL says otherwise) at every step;
+  `render="fast"` draws it without shadows and multisampling (RENDER_MODES: about 8x faster in software).
 - ids: "metaworld:<task>", "metaworld:mt10" or "metaworld:<a>,<b>", with "?camera=<name>&size=<S>" for
-  camera observations (parse_env_id, metaworld_env_id: the one place they are read and written).
+  camera observations and "&render=fast" for fast frames (parse_env_id, metaworld_env_id: the one place
+  they are read and written).
 - `scripted_expert(name)`: MetaWorld's scripted policy for the task, as a callable obs -> action;
   `noisy_expert(name, rng)`, the demonstrator: the same with small Gaussian action noise.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -80,31 +82,51 @@ def instruction_for(name: str) -> str:
 
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")  # MetaWorld's named cameras
 DEFAULT_IMAGE_SIZE = 64
+# How camera frames are drawn. "full": MetaWorld's scene as shipped (a 4096x4096 shadow map for its one
+# shadow-casting light, 4x multisampling). "fast": no shadows and no multisampling, the same scene,
+# cameras and geometry otherwise. In MuJoCo's software renderer (OSMesa, a CPU machine) the shadow map
+# and the multisampling are most of a frame's cost whatever the image size: `python -m bench.camera`.
+RENDER_MODES = ("full", "fast")
 
 
-def check_camera(camera: Optional[str], image_size: int) -> None:
-    """Raise ValueError naming the fix for an unknown camera or an image size outside 16..512."""
+class MetaWorldId(NamedTuple):
+    """What a MetaWorld env id names (parse_env_id)."""
+
+    tasks: list[str]
+    camera: Optional[str]
+    image_size: int
+    render: str  # one of RENDER_MODES
+
+
+def check_camera(camera: Optional[str], image_size: int, render: str = "full") -> None:
+    """Raise ValueError naming the fix for an unknown camera, an image size outside 16..512 or an unknown render mode."""
     if camera is not None and camera not in CAMERAS:
         raise ValueError(f"unknown MetaWorld camera '{camera}'; choose one of {', '.join(CAMERAS)}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 16 <= image_size <= 512:
         raise ValueError(f"image size must be a whole number of pixels from 16 to 512, got {image_size!r}")
+    if render not in RENDER_MODES:
+        raise ValueError(f"unknown render mode {render!r}; choose one of {', '.join(RENDER_MODES)}")
 
 
-def metaworld_env_id(tasks: list[str], camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE) -> str:
+def metaworld_env_id(tasks: list[str], camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE, render: str = "full") -> str:
     """The env_id recorded in a dataset: "metaworld:<task>", "metaworld:mt10", or "metaworld:<a>,<b>";
-    with a camera, "?camera=<name>&size=<S>" after it."""
+    with a camera, "?camera=<name>&size=<S>" after it, and "&render=fast" for fast frames ("full" is
+    not written, so the ids of earlier datasets are unchanged)."""
     if len(tasks) == 1:
         base = f"metaworld:{tasks[0]}"
     elif sorted(tasks) == sorted(MT10_TASKS):
         base = "metaworld:mt10"
     else:
         base = "metaworld:" + ",".join(tasks)
-    return base if camera is None else f"{base}?camera={camera}&size={int(image_size)}"
+    if camera is None:
+        return base
+    return f"{base}?camera={camera}&size={int(image_size)}" + ("" if render == "full" else f"&render={render}")
 
 
-def parse_env_id(env_id: str) -> tuple[list[str], Optional[str], int]:
-    """The inverse of metaworld_env_id: -> (tasks, camera or None, image size). "metaworld:mt10" -> the MT10
-    task list, "metaworld:a,b" -> [a, b]; "metaworld:a?camera=corner&size=64" -> ([a], "corner", 64)."""
+def parse_env_id(env_id: str) -> MetaWorldId:
+    """The inverse of metaworld_env_id: -> (tasks, camera or None, image size, render mode). "metaworld:mt10"
+    -> the MT10 task list, "metaworld:a,b" -> [a, b]; "metaworld:a?camera=corner&size=64" -> ([a], "corner",
+    64, "full"); "...&render=fast" -> render "fast"."""
     if not env_id.startswith("metaworld:"):
         raise ValueError(f"'{env_id}' is not a MetaWorld id (metaworld:<task>, metaworld:mt10 or metaworld:<a>,<b>)")
     rest, _, query = env_id[len("metaworld:"):].partition("?")
@@ -112,18 +134,23 @@ def parse_env_id(env_id: str) -> tuple[list[str], Optional[str], int]:
     options = {}
     for part in filter(None, query.split("&")):
         key, eq, value = part.partition("=")
-        if not eq or key not in ("camera", "size"):
-            raise ValueError(f"'{env_id}': unknown option '{part}'; a MetaWorld id takes ?camera=<name>&size=<pixels>")
+        if not eq or key not in ("camera", "size", "render"):
+            raise ValueError(f"'{env_id}': unknown option '{part}'; a MetaWorld id takes ?camera=<name>&size=<pixels>[&render=fast]")
         options[key] = value
     camera = options.get("camera")
     try:
         size = int(options.get("size", DEFAULT_IMAGE_SIZE))
     except ValueError:
         raise ValueError(f"'{env_id}': size must be a whole number of pixels, got '{options['size']}'") from None
-    if "size" in options and camera is None:
-        raise ValueError(f"'{env_id}': size= needs camera=<name> too")
-    check_camera(camera, size)
-    return tasks, camera, size
+    for key in ("size", "render"):
+        if key in options and camera is None:
+            raise ValueError(f"'{env_id}': {key}= needs camera=<name> too")
+    render = options.get("render", "full")
+    try:
+        check_camera(camera, size, render)
+    except ValueError as exc:
+        raise ValueError(f"'{env_id}': {exc}") from None
+    return MetaWorldId(tasks, camera, size, render)
 
 
 def tasks_from_env_id(env_id: str) -> list[str]:
@@ -132,10 +159,10 @@ def tasks_from_env_id(env_id: str) -> list[str]:
 
 
 def single_task_env_ids(env_id: str) -> list[str]:
-    """One id per task of a MetaWorld id, each keeping its camera: "metaworld:a,b?camera=corner&size=64" ->
+    """One id per task of a MetaWorld id, each keeping its camera (and render mode): "metaworld:a,b?camera=corner&size=64" ->
     ["metaworld:a?camera=corner&size=64", "metaworld:b?camera=corner&size=64"]."""
-    tasks, camera, size = parse_env_id(env_id)
-    return [metaworld_env_id([t], camera, size) for t in tasks]
+    tasks, camera, size, render = parse_env_id(env_id)
+    return [metaworld_env_id([t], camera, size, render) for t in tasks]
 
 
 class MetaWorldSparseEnv(gym.Env):
@@ -145,9 +172,9 @@ class MetaWorldSparseEnv(gym.Env):
 
     def __init__(
         self, name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None,
-        camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE,
+        camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE, render: str = "full",
     ):
-        check_camera(camera, image_size)
+        check_camera(camera, image_size, render)
         metaworld = _import_metaworld()
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -161,6 +188,8 @@ class MetaWorldSparseEnv(gym.Env):
         if camera is not None:  # observations carry this camera's frame; videos show the same frames
             _choose_renderer()
             self._env = benchmark.train_classes[name](render_mode="rgb_array", camera_name=camera, width=image_size, height=image_size)
+            if render == "fast":
+                _fast_frames(self._env.model)
         elif render_mode is None:
             self._env = benchmark.train_classes[name]()
         else:  # offscreen frames from the "corner" camera, for videos
@@ -219,12 +248,22 @@ class MetaWorldSparseEnv(gym.Env):
         self._env.close()
 
 
+def _fast_frames(model) -> None:
+    """Draw this MuJoCo model's frames without shadows and multisampling (render mode "fast"). MuJoCo
+    reads these settings when the offscreen context is made, at the first frame, so this must come before it."""
+    model.vis.quality.shadowsize = 0
+    model.vis.quality.offsamples = 0
+    model.light_castshadow[:] = 0
+
+
 def make_metaworld_env(
     name: str, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS, vary_task: bool = False, render_mode: Optional[str] = None,
-    camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE,
+    camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE, render: str = "full",
 ) -> gym.Env:
     """A MetaWorld v3 task ("reach-v3") with the sparse success reward; see MetaWorldSparseEnv."""
-    return MetaWorldSparseEnv(name, seed=seed, max_steps=max_steps, vary_task=vary_task, render_mode=render_mode, camera=camera, image_size=image_size)
+    return MetaWorldSparseEnv(
+        name, seed=seed, max_steps=max_steps, vary_task=vary_task, render_mode=render_mode, camera=camera, image_size=image_size, render=render,
+    )
 
 
 def _policy_class_name(name: str) -> str:

@@ -137,11 +137,12 @@ def _on_state(policy: Callable[[np.ndarray], np.ndarray]) -> Callable:
 def _task_episodes(
     name: str, task_id: int, demos: int, autonomous: int, recipe: str, seed: int, max_steps: int,
     expert_noise: float, noise: Optional[float], camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE,
+    render: str = "full",
 ) -> list[dict]:
     """One task's episodes. Its random numbers depend on (seed, task_id) only, so tasks can be made in
     any order or in parallel with the same result. The camera only adds frames: the same episodes with or without."""
     rng = np.random.default_rng([seed, task_id])
-    env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True, camera=camera, image_size=image_size)
+    env = make_metaworld_env(name, seed=seed, max_steps=max_steps, vary_task=True, camera=camera, image_size=image_size, render=render)
     state_env = env if camera is None else None  # for unrecorded expert runs: made when first needed, without a camera
     instruction = instruction_for(name)
     base_seed = seed * 1_000_003 + task_id * 10_007
@@ -187,6 +188,7 @@ def make_metaworld_dataset(
     workers: int = 1,
     camera: Optional[str] = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
+    render: str = "full",
 ) -> EpisodeDataset:
     """Per task, `demos` demonstrations (the scripted expert plus `expert_noise` Gaussian action noise)
     and `autonomous` episodes of `recipe` ("replay" or "perturbed"). Every episode resets with its own
@@ -197,7 +199,8 @@ def make_metaworld_dataset(
     it replays unrecorded noise-free expert episodes instead. `workers` > 1 makes tasks in parallel
     processes (same dataset as one process). `camera` (one of envs.metaworld.CAMERAS): every step also
     records that camera's (image_size, image_size, 3) frame, rendered offscreen (slow on a CPU:
-    docs/metaworld.md); the episodes are the same as without."""
+    docs/metaworld.md; `render="fast"` draws it without shadows and multisampling, about 8x faster
+    there); the episodes are the same as without."""
     from tqdm import tqdm
 
     tasks = list(tasks)
@@ -207,8 +210,8 @@ def make_metaworld_dataset(
         raise ValueError(f"unknown recipe '{recipe}'; choose one of {RECIPES}")
     if demos < 0 or autonomous < 0 or demos + autonomous == 0 or seed < 0:
         raise ValueError(f"need demos >= 0, autonomous >= 0 (not both 0) and seed >= 0; got {demos}, {autonomous}, {seed}")
-    check_camera(camera, image_size)
-    args = [(name, task_id, demos, autonomous, recipe, seed, max_steps, expert_noise, noise, camera, image_size) for task_id, name in enumerate(tasks)]
+    check_camera(camera, image_size, render)
+    args = [(name, task_id, demos, autonomous, recipe, seed, max_steps, expert_noise, noise, camera, image_size, render) for task_id, name in enumerate(tasks)]
     if workers > 1 and len(tasks) > 1:
         from qtransformer.workers import process_pool
 
@@ -218,7 +221,7 @@ def make_metaworld_dataset(
         per_task = [_task_episodes(*a) for a in tqdm(args, desc="tasks", disable=not progress, leave=False)]
     episodes = [ep for eps in per_task for ep in eps]
     space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
-    return EpisodeDataset.from_episodes(episodes, space.low, space.high, env_id=metaworld_env_id(tasks, camera, image_size), task_names=tasks)
+    return EpisodeDataset.from_episodes(episodes, space.low, space.high, env_id=metaworld_env_id(tasks, camera, image_size, render), task_names=tasks)
 
 
 def success_table(tasks: list[str], episodes: int = 30, seed: int = 0, max_steps: int = DEFAULT_MAX_STEPS) -> list[dict]:
