@@ -3,6 +3,7 @@ demonstrations, the same encoder for both, evaluated on the training instruction
 paraphrases of them (issue 13, part 6).
 
     python -m bench.vision_language                  # the full protocol (MT10, 64x64, 6 frames): a GPU machine
+    python -m bench.vision_language --cpu            # the same comparison sized for a 2-core CPU machine (about an hour)
     python -m bench.vision_language --quick          # a pipeline check that fits a CPU (minutes)
     python -m bench.vision_language --no-train       # the table of the runs on disk
 
@@ -22,10 +23,18 @@ The protocol (fixed before any number was seen):
   per task, once with each task's training instruction and once with a paraphrase never seen in
   training (PARAPHRASES): an unseen instruction must still name the task.
 
+`--cpu` (fixed before any of its numbers, 2026-12-06): the same two methods and evaluation on MT10 at
+what a 2-core machine without a GPU trains in under an hour: 10 demonstrations and 30 autonomous
+episodes per task, 32x32 frames drawn with `--render fast` (no shadows or multisampling: the full
+scene's frames cost about 0.1-0.2 s each in software, the fast ones about a tenth of that), a window of
+1 frame, the small CNN (FiLM-EfficientNet-B0 trains at about 0.2 steps/s on one CPU core), the real
+instruction encoder (minilm), 5000 gradient steps, 1 seed, 10 evaluation episodes per task and
+instruction kind. It is a reduced reading of part 6, not its result.
+
 Writes OUT/summary.json ({"methods": {name: {"mean", "std", "per_seed", "paraphrase": {"mean", "std",
-"per_seed"}, "per_task": {...}}}, "protocol"}) and OUT/table.md. Finished runs are reused. Rendering
-costs about 0.2 s per frame on a CPU with OSMesa (python -m bench.camera), so the full protocol is
-for a GPU machine (MUJOCO_GL=egl, --device auto).
+"per_seed"}, "per_task": {...}}}, "protocol"}) and OUT/table.md. Finished runs are reused. With the
+full scene, rendering costs about 0.1-0.2 s per frame on a CPU with OSMesa (python -m bench.camera), so
+the full protocol is for a GPU machine (MUJOCO_GL=egl, --device auto).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import tyro
@@ -79,6 +88,8 @@ class Args:
     """MetaWorld camera."""
     image_size: int = 64
     """Frame width and height."""
+    render: Literal["full", "fast"] = "full"
+    """How frames are drawn: full (MetaWorld's scene as shipped) or fast (no shadows or multisampling)."""
     frames: int = 6
     """Frames per window (the paper: 6)."""
     image_encoder: str = "film-efficientnet-b0"
@@ -95,20 +106,33 @@ class Args:
     """Evaluation episodes per task and instruction kind."""
     device: str = "auto"
     """Training device."""
+    threads: int = 0
+    """CPU threads per training run (0: PyTorch's default); 1 when two runs share 2 cores."""
+    jobs: int = 1
+    """Runs trained at a time, each in its own process (with --threads 1 on a 2-core machine: 2)."""
     workers: int = 2
     """Processes making the dataset (one per task at most)."""
     methods: tuple[str, ...] = tuple(METHODS)
     """Methods to run."""
     no_train: bool = False
     """Run nothing: the table of the finished runs on disk."""
+    cpu: bool = False
+    """The comparison sized for a 2-core CPU machine (the docstring's --cpu paragraph)."""
     quick: bool = False
     """A pipeline check for a CPU: reach and push, 2 + 2 episodes of 10 steps, 32x32 frames, 1 frame,
     the small CNN, hashed n-grams, 20 steps, 1 seed, 1 evaluation episode."""
 
 
 def apply_quick(args: Args) -> Args:
+    if args.cpu and args.quick:
+        raise SystemExit("--cpu and --quick are two sizes: pass one")
+    if args.cpu:
+        args.tasks, args.demos, args.autonomous, args.image_size, args.render, args.frames = "mt10", 10, 30, 32, "fast", 1
+        args.image_encoder, args.image_tokens, args.language_encoder, args.steps, args.seeds, args.eval_episodes = "cnn", 0, "minilm", 5000, 1, 10
+        args.device, args.threads, args.jobs = "cpu", 1, 2
     if args.quick:
         args.tasks, args.demos, args.autonomous, args.max_steps, args.image_size, args.frames = "reach-v3,push-v3", 2, 2, 10, 32, 1
+        args.render = "fast"
         args.image_encoder, args.image_tokens, args.language_encoder, args.steps, args.seeds, args.eval_episodes = "cnn", 0, "hash", 20, 1, 1
         args.device, args.workers = "cpu", 1
     return args
@@ -125,7 +149,8 @@ def task_list(args: Args) -> list[str]:
 
 
 def data_settings(args: Args) -> dict:
-    return {k: getattr(args, k) for k in ("tasks", "demos", "autonomous", "max_steps", "camera", "image_size")}
+    settings = {k: getattr(args, k) for k in ("tasks", "demos", "autonomous", "max_steps", "camera", "image_size")}
+    return settings if args.render == "full" else settings | {"render": args.render}  # full: the folders made before keep their names
 
 
 def dataset(args: Args) -> Path:
@@ -137,7 +162,7 @@ def dataset(args: Args) -> Path:
     path = args.out / f"dataset_{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
     if not (path / "meta.json").exists():
         ds = make_metaworld_dataset(task_list(args), args.demos, args.autonomous, "perturbed", seed=0, max_steps=args.max_steps,
-                                    workers=args.workers, camera=args.camera, image_size=args.image_size)
+                                    workers=args.workers, camera=args.camera, image_size=args.image_size, render=args.render)
         EpisodeStore.create(path, ds)
         (path / "bench_settings.json").write_text(json.dumps(settings, indent=1))
     return path
@@ -149,7 +174,7 @@ def run_spec(args: Args, data: Path, method: str, seed: int) -> dict:
                       "frames": args.frames}, "device": args.device}
 
 
-def run_one(spec: dict, out: Path) -> dict:
+def run_one(spec: dict, out: Path, threads: int = 0) -> dict:
     """Train one method with one seed and evaluate it on both instruction kinds; reused when its result exists."""
     from qtransformer.config import apply_overrides, preset
     from qtransformer.data import EpisodeStore
@@ -168,7 +193,7 @@ def run_one(spec: dict, out: Path) -> dict:
     t0 = time.time()
     cfg = apply_overrides(preset("default"), {
         "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": spec["steps"], "device": spec["device"],
-        "eval_episodes": 0, "save_every": spec["steps"], "progress": False, "model": spec["model"],
+        "eval_episodes": 0, "save_every": spec["steps"], "progress": False, "model": spec["model"], "threads": threads,
     } | METHODS[spec["method"]], f"method {spec['method']}")
     final = train(cfg)
     policy = QTPolicy.from_checkpoint(final, device="cpu")
@@ -180,6 +205,8 @@ def run_one(spec: dict, out: Path) -> dict:
     result = {"spec": spec, "success_rate": float(np.mean(list(trained.values()))), "paraphrase_success_rate": float(np.mean(list(paraphrased.values()))),
               "per_task": trained, "per_task_paraphrase": paraphrased, "wall_s": time.time() - t0}
     atomic_write_text(result_file, json.dumps(result, indent=1))
+    print(f"{name}: training instructions {result['success_rate']:.3f}, paraphrases {result['paraphrase_success_rate']:.3f} "
+          f"({result['wall_s'] / 60:.1f} min)", flush=True)
     return result
 
 
@@ -222,8 +249,15 @@ def main(args: Args) -> Optional[dict]:
     if args.no_train:
         results = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]
     else:
-        data = dataset(args)
-        results = [run_one(run_spec(args, data, m, s), args.out) for s in range(args.seeds) for m in args.methods]
+        data = dataset(args)  # made once, before any run starts
+        specs = [run_spec(args, data, m, s) for s in range(args.seeds) for m in args.methods]
+        if args.jobs > 1 and len(specs) > 1:
+            from qtransformer.workers import process_pool  # exits with this process (a killed run leaves no worker)
+
+            with process_pool(min(args.jobs, len(specs))) as pool:
+                results = list(pool.map(run_one, specs, [args.out] * len(specs), [args.threads] * len(specs)))
+        else:
+            results = [run_one(spec, args.out, args.threads) for spec in specs]
     summary = summarize(args, results)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = markdown(summary)

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from bench.vision_language import PARAPHRASES, Args, markdown, summarize  # noqa: E402
+from bench.vision_language import PARAPHRASES, Args, apply_quick, data_settings, markdown, summarize  # noqa: E402
 from qtransformer.envs.metaworld import MT10_INSTRUCTIONS, MT10_TASKS  # noqa: E402
 
 
@@ -33,3 +33,12 @@ def test_summary_by_hand():
     table = markdown(s)
     assert "| Q-Transformer (default preset) | 2 | 0.500 ± 0.250 | 0.375 ± 0.125 |" in table
     assert "| qtransformer (training / paraphrase) | 0.75 / 0.50 | 0.25 / 0.25 |" in table
+
+
+def test_the_cpu_size_draws_fast_frames_and_keeps_the_full_protocols_dataset_name():
+    cpu = apply_quick(Args(cpu=True))
+    assert (cpu.tasks, cpu.render, cpu.image_encoder, cpu.language_encoder, cpu.device) == ("mt10", "fast", "cnn", "minilm", "cpu")
+    assert data_settings(cpu)["render"] == "fast"  # another dataset folder than the full scene's frames
+    assert "render" not in data_settings(Args())  # the full protocol's folder name is what it was
+    with pytest.raises(SystemExit, match="two sizes"):
+        apply_quick(Args(cpu=True, quick=True))
