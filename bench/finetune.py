@@ -220,14 +220,23 @@ def _retrain(spec: dict, offline: Path, run_dir: Path) -> list:
         budget = round(spec["env_steps"] * k / spec["rounds"])
         policy = QTPolicy.from_checkpoint(ckpt)
         eps = schedule.epsilon(steps)
-        while steps < budget:  # 10 episodes at a time, each call on fresh reset seeds
-            r = collect(policy, data, 10, env_id=env, epsilon=eps, temperature=schedule.temperature, seed=1_000_000 * spec["seed"] + episodes,
-                        progress=False)
+        while steps < budget:  # each call on fresh reset seeds; the round ends less than one episode past its budget
+            r = collect(policy, data, _episodes_to_collect(budget - steps, steps, episodes), env_id=env, epsilon=eps,
+                        temperature=schedule.temperature, seed=1_000_000 * spec["seed"] + episodes, progress=False)
             steps, episodes = steps + r["steps"], episodes + r["episodes"]
         round_dir = run_dir / f"round{k}"
         ckpt = train(apply_overrides(recipe, {"dataset": str(data), "out": str(round_dir)}))
         curve.append([steps, success(ckpt)])
     return curve
+
+
+def _episodes_to_collect(remaining: int, steps: int, episodes: int, most: int = 10) -> int:
+    """Episodes for the next `collect` call of a retrain round with `remaining` environment steps left: one
+    at first, then as many as the mean episode so far fits in what is left (at least 1, at most `most`),
+    so a round ends less than one episode past its budget (10 at a time overshot by up to 10 episodes)."""
+    if episodes == 0:
+        return 1
+    return max(1, min(most, int(remaining // (steps / episodes))))
 
 
 def retrain_recipe(spec: dict, offline: Path):

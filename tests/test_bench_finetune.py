@@ -113,6 +113,36 @@ def test_retrain_from_a_given_checkpoint_trains_its_runs_recipe_anew_on_the_grow
     assert (seen[0]["epsilon"], seen[0]["temperature"]) == (0.2, 0.05)  # the retrain arm collects with the arms' exploration
 
 
+def test_a_retrain_round_ends_less_than_one_episode_past_its_budget(monkeypatch, tmp_path: Path) -> None:
+    """Episodes of 30 steps, rounds of 100 steps: each round stops within one episode of its budget (10
+    episodes per call, as before, collected 300), and the reset seeds never repeat."""
+    import qtransformer.collect
+    import qtransformer.policy
+    import qtransformer.train
+
+    calls = []
+
+    def fake_collect(policy, into, episodes, **kw):
+        calls.append((episodes, kw["seed"]))
+        return {"steps": 30 * episodes, "episodes": episodes}
+
+    monkeypatch.setattr(qtransformer.collect, "collect", fake_collect)
+    monkeypatch.setattr(qtransformer.train, "train", lambda cfg: tmp_path / "ckpt")
+    monkeypatch.setattr(qtransformer.policy.QTPolicy, "from_checkpoint", staticmethod(lambda ckpt: None))
+    from qtransformer.config import preset
+
+    monkeypatch.setattr(bf, "retrain_recipe", lambda spec, offline: (preset("smoke"), tmp_path / "offline_data"))
+    (tmp_path / "offline_data").mkdir()
+    import qtransformer.evaluate
+
+    monkeypatch.setattr(qtransformer.evaluate, "evaluate_policy", lambda *a, **k: {"success_rate": 0.0})
+    curve = bf._retrain({"seed": 2, "env_steps": 200, "rounds": 2, "eval_episodes": 1}, tmp_path / "offline", tmp_path / "run")
+    assert [steps for steps, _ in curve] == [0, 120, 210]  # budgets 100 and 200; at most one 30-step episode past each
+    assert sum(n for n, _ in calls) == 7
+    seeds = [seed + i for (n, seed) in calls for i in range(n)]
+    assert seeds == list(range(2_000_000, 2_000_007))  # consecutive, none repeated
+
+
 def test_the_exploration_settings_reach_every_arm(monkeypatch, tmp_path: Path) -> None:
     seen = {}
     monkeypatch.setattr(ft, "finetune", lambda cfg: seen.setdefault("cfg", cfg))
