@@ -26,7 +26,7 @@ The protocol (fixed before any number was seen):
 `--cpu` (fixed before any of its numbers, 2026-12-06): the same two methods and evaluation on MT10 at
 what a 2-core machine without a GPU trains in under an hour: 10 demonstrations and 30 autonomous
 episodes per task, 32x32 frames drawn with `--render fast` (no shadows or multisampling: the full
-scene's frames cost about 0.1-0.2 s each in software, the fast ones about a tenth of that), a window of
+scene's frames cost about 0.1-0.2 s each in software, the fast ones about a sixth of that), a window of
 1 frame, the small CNN (FiLM-EfficientNet-B0 trains at about 0.2 steps/s on one CPU core), the real
 instruction encoder (minilm), 5000 gradient steps, 1 seed, 10 evaluation episodes per task and
 instruction kind. It is a reduced reading of part 6, not its result.

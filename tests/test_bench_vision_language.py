@@ -1,5 +1,5 @@
 """bench.vision_language: the held-out paraphrases and the summary's arithmetic, by hand (the run itself
-renders about 0.2 s per frame on a CPU: `python -m bench.vision_language --quick` is its pipeline check)."""
+renders 0.1-0.2 s per full-scene frame on a CPU, and a CPU-sized run takes an hour: `python -m bench.vision_language --quick` is its pipeline check)."""
 
 from __future__ import annotations
 
