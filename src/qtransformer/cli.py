@@ -77,7 +77,7 @@ class MetaWorldDatasetArgs:
     """Width and height of the camera frames, in pixels (with --camera)."""
     render: Literal["full", "fast"] = "full"
     """How the frames are drawn (with --camera): full, MetaWorld's scene as shipped; fast, without shadows
-    and multisampling, about 8x faster in MuJoCo's software renderer (a CPU machine). The env id records
+    and multisampling, about 6x faster in MuJoCo's software renderer (a CPU machine). The env id records
     it, so evaluation and collection draw the same frames."""
 
 

@@ -11,7 +11,7 @@ dataset maker are in envs/metaworld_dataset.py.
   With `vary_task=True`, `reset(seed=s)` picks variation `s % 50` instead, so a dataset covers them all.
   With `camera="corner"` (any of CAMERAS) observations are {"state": the 39 floats, "image": (S, S, 3)
   uint8}, the camera's frame rendered offscreen (OSMesa unless MUJOCO_GL says otherwise) at every step;
-  `render="fast"` draws it without shadows and multisampling (RENDER_MODES: about 8x faster in software).
+  `render="fast"` draws it without shadows and multisampling (RENDER_MODES: about 6x faster in software).
 - ids: "metaworld:<task>", "metaworld:mt10" or "metaworld:<a>,<b>", with "?camera=<name>&size=<S>" for
   camera observations and "&render=fast" for fast frames (parse_env_id, metaworld_env_id: the one place
   they are read and written).

@@ -199,7 +199,7 @@ def make_metaworld_dataset(
     it replays unrecorded noise-free expert episodes instead. `workers` > 1 makes tasks in parallel
     processes (same dataset as one process). `camera` (one of envs.metaworld.CAMERAS): every step also
     records that camera's (image_size, image_size, 3) frame, rendered offscreen (slow on a CPU:
-    docs/metaworld.md; `render="fast"` draws it without shadows and multisampling, about 8x faster
+    docs/metaworld.md; `render="fast"` draws it without shadows and multisampling, about 6x faster
     there); the episodes are the same as without."""
     from tqdm import tqdm
 
