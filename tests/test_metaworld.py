@@ -127,6 +127,16 @@ def test_camera_ids_round_trip_and_bad_ones_are_refused():
             parse_env_id("metaworld:reach-v3" + bad)
 
 
+def test_fast_frames_without_a_camera_are_refused_wherever_they_are_asked_for():
+    """Only camera frames are drawn: render="fast" without a camera is an error in the Python API too, not a
+    state-only dataset or environment made without a word."""
+    for make in (lambda: make_metaworld_dataset(["reach-v3"], demos=1, autonomous=0, max_steps=2, progress=False, render="fast"),
+                 lambda: make_metaworld_env("reach-v3", render="fast"),
+                 lambda: parse_env_id("metaworld:reach-v3?render=fast")):
+        with pytest.raises(ValueError, match="needs camera"):
+            make()
+
+
 def test_camera_observations_and_the_same_episodes_with_frames():
     from qtransformer.envs import make_env
 

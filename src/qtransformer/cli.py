@@ -277,8 +277,6 @@ def cmd_make_metaworld(argv: list[str]) -> None:
         check_camera(args.camera, args.image_size, args.render)
     except ValueError as exc:
         raise ValueError(f"--camera / --image-size / --render: {exc}") from None
-    if args.render != "full" and args.camera is None:
-        raise ValueError("--render: only camera frames are drawn; pass --camera NAME too (or drop --render)")
 
     tasks = tasks_from_env_id(f"metaworld:{args.tasks}")
     autonomous, recipe = args.autonomous, args.autonomous_recipe

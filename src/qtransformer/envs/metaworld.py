@@ -99,13 +99,16 @@ class MetaWorldId(NamedTuple):
 
 
 def check_camera(camera: Optional[str], image_size: int, render: str = "full") -> None:
-    """Raise ValueError naming the fix for an unknown camera, an image size outside 16..512 or an unknown render mode."""
+    """Raise ValueError naming the fix for an unknown camera, an image size outside 16..512, an unknown render
+    mode, or a render mode other than "full" without a camera (only camera frames are drawn)."""
     if camera is not None and camera not in CAMERAS:
         raise ValueError(f"unknown MetaWorld camera '{camera}'; choose one of {', '.join(CAMERAS)}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 16 <= image_size <= 512:
         raise ValueError(f"image size must be a whole number of pixels from 16 to 512, got {image_size!r}")
     if render not in RENDER_MODES:
         raise ValueError(f"unknown render mode {render!r}; choose one of {', '.join(RENDER_MODES)}")
+    if render != "full" and camera is None:
+        raise ValueError(f"render mode {render!r} draws camera frames, so it needs camera too (--camera NAME, or camera=<name> in an env id)")
 
 
 def metaworld_env_id(tasks: list[str], camera: Optional[str] = None, image_size: int = DEFAULT_IMAGE_SIZE, render: str = "full") -> str:
@@ -142,9 +145,8 @@ def parse_env_id(env_id: str) -> MetaWorldId:
         size = int(options.get("size", DEFAULT_IMAGE_SIZE))
     except ValueError:
         raise ValueError(f"'{env_id}': size must be a whole number of pixels, got '{options['size']}'") from None
-    for key in ("size", "render"):
-        if key in options and camera is None:
-            raise ValueError(f"'{env_id}': {key}= needs camera=<name> too")
+    if "size" in options and camera is None:
+        raise ValueError(f"'{env_id}': size= needs camera=<name> too")
     render = options.get("render", "full")
     try:
         check_camera(camera, size, render)
