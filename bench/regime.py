@@ -157,6 +157,11 @@ class Args:
     """Replace the generated block of docs/benchmarks.md with the tables."""
     no_train: bool = False
     """Train and collect nothing new: report what is on disk."""
+    final_episodes: Optional[int] = None
+    """Also evaluate every finished run's final policy on this many held-out episodes per task (episodes
+    0..N-1, the same for every method; the curve's are the first --eval-episodes of them) and report it
+    beside the curve's last point. Reads the policies on disk and trains nothing, so it works with
+    --no-train; each result is kept in its run's JSON and reused. d3rlpy's runs keep no policy: listed as such."""
 
     def __post_init__(self) -> None:
         compare.threads_per_run(self.threads, self.jobs)  # a bad --threads stops here
@@ -173,6 +178,8 @@ class Args:
                 raise SystemExit(f"--{name.replace('_', '-')}: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if 1 not in self.scale:
             raise SystemExit("--scale must include 1 (the main dataset)")
+        if self.final_episodes is not None and self.final_episodes < 1:
+            raise SystemExit(f"--final-episodes must be >= 1 (held-out episodes per task), got {self.final_episodes}")
         if self.data_seed == EVAL_BENCHMARK_SEED:
             raise SystemExit(f"--data-seed {EVAL_BENCHMARK_SEED} is the held-out benchmark seed; choose another")
 
@@ -263,7 +270,6 @@ def run_one(spec: dict) -> dict:
 
 
 def _run_ours(spec: dict) -> dict:
-    from qtransformer import QTPolicy
     from qtransformer.config import apply_overrides, preset
     from qtransformer.train import train
 
@@ -283,18 +289,84 @@ def _run_ours(spec: dict) -> dict:
     checkpoints = sorted(p for p in (run_dir / "checkpoints").glob("step_*") if p.is_dir())
     curve, per_task = [], {}
     for ckpt in checkpoints:
-        policy = QTPolicy.from_checkpoint(ckpt)
-        names = list(policy.meta.get("task_names") or [])
-        multi = policy.net.task_embedding is not None  # a single-task policy takes no task id
-        per_task = {
-            name: heldout_success(lambda obs, t=t: policy.act(obs, task=t if multi else None), name, spec["eval_episodes"])  # noqa: B023 - called within this iteration
-            for t, name in enumerate(names)
-        }
+        per_task = checkpoint_success(ckpt, spec["eval_episodes"])
         curve.append([int(ckpt.name.split("_")[1]), float(np.mean(list(per_task.values())))])
     for ckpt in checkpoints[:-1]:  # keep the final policy (for bench.diagnose / variations), not the rest
         shutil.rmtree(ckpt)
     shutil.rmtree(checkpoints[-1] / "training_state", ignore_errors=True)
     return {"success_rate": curve[-1][1], "per_task": per_task, "curve": curve, "wall_s": time.perf_counter() - t, "train_s": train_s}
+
+
+def checkpoint_success(ckpt: Path, episodes: int) -> dict[str, float]:
+    """Held-out success of the policy saved at `ckpt`, per task, on held-out episodes 0..episodes-1."""
+    from qtransformer import QTPolicy
+
+    policy = QTPolicy.from_checkpoint(ckpt)
+    names = list(policy.meta.get("task_names") or [])
+    multi = policy.net.task_embedding is not None  # a single-task policy takes no task id
+    return {
+        name: heldout_success(lambda obs, t=t: policy.act(obs, task=t if multi else None), name, episodes)  # noqa: B023 - called within this iteration
+        for t, name in enumerate(names)
+    }
+
+
+def final_checkpoint(result_path: Path) -> Optional[Path]:
+    """The final policy a finished run of ours keeps beside its JSON (None for d3rlpy's runs, which keep none)."""
+    steps = sorted(p for p in (result_path.with_suffix("") / "checkpoints").glob("step_*") if (p / "model").is_dir())
+    return steps[-1] if steps else None
+
+
+def final_eval_one(job: dict) -> dict:
+    """Evaluate one run's final policy on job['episodes'] held-out episodes per task; keep it in the run's JSON."""
+    import torch
+
+    from qtransformer.fileio import atomic_write_text
+
+    torch.set_num_threads(job["threads"])
+    t = time.perf_counter()
+    per_task = checkpoint_success(Path(job["checkpoint"]), job["episodes"])
+    entry = {"episodes": job["episodes"], "evaluation": EVALUATION, "checkpoint_step": int(Path(job["checkpoint"]).name.split("_")[1]),
+             "success_rate": float(np.mean(list(per_task.values()))), "per_task": per_task, "code": compare.code_version(),
+             "wall_s": time.perf_counter() - t}
+    path = Path(job["result"])
+    result = json.loads(path.read_text())
+    result["final_eval"] = entry
+    atomic_write_text(path, json.dumps(result, indent=1))
+    return entry
+
+
+def final_evaluations(args: Args, specs: list[dict]) -> None:
+    """--final-episodes: evaluate the final policy of every finished run that has none at this size yet."""
+    todo, missing = [], []
+    for s in specs:
+        path, old = Path(s["result"]), finished(s)
+        if old is None:
+            continue
+        fe = old.get("final_eval") or {}
+        if fe.get("episodes") == args.final_episodes and fe.get("evaluation") == EVALUATION:
+            continue
+        ckpt = final_checkpoint(path)
+        if ckpt is None:
+            missing.append(f"{s['method']} seed {s['seed']}")
+            continue
+        todo.append({"result": str(path), "checkpoint": str(ckpt), "episodes": args.final_episodes,
+                     "threads": compare.threads_per_run(args.threads, args.jobs), "label": f"{s['method']} {Path(s['dataset']).name} seed {s['seed']}"})
+    print(f"final policies on {args.final_episodes} held-out episodes per task: {len(todo)} to evaluate"
+          + (f"; no policy kept for {', '.join(missing)}" if missing else ""), flush=True)
+
+    def report(job: dict, e: dict) -> None:
+        print(f"{job['label']:>40}: {e['success_rate']:.3f} on {e['episodes']} episodes per task ({e['wall_s']:.0f} s)", flush=True)
+
+    if args.jobs <= 1 or len(todo) <= 1:
+        for j in todo:
+            report(j, final_eval_one(j))
+        return
+    from qtransformer.workers import process_pool
+
+    with process_pool(args.jobs) as pool:
+        futures = {pool.submit(final_eval_one, j): j for j in todo}
+        for f in as_completed(futures):
+            report(futures[f], f.result())
 
 
 def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> dict:
@@ -307,13 +379,19 @@ def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> 
     }
 
 
+def finished(spec: dict) -> Optional[dict]:
+    """The result on disk of a run with these settings, or None."""
+    path = Path(spec["result"])
+    old = json.loads(path.read_text()) if path.exists() else None
+    return old if old is not None and all(old.get(k) == spec[k] for k in MATCH) else None
+
+
 def execute(args: Args, specs: list[dict], label: str) -> list[dict]:
     """Run the specs not already on disk with matching settings; return every result."""
     results, todo = [], []
     for s in specs:
-        r = Path(s["result"])
-        old = json.loads(r.read_text()) if r.exists() else None
-        if old is not None and all(old.get(k) == s[k] for k in MATCH):
+        old = finished(s)
+        if old is not None:
             results.append(old)
         else:
             todo.append(s)
@@ -584,7 +662,7 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
         "scale": list(args.scale), "quick": args.quick, "data_seed": args.data_seed,
         "heldout_check": {"min_distance_to_a_training_start": heldout_check(paths[f"scale_{max(args.scale)}x"] if max(args.scale) > 1 else paths["main"], args.task_list, args.eval_episodes)},
     }
-    return {
+    summary = {
         "methods": table(main, args.methods),
         "protocol": protocol,
         "variants": {"no_auto_success": {"methods": table(paths["no_auto_success"].name, args.variant_methods)}},
@@ -594,6 +672,25 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
         "per_task": per_task,
         "data": {k: data_stats(p) for k, p in paths.items()},
     }
+    if args.final_episodes is not None:
+        summary["final_eval"] = final_eval_summary(args, by, {p.name: k for k, p in paths.items()})
+    return summary
+
+
+def final_eval_summary(args: Args, by: dict, labels: dict[str, str]) -> dict:
+    """--final-episodes: per dataset ('main', 'no_auto_success', 'scale_Nx') and method, the final policies'
+    success on N held-out episodes per task (mean, std and per seed over the seeds that have one), per task,
+    and the curve's last point of the same seeds for comparison."""
+    out: dict = {"episodes_per_task": args.final_episodes, "evaluation": EVALUATION, "datasets": {}}
+    for (name, m), rs in sorted(by.items(), key=lambda kv: (kv[0][0], list(METHODS).index(kv[0][1]))):
+        done = [r for r in rs if (r.get("final_eval") or {}).get("episodes") == args.final_episodes]
+        row: dict = {"seeds": [r["seed"] for r in done], "without_policy": [r["seed"] for r in rs if r not in done]}
+        if done:
+            row |= stats([r["final_eval"]["success_rate"] for r in done])
+            row["per_task"] = {t: float(np.mean([r["final_eval"]["per_task"][t] for r in done])) for t in done[0]["final_eval"]["per_task"]}
+            row["curve_last_point"] = stats([r["success_rate"] for r in done])
+        out["datasets"].setdefault(labels.get(name, name), {})[m] = row
+    return out
 
 
 def _cell(s: Optional[dict]) -> str:
@@ -638,7 +735,29 @@ def markdown(args: Args, summary: dict, command: str) -> str:
                   "| method | " + " | ".join(f"{k}x" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for m, s in summary["scaling"].items():
             lines.append(f"| {LABELS[m]} | " + " | ".join(_cell(s.get(k)) for k in ks) + " |")
+    if "final_eval" in summary:
+        lines += final_eval_table(summary["final_eval"], tasks, p["eval_episodes_per_task"])
     return "\n".join(lines) + "\n"
+
+
+def final_eval_table(fe: dict, tasks: list[str], curve_episodes: int) -> list[str]:
+    """The final policies on --final-episodes held-out episodes per task, beside the curve's last point."""
+    n = fe["episodes_per_task"]
+    lines = ["", f"The final policies again, on {n} held-out episodes per task (episodes 0-{n - 1}; the curve's "
+             f"last point used the first {curve_episodes}), mean ± std over the seeds listed:", "",
+             f"| data | method | seeds | {n} episodes per task | per seed | curve's last point, same seeds | "
+             + " | ".join(t.replace("-v3", "") for t in tasks) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(tasks)]
+    for data, methods in fe["datasets"].items():
+        for m, row in methods.items():
+            if not row["seeds"]:
+                lines.append("| " + " | ".join([data, LABELS[m], "none kept a policy"] + [""] * (3 + len(tasks))) + " |")
+                continue
+            cells = " | ".join(f"{row['per_task'][t]:.2f}" for t in tasks)
+            per_seed = ", ".join(f"{v:.2f}" for v in row["per_seed"])
+            lines.append(f"| {data} | {LABELS[m]} | {', '.join(map(str, row['seeds']))} | {_cell(row)} | {per_seed} | "
+                         f"{_cell(row['curve_last_point'])} | {cells} |")
+    return lines
 
 
 def curve_table(curves: dict, methods: list) -> list[str]:
@@ -729,6 +848,9 @@ def main(args: Args) -> None:
         if k != 1:
             specs += [spec_for(args, m, paths[f"scale_{k}x"], s, paths["main"].parent.name + f"/scale_{k}x") for s in range(args.seeds) for m in args.scale_methods]
     results = execute(args, specs, "methods")
+    if args.final_episodes is not None:
+        final_evaluations(args, specs)
+        results = [r for r in (finished(s) for s in specs) if r is not None]  # now with their final_eval
     summary = summarize(args, results, paths, cal, demos)
     summary["versions"] = compare.versions() | {"code": compare.code_line(results)}
     summary["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import regime  # noqa: E402
 
 
-def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys):
+def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     args = regime.Args(
         out=tmp_path / "reg", tasks="reach-v3", demo_counts=(1, 2), calibration_seeds=1, autonomous=2, scale=(1, 2),
         seeds=1, steps=4, eval_episodes=2, curve_points=2, methods=("qtransformer", "bc_demos", "bc_filtered"),
@@ -52,6 +52,33 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys):
     assert "methods: 5 runs, 5 done before, 0 to do" in printed and "collected" not in printed and "made" not in printed
 
     import dataclasses
+
+    # --final-episodes: each run's final policy (step 4, not the curve's step 2) on N held-out episodes per
+    # task, kept in the run's JSON, reported beside the curve's last point, and reused when asked again.
+    seen = []
+
+    def fake_success(ckpt, episodes):
+        seen.append((Path(ckpt).name, episodes))
+        return {"reach-v3": episodes / 100}
+
+    monkeypatch.setattr(regime, "checkpoint_success", fake_success)
+    regime.main(dataclasses.replace(args, final_episodes=3, no_train=True))
+    assert seen == [("step_00000004", 3)] * 5  # 3 methods on main, 1 on the variant, 1 at 2x
+    run = json.loads((out / "runs").rglob("qtransformer/seed0.json").__next__().read_text())
+    assert run["final_eval"]["episodes"] == 3 and run["final_eval"]["success_rate"] == 0.03 and run["final_eval"]["checkpoint_step"] == 4
+    fe = json.loads((out / "summary.json").read_text())["final_eval"]
+    assert fe["episodes_per_task"] == 3 and set(fe["datasets"]) == {"main", "no_auto_success", "scale_2x"}
+    row = fe["datasets"]["main"]["bc_demos"]
+    assert row["per_seed"] == [0.03] and row["per_task"] == {"reach-v3": 0.03} and row["seeds"] == [0]
+    assert row["curve_last_point"]["per_seed"] == summary["methods"]["bc_demos"]["per_seed"]
+    assert "on 3 held-out episodes per task" in (out / "table.md").read_text()
+    regime.main(dataclasses.replace(args, final_episodes=3, no_train=True))  # kept: nothing evaluated again
+    assert len(seen) == 5
+    regime.main(dataclasses.replace(args, final_episodes=4, no_train=True))  # another size: evaluated again
+    assert seen[5:] == [("step_00000004", 4)] * 5
+    with pytest.raises(SystemExit, match="--final-episodes must be >= 1"):
+        regime.Args(final_episodes=0)
+    capsys.readouterr()
 
     with pytest.raises(SystemExit, match="other settings"):  # datasets made another way are not reused silently
         regime.main(dataclasses.replace(args, epsilons=(0.5,)))
