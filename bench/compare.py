@@ -569,8 +569,10 @@ def main(args: Args) -> None:
         else:  # not run yet, or run with other settings
             todo.append(s)
     if args.no_train:
+        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} not on disk (--no-train: left out)", flush=True)
         todo = []
-    print(f"{len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
+    else:
+        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     results += run_in_pool(run_one, todo, args.jobs, lambda s: f"{s['method']:>20} {Path(s['dataset']).name} seed {s['seed']}")
 
     summary = summarize(args, results, data, main_path.name, {p.name: a for a, p in scale_paths.items()})

@@ -287,8 +287,10 @@ def execute(args: Args, specs: list[dict]) -> list[dict]:
         else:
             todo.append(s)
     if args.no_train:
+        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} not on disk (--no-train: left out)", flush=True)
         todo = []
-    print(f"{len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
+    else:
+        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     return results + compare.run_in_pool(run_one, todo, args.jobs, lambda s: f"{s['method']:>18} {s['env']} task {s['task']} seed {s['seed']}")
 
 

@@ -396,8 +396,9 @@ def execute(args: Args, specs: list[dict], label: str) -> list[dict]:
         else:
             todo.append(s)
     if args.no_train:
-        todo = []
-    print(f"{label}: {len(specs)} runs, {len(specs) - len(todo)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
+        print(f"{label}: {len(specs)} runs, {len(results)} done before, {len(todo)} not on disk (--no-train: left out)", flush=True)
+        return results
+    print(f"{label}: {len(specs)} runs, {len(results)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     if not todo:
         return results
     if args.jobs <= 1:

@@ -79,6 +79,8 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit, match="--final-episodes must be >= 1"):
         regime.Args(final_episodes=0)
     capsys.readouterr()
+    regime.main(dataclasses.replace(args, seeds=2, no_train=True))  # says what is missing, not that everything is done
+    assert "methods: 10 runs, 5 done before, 5 not on disk (--no-train: left out)" in capsys.readouterr().out
 
     with pytest.raises(SystemExit, match="other settings"):  # datasets made another way are not reused silently
         regime.main(dataclasses.replace(args, epsilons=(0.5,)))
