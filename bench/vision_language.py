@@ -76,44 +76,52 @@ class Args:
 
     out: Path = Path("bench/results/vision_language")
     """Results folder: dataset/, runs/, summary.json, table.md."""
-    tasks: str = "mt10"
-    """'mt10' or MetaWorld task names separated by commas (each needs a paraphrase in PARAPHRASES)."""
-    demos: int = 20
-    """Demonstrations per task."""
-    autonomous: int = 80
-    """Perturbed autonomous episodes per task."""
-    max_steps: int = 200
-    """Time limit per episode."""
+    tasks: Optional[str] = None
+    """'mt10' or MetaWorld task names separated by commas (each needs a paraphrase in PARAPHRASES).
+    Default, like every field below left at None: the chosen size's value (SIZES: full, --cpu or --quick);
+    a flag you pass wins over the size."""
+    demos: Optional[int] = None
+    """Demonstrations per task (full 20, --cpu 10, --quick 2)."""
+    autonomous: Optional[int] = None
+    """Perturbed autonomous episodes per task (full 80, --cpu 30, --quick 2)."""
+    max_steps: Optional[int] = None
+    """Time limit per episode (200; --quick 10)."""
     camera: str = "corner"
     """MetaWorld camera."""
-    image_size: int = 64
-    """Frame width and height."""
-    render: Literal["full", "fast"] = "full"
-    """How frames are drawn: full (MetaWorld's scene as shipped) or fast (no shadows or multisampling)."""
-    frames: int = 6
-    """Frames per window (the paper: 6)."""
-    image_encoder: str = "film-efficientnet-b0"
-    """cnn, film-efficientnet-b0 or film-efficientnet-b3 (the same for both methods)."""
-    image_tokens: int = 8
-    """TokenLearner tokens per frame (0: one token)."""
-    language_encoder: str = "minilm"
-    """minilm (the language extra), hash or hf:<folder>."""
-    steps: int = 20_000
-    """Gradient steps per run."""
-    seeds: int = 3
-    """Training seeds per method."""
-    eval_episodes: int = 50
-    """Evaluation episodes per task and instruction kind."""
-    device: str = "auto"
-    """Training device."""
-    threads: int = 0
-    """CPU threads per training run (0: PyTorch's default); 1 when two runs share 2 cores."""
-    jobs: int = 1
-    """Runs trained at a time, each in its own process (with --threads 1 on a 2-core machine: 2)."""
-    workers: int = 2
-    """Processes making the dataset (one per task at most)."""
+    image_size: Optional[int] = None
+    """Frame width and height (full 64, --cpu and --quick 32)."""
+    render: Optional[Literal["full", "fast"]] = None
+    """How frames are drawn: full (MetaWorld's scene as shipped; the full size) or fast (no shadows or
+    multisampling; --cpu and --quick)."""
+    frames: Optional[int] = None
+    """Frames per window (full 6, the paper's; --cpu and --quick 1)."""
+    image_encoder: Optional[str] = None
+    """cnn, film-efficientnet-b0 or film-efficientnet-b3, the same for both methods (full
+    film-efficientnet-b0; --cpu and --quick cnn)."""
+    image_tokens: Optional[int] = None
+    """TokenLearner tokens per frame, 0: one token (full 8; --cpu and --quick 0)."""
+    language_encoder: Optional[str] = None
+    """minilm (the language extra), hash or hf:<folder> (minilm; --quick hash)."""
+    steps: Optional[int] = None
+    """Gradient steps per run (full 20,000, --cpu 5000, --quick 20)."""
+    seeds: Optional[int] = None
+    """Training seeds per method (full 3, --cpu and --quick 1)."""
+    eval_episodes: Optional[int] = None
+    """Evaluation episodes per task and instruction kind (full 50, --cpu 10, --quick 1)."""
+    device: Optional[str] = None
+    """Training device (full auto; --cpu and --quick cpu)."""
+    threads: Optional[int] = None
+    """CPU threads per training run, 0: PyTorch's default (0; --cpu 1, for two runs on 2 cores)."""
+    jobs: Optional[int] = None
+    """Runs trained at a time, each in its own process (1; --cpu 2)."""
+    workers: Optional[int] = None
+    """Processes making the dataset, one per task at most (2; --quick 1)."""
     methods: tuple[str, ...] = tuple(METHODS)
     """Methods to run."""
+    extend_from: Optional[Path] = None
+    """Continue the finished runs of an earlier --out with the same settings and fewer --steps from their
+    last checkpoint (optimizer state included: the same updates a run of --steps from scratch makes), in a
+    copy under --out; runs with no such earlier run start from scratch."""
     no_train: bool = False
     """Run nothing: the table of the finished runs on disk."""
     cpu: bool = False
@@ -123,18 +131,29 @@ class Args:
     the small CNN, hashed n-grams, 20 steps, 1 seed, 1 evaluation episode."""
 
 
-def apply_quick(args: Args) -> Args:
+SIZES: dict[str, dict] = {"full": {
+    "tasks": "mt10", "demos": 20, "autonomous": 80, "max_steps": 200, "image_size": 64, "render": "full", "frames": 6,
+    "image_encoder": "film-efficientnet-b0", "image_tokens": 8, "language_encoder": "minilm", "steps": 20_000, "seeds": 3,
+    "eval_episodes": 50, "device": "auto", "threads": 0, "jobs": 1, "workers": 2,
+}}
+SIZES["cpu"] = SIZES["full"] | {  # the module docstring's --cpu paragraph
+    "demos": 10, "autonomous": 30, "image_size": 32, "render": "fast", "frames": 1, "image_encoder": "cnn", "image_tokens": 0,
+    "steps": 5000, "seeds": 1, "eval_episodes": 10, "device": "cpu", "threads": 1, "jobs": 2,
+}
+SIZES["quick"] = SIZES["full"] | {
+    "tasks": "reach-v3,push-v3", "demos": 2, "autonomous": 2, "max_steps": 10, "image_size": 32, "render": "fast", "frames": 1,
+    "image_encoder": "cnn", "image_tokens": 0, "language_encoder": "hash", "steps": 20, "seeds": 1, "eval_episodes": 1, "device": "cpu", "workers": 1,
+}
+
+
+def apply_size(args: Args) -> Args:
+    """Fill every field left at None from the chosen size (full, --cpu or --quick); the flags given win."""
     if args.cpu and args.quick:
         raise SystemExit("--cpu and --quick are two sizes: pass one")
-    if args.cpu:
-        args.tasks, args.demos, args.autonomous, args.image_size, args.render, args.frames = "mt10", 10, 30, 32, "fast", 1
-        args.image_encoder, args.image_tokens, args.language_encoder, args.steps, args.seeds, args.eval_episodes = "cnn", 0, "minilm", 5000, 1, 10
-        args.device, args.threads, args.jobs = "cpu", 1, 2
-    if args.quick:
-        args.tasks, args.demos, args.autonomous, args.max_steps, args.image_size, args.frames = "reach-v3,push-v3", 2, 2, 10, 32, 1
-        args.render = "fast"
-        args.image_encoder, args.image_tokens, args.language_encoder, args.steps, args.seeds, args.eval_episodes = "cnn", 0, "hash", 20, 1, 1
-        args.device, args.workers = "cpu", 1
+    size = SIZES["cpu" if args.cpu else "quick" if args.quick else "full"]
+    for k, v in size.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     return args
 
 
@@ -159,7 +178,11 @@ def dataset(args: Args) -> Path:
     from qtransformer.envs.metaworld_dataset import make_metaworld_dataset
 
     settings = data_settings(args)
-    path = args.out / f"dataset_{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
+    name = f"dataset_{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
+    path = args.out / name
+    if args.extend_from is not None and not (path / "meta.json").exists():  # the runs continued trained on it: reuse it
+        earlier = [args.extend_from / name] + [Path(json.loads(p.read_text())["spec"]["dataset"]) for p in sorted((args.extend_from / "runs").glob("*_seed*.json"))]
+        path = next((p for p in earlier if p.name == name and (p / "meta.json").exists()), path)
     if not (path / "meta.json").exists():
         ds = make_metaworld_dataset(task_list(args), args.demos, args.autonomous, "perturbed", seed=0, max_steps=args.max_steps,
                                     workers=args.workers, camera=args.camera, image_size=args.image_size, render=args.render)
@@ -174,7 +197,27 @@ def run_spec(args: Args, data: Path, method: str, seed: int) -> dict:
                       "frames": args.frames}, "device": args.device}
 
 
-def run_one(spec: dict, out: Path, threads: int = 0) -> dict:
+def earlier_run(spec: dict, earlier: Optional[Path]) -> Optional[tuple[Path, int]]:
+    """The run folder under `earlier`/runs and its step count that `spec` continues: the same settings but
+    fewer steps, finished, with its last checkpoint's training state. None when there is none."""
+    if earlier is None:
+        return None
+    name = f"{spec['method']}_seed{spec['seed']}"
+    result_file, run_dir = earlier / "runs" / f"{name}.json", earlier / "runs" / name
+    if not result_file.exists():
+        return None
+    old = json.loads(result_file.read_text())["spec"]
+    same = {k: v for k, v in old.items() if k != "steps"} == {k: v for k, v in spec.items() if k != "steps"}
+    last = run_dir / "checkpoints" / "last"
+    if not same or old["steps"] >= spec["steps"] or not last.exists():
+        return None
+    ckpt = run_dir / "checkpoints" / last.read_text().strip()
+    if not (ckpt / "training_state").is_dir() or ckpt.name != f"step_{old['steps']:08d}":
+        return None
+    return run_dir, int(old["steps"])
+
+
+def run_one(spec: dict, out: Path, threads: int = 0, earlier: Optional[Path] = None) -> dict:
     """Train one method with one seed and evaluate it on both instruction kinds; reused when its result exists."""
     from qtransformer.config import apply_overrides, preset
     from qtransformer.data import EpisodeStore
@@ -190,10 +233,14 @@ def run_one(spec: dict, out: Path, threads: int = 0) -> dict:
         return json.loads(result_file.read_text())
     run_dir = out / "runs" / name
     shutil.rmtree(run_dir, ignore_errors=True)
+    start = earlier_run(spec, earlier)
+    if start is not None:  # a copy: the earlier run stays as it was
+        shutil.copytree(start[0], run_dir)
     t0 = time.time()
     cfg = apply_overrides(preset("default"), {
         "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": spec["steps"], "device": spec["device"],
         "eval_episodes": 0, "save_every": spec["steps"], "progress": False, "model": spec["model"], "threads": threads,
+        "resume": start is not None,
     } | METHODS[spec["method"]], f"method {spec['method']}")
     final = train(cfg)
     policy = QTPolicy.from_checkpoint(final, device="cpu")
@@ -204,6 +251,8 @@ def run_one(spec: dict, out: Path, threads: int = 0) -> dict:
         paraphrased[task] = evaluate_policy(policy, env_id, spec["eval_episodes"], progress=False, instruction=PARAPHRASES[task])["success_rate"]
     result = {"spec": spec, "success_rate": float(np.mean(list(trained.values()))), "paraphrase_success_rate": float(np.mean(list(paraphrased.values()))),
               "per_task": trained, "per_task_paraphrase": paraphrased, "wall_s": time.time() - t0}
+    if start is not None:
+        result["extended_from"] = {"run": str(start[0]), "steps": start[1]}
     atomic_write_text(result_file, json.dumps(result, indent=1))
     print(f"{name}: training instructions {result['success_rate']:.3f}, paraphrases {result['paraphrase_success_rate']:.3f} "
           f"({result['wall_s'] / 60:.1f} min)", flush=True)
@@ -241,10 +290,15 @@ def markdown(summary: dict) -> str:
 
 
 def main(args: Args) -> Optional[dict]:
-    args = apply_quick(args)
+    args = apply_size(args)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    if args.extend_from is not None:
+        if not (args.extend_from / "runs").is_dir():
+            raise SystemExit(f"--extend-from {args.extend_from}: no runs/ folder there; give the --out of the earlier runs")
+        if args.extend_from.resolve() == args.out.resolve():
+            raise SystemExit("--extend-from is --out: give the longer runs their own --out (the earlier runs are copied, never changed)")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.no_train:
         results = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]
@@ -255,9 +309,10 @@ def main(args: Args) -> Optional[dict]:
             from qtransformer.workers import process_pool  # exits with this process (a killed run leaves no worker)
 
             with process_pool(min(args.jobs, len(specs))) as pool:
-                results = list(pool.map(run_one, specs, [args.out] * len(specs), [args.threads] * len(specs)))
+                n = len(specs)
+                results = list(pool.map(run_one, specs, [args.out] * n, [args.threads] * n, [args.extend_from] * n))
         else:
-            results = [run_one(spec, args.out, args.threads) for spec in specs]
+            results = [run_one(spec, args.out, args.threads, args.extend_from) for spec in specs]
     summary = summarize(args, results)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = markdown(summary)

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from bench.vision_language import PARAPHRASES, Args, apply_quick, data_settings, markdown, summarize  # noqa: E402
+from bench.vision_language import PARAPHRASES, Args, apply_size, data_settings, dataset, earlier_run, main, markdown, summarize  # noqa: E402
 from qtransformer.envs.metaworld import MT10_INSTRUCTIONS, MT10_TASKS  # noqa: E402
 
 
@@ -36,9 +36,61 @@ def test_summary_by_hand():
 
 
 def test_the_cpu_size_draws_fast_frames_and_keeps_the_full_protocols_dataset_name():
-    cpu = apply_quick(Args(cpu=True))
+    cpu = apply_size(Args(cpu=True))
     assert (cpu.tasks, cpu.render, cpu.image_encoder, cpu.language_encoder, cpu.device) == ("mt10", "fast", "cnn", "minilm", "cpu")
     assert data_settings(cpu)["render"] == "fast"  # another dataset folder than the full scene's frames
-    assert "render" not in data_settings(Args())  # the full protocol's folder name is what it was
+    full = apply_size(Args())
+    assert "render" not in data_settings(full)  # the full protocol's folder name is what it was
+    assert (full.steps, full.frames, full.image_encoder, full.render) == (20_000, 6, "film-efficientnet-b0", "full")
+    # A flag given beside a size wins over the size's value (--cpu --steps 20000 is 20,000 steps, not 5000).
+    longer = apply_size(Args(cpu=True, steps=20_000, seeds=3))
+    assert (longer.steps, longer.seeds, longer.frames, longer.image_size) == (20_000, 3, 1, 32)
+    assert data_settings(longer) == data_settings(cpu)  # the same dataset: only training changed
+    assert apply_size(Args(quick=True, threads=2)).threads == 2
     with pytest.raises(SystemExit, match="two sizes"):
-        apply_quick(Args(cpu=True, quick=True))
+        apply_size(Args(cpu=True, quick=True))
+
+
+def _finished_run(root, spec, with_state=True):
+    import json
+
+    run = root / "runs" / f"{spec['method']}_seed{spec['seed']}"
+    ckpt = run / "checkpoints" / f"step_{spec['steps']:08d}"
+    (ckpt / "model").mkdir(parents=True)
+    if with_state:
+        (ckpt / "training_state").mkdir()
+    (run / "checkpoints" / "last").write_text(ckpt.name)
+    (root / "runs" / f"{run.name}.json").write_text(json.dumps({"spec": spec}))
+    return run
+
+
+def test_extend_from_continues_only_a_finished_shorter_run_of_the_same_settings(tmp_path):
+    spec = {"method": "qtransformer", "seed": 0, "dataset": "d", "steps": 20000, "eval_episodes": 10, "model": {"frames": 1}, "device": "cpu"}
+    assert earlier_run(spec, None) is None and earlier_run(spec, tmp_path / "nothing") is None
+    run = _finished_run(tmp_path / "a", spec | {"steps": 10000})
+    assert earlier_run(spec, tmp_path / "a") == (run, 10000)
+    assert earlier_run(spec | {"steps": 10000}, tmp_path / "a") is None  # not fewer steps: nothing to continue
+    assert earlier_run(spec | {"seed": 1}, tmp_path / "a") is None  # another seed's run is not this one
+    assert earlier_run(spec | {"model": {"frames": 6}}, tmp_path / "a") is None  # other settings: from scratch
+    _finished_run(tmp_path / "b", spec | {"steps": 10000}, with_state=False)  # no optimizer state: not the same updates
+    assert earlier_run(spec, tmp_path / "b") is None
+    with pytest.raises(SystemExit, match="no runs/ folder"):
+        main(Args(out=tmp_path / "c", extend_from=tmp_path / "nothing", no_train=True))
+    with pytest.raises(SystemExit, match="--extend-from is --out"):
+        main(Args(out=tmp_path / "a", extend_from=tmp_path / "a", no_train=True))
+
+
+def test_extend_from_trains_on_the_dataset_of_the_runs_it_continues(tmp_path):
+    # The earlier runs name their dataset (here outside their --out, as when they were continued before);
+    # the longer runs use it rather than making the same dataset again under the new --out.
+    import hashlib
+    import json
+
+    args = apply_size(Args(cpu=True, out=tmp_path / "longer", extend_from=tmp_path / "earlier"))
+    name = f"dataset_{hashlib.sha1(json.dumps(data_settings(args), sort_keys=True).encode()).hexdigest()[:8]}"
+    data = tmp_path / "first" / name
+    data.mkdir(parents=True)
+    (data / "meta.json").write_text("{}")
+    spec = {"method": "bc_demos", "seed": 0, "dataset": str(data), "steps": 5000}
+    _finished_run(tmp_path / "earlier", spec)
+    assert dataset(args) == data
