@@ -6,6 +6,7 @@ paraphrases of them (issue 13, part 6).
     python -m bench.vision_language --cpu            # the same comparison sized for a 2-core CPU machine (about an hour)
     python -m bench.vision_language --quick          # a pipeline check that fits a CPU (minutes)
     python -m bench.vision_language --no-train       # the table of the runs on disk
+    python -m bench.vision_language --cpu --steps 10000 --out OUT2 --extend-from OUT   # continue OUT's runs to 10,000 steps
 
 The protocol (fixed before any number was seen):
 
@@ -29,7 +30,8 @@ episodes per task, 32x32 frames drawn with `--render fast` (no shadows or multis
 scene's frames cost about 0.1-0.2 s each in software, the fast ones about a sixth of that), a window of
 1 frame, the small CNN (FiLM-EfficientNet-B0 trains at about 0.2 steps/s on one CPU core), the real
 instruction encoder (minilm), 5000 gradient steps, 1 seed, 10 evaluation episodes per task and
-instruction kind. It is a reduced reading of part 6, not its result.
+instruction kind. It is a reduced reading of part 6, not its result. A flag given beside --cpu or
+--quick (--steps, --seeds, ...) wins over the size's value.
 
 Writes OUT/summary.json ({"methods": {name: {"mean", "std", "per_seed", "paraphrase": {"mean", "std",
 "per_seed"}, "per_task": {...}}}, "protocol"}) and OUT/table.md. Finished runs are reused. With the
