@@ -5,6 +5,7 @@ policies, evaluation on held-out task variations (issue 11, "What to build" item
     python -m bench.regime --quick           # every stage at small sizes (about 40-60 min on 2 cores)
     python -m bench.regime                   # the full protocol: about 85 core-hours on CPU (docs/benchmarks.md)
     python -m bench.regime --write-docs      # also put the tables into docs/benchmarks.md
+    python -m bench.regime --no-train --final-episodes 50   # the final policies on disk, on 50 held-out episodes per task
 
 Needs the `sim` and `bench` extras (`bash scripts/setup.sh --bench`). Resumable like bench.compare:
 every run writes its own JSON under --out and is reused when its settings match.
