@@ -271,6 +271,12 @@ def threads_per_run(threads: Optional[int], jobs: int) -> int:
     return threads or (1 if jobs > 1 else 2)
 
 
+def say_runs(specs: list, done: int, todo: int, no_train: bool, jobs: int, label: str = "") -> None:
+    """The line before the runs: how many are on disk, and how many will run (or, with --no-train, are left out)."""
+    rest = f"{todo} not on disk (--no-train: left out)" if no_train else f"{todo} to do, {jobs} at a time"
+    print(f"{label}{len(specs)} runs, {done} done before, {rest}", flush=True)
+
+
 def run_in_pool(run_one, todo: list[dict], jobs: int, name) -> list[dict]:
     """run_one(spec) for every spec in `jobs` spawned processes, a progress bar over the runs and a line
     per finished run (`name(spec)`, its success and times); the results in the order they finish. A run
@@ -568,11 +574,9 @@ def main(args: Args) -> None:
             results.append(old)
         else:  # not run yet, or run with other settings
             todo.append(s)
+    say_runs(specs, len(results), len(todo), args.no_train, args.jobs)
     if args.no_train:
-        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} not on disk (--no-train: left out)", flush=True)
         todo = []
-    else:
-        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     results += run_in_pool(run_one, todo, args.jobs, lambda s: f"{s['method']:>20} {Path(s['dataset']).name} seed {s['seed']}")
 
     summary = summarize(args, results, data, main_path.name, {p.name: a for a, p in scale_paths.items()})

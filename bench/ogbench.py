@@ -286,11 +286,9 @@ def execute(args: Args, specs: list[dict]) -> list[dict]:
             results.append(old)
         else:
             todo.append(s)
+    compare.say_runs(specs, len(results), len(todo), args.no_train, args.jobs)
     if args.no_train:
-        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} not on disk (--no-train: left out)", flush=True)
         todo = []
-    else:
-        print(f"{len(specs)} runs, {len(results)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     return results + compare.run_in_pool(run_one, todo, args.jobs, lambda s: f"{s['method']:>18} {s['env']} task {s['task']} seed {s['seed']}")
 
 

@@ -361,13 +361,8 @@ def final_evaluations(args: Args, specs: list[dict]) -> None:
     if args.jobs <= 1 or len(todo) <= 1:
         for j in todo:
             report(j, final_eval_one(j))
-        return
-    from qtransformer.workers import process_pool
-
-    with process_pool(args.jobs) as pool:
-        futures = {pool.submit(final_eval_one, j): j for j in todo}
-        for f in as_completed(futures):
-            report(futures[f], f.result())
+    else:  # a progress bar, and one failed evaluation does not stop the others
+        compare.run_in_pool(final_eval_one, todo, args.jobs, lambda j: j["label"])
 
 
 def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> dict:
@@ -396,10 +391,9 @@ def execute(args: Args, specs: list[dict], label: str) -> list[dict]:
             results.append(old)
         else:
             todo.append(s)
+    compare.say_runs(specs, len(results), len(todo), args.no_train, args.jobs, f"{label}: ")
     if args.no_train:
-        print(f"{label}: {len(specs)} runs, {len(results)} done before, {len(todo)} not on disk (--no-train: left out)", flush=True)
         return results
-    print(f"{label}: {len(specs)} runs, {len(results)} done before, {len(todo)} to do, {args.jobs} at a time", flush=True)
     if not todo:
         return results
     if args.jobs <= 1:
