@@ -208,13 +208,17 @@ def earlier_run(spec: dict, earlier: Optional[Path]) -> Optional[tuple[Path, int
     result_file, run_dir = earlier / "runs" / f"{name}.json", earlier / "runs" / name
     if not result_file.exists():
         return None
+    from qtransformer.checkpoint import CheckpointError, last_checkpoint
+
     old = json.loads(result_file.read_text())["spec"]
     same = {k: v for k, v in old.items() if k != "steps"} == {k: v for k, v in spec.items() if k != "steps"}
-    last = run_dir / "checkpoints" / "last"
-    if not same or old["steps"] >= spec["steps"] or not last.exists():
+    if not same or old["steps"] >= spec["steps"]:
         return None
-    ckpt = run_dir / "checkpoints" / last.read_text().strip()
-    if not (ckpt / "training_state").is_dir() or ckpt.name != f"step_{old['steps']:08d}":
+    try:
+        ckpt = last_checkpoint(run_dir)
+    except CheckpointError:  # its training state was not kept: resuming would not make the same updates
+        return None
+    if ckpt is None or ckpt.name != f"step_{old['steps']:08d}":
         return None
     return run_dir, int(old["steps"])
 

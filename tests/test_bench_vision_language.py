@@ -59,6 +59,7 @@ def _finished_run(root, spec, with_state=True):
     (ckpt / "model").mkdir(parents=True)
     if with_state:
         (ckpt / "training_state").mkdir()
+        (ckpt / "training_state" / "state.json").write_text("{}")
     (run / "checkpoints" / "last").write_text(ckpt.name)
     (root / "runs" / f"{run.name}.json").write_text(json.dumps({"spec": spec}))
     return run
