@@ -82,6 +82,22 @@ def test_greedy_decoding_is_sequential_argmax_over_all_combinations(make_net, d,
             prefix.append(best)
 
 
+def test_greedy_decoding_ranks_saturated_outputs_by_the_head_not_by_the_rounded_sigmoid(make_net):
+    """A BC network's confident bins have head outputs far above 17, where float32's sigmoid is exactly
+    1.0: bins 1 (output 25) and 3 (output 30) both get value 1.0. The greedy choice is bin 3, the larger
+    output, not the lower index of a tie (what an argmax over the rounded values gives)."""
+    d, K = 3, 5
+    net = make_net(OBS_DIM, d, K)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([-3.0, 25.0, 0.0, 30.0, -1.0]))
+    obs = torch.randn(4, OBS_DIM)
+    assert torch.sigmoid(net.head.bias)[1] == torch.sigmoid(net.head.bias)[3] == 1.0  # the tie the argmax must not see
+    for bins, chosen in (decode(net, obs), decode(net, obs, use_cache=False), greedy_decode(net, obs)):
+        assert bins.tolist() == [[3] * d] * 4
+        assert chosen.tolist() == [[1.0] * d] * 4
+
+
 def test_greedy_decoding_finds_best_action_of_a_trained_one_state_bandit(make_net):
     """Train with the real learner on a one-state bandit, every one of the K^d = 9 actions in the data.
 

@@ -30,12 +30,20 @@ def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator:
     return bins
 
 
-def _choice_values(net: QTransformerNet, h: torch.Tensor, support_tau: float, prior_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _choice_values(
+    net: QTransformerNet, h: torch.Tensor, support_tau: float, prior_weight: float = 0.0, greedy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Trunk output (B, C) -> (values (B, K), the scores to choose from: values + prior_weight x log p of
-    the imitation head, outside its support at `support_tau` set to -inf; the values themselves at 0, 0)."""
-    values = net.values(h)  # (B, K)
+    the imitation head, outside its support at `support_tau` set to -inf; the values themselves at 0, 0).
+
+    `greedy` (the scores only feed an argmax) with neither rule: the head's outputs before the sigmoid,
+    which order the bins as the values do but without the ties float32's sigmoid makes of large outputs
+    (every output above about 17 becomes exactly 1.0, so a BC network's confident bins would tie and the
+    argmax would take the lowest of them). Sampling at a temperature keeps the values."""
+    out = net.head_outputs(h)  # (B, K), or (B, K, M) with value atoms
+    values = net.values_from_head(out)  # (B, K)
     if support_tau <= 0 and prior_weight <= 0:
-        return values, values
+        return values, (out if greedy and not net.value_atoms else values)
     logits = net.imitation_logits(h)  # (B, K)
     return values, restrict(prior_scores(values, logits, prior_weight), support_mask(logits, support_tau))
 
@@ -72,7 +80,7 @@ def decode(
             h = net.features(obs, bins, task, images, language)[:, i]  # (B, C): only bins < i influence it (causal)
         elif i > 0:
             h, cache = net.step_features(bins[:, i - 1], i, cache)
-        values, allowed = _choice_values(net, h, support_tau, prior_weight)  # (B, K) each
+        values, allowed = _choice_values(net, h, support_tau, prior_weight, greedy=temperature <= 0)  # (B, K) each
         bins[:, i] = _choose(allowed, epsilon, temperature, generator)
         chosen_values[:, i] = values.gather(1, bins[:, i : i + 1]).squeeze(1)
     return bins, chosen_values
@@ -95,7 +103,7 @@ def greedy_decode(
     for i in range(net.action_dim):
         if i > 0:
             h, cache = net.step_features(bins[-1], i, cache)
-        values, allowed = _choice_values(net, h, support_tau, prior_weight)  # (B, K) each
+        values, allowed = _choice_values(net, h, support_tau, prior_weight, greedy=True)  # (B, K) each
         b = allowed.argmax(dim=-1)  # (B,)
         bins.append(b)
         chosen.append(values.gather(1, b[:, None])[:, 0])
