@@ -17,6 +17,7 @@ from qtransformer.config import AlgoConfig
 from qtransformer.data import Batch
 from qtransformer.nets import QTransformerNet
 from qtransformer.policy import QTPolicy, decode, greedy_decode
+from qtransformer.processor import ModelInputs
 
 OBS_DIM = 4
 
@@ -262,3 +263,64 @@ def test_a_stop_gradient_imitation_head_leaves_training_exactly_as_without_it():
     assert runs[False].keys() == runs[True].keys()
     for k, v in runs[False].items():
         assert torch.equal(v, runs[True][k]), k
+
+
+# -- a separate BC network as the prior (QTPolicy(prior=...), eval --prior-checkpoint) --------------------
+def spread_net(d: int, K: int, seed: int, num_tasks: int = 1) -> QTransformerNet:
+    torch.manual_seed(seed)
+    net = QTransformerNet(OBS_DIM, d, K, num_tasks, tiny_model_config())
+    with torch.no_grad():  # spread outputs so that argmaxes stand clear of float noise
+        net.head.weight.mul_(5.0)
+        net.bin_embedding.weight.normal_(0.0, 1.0)
+    return net.eval()
+
+
+def inputs(obs: torch.Tensor) -> ModelInputs:
+    return ModelInputs(obs=obs, images=None, task=None, language=None, single=False)
+
+
+@pytest.mark.parametrize("weight,tau", [(0.3, 0.0), (0.3, 0.5), (0.0, 0.5), (0.0, 1.0)])
+def test_decoding_with_a_separate_prior_is_the_sequential_argmax_over_its_probabilities(weight, tau):
+    """Q from one network, log p from another (a BC network's head, fed the same chosen bins)."""
+    d, K = 3, 5
+    qnet, bcnet = spread_net(d, K, seed=4), spread_net(d, K, seed=9)
+    obs = torch.randn(16, OBS_DIM)
+    bins, chosen = decode(qnet, obs, support_tau=tau, prior_weight=weight, prior=(bcnet, inputs(obs)))
+    with torch.no_grad():
+        values = qnet.values(qnet.features(obs, bins))  # (B, d, K), teacher-forced with the decoded bins
+        logp = torch.log_softmax(bcnet.head_outputs(bcnet.features(obs, bins)), -1)  # (B, d, K)
+    for i in range(d):
+        allowed = logp[:, i] >= logp[:, i].max(-1, keepdim=True).values + math.log(max(tau, 1e-30)) - 1e-6
+        expected = (values[:, i] + weight * logp[:, i]).masked_fill(~allowed, -math.inf).argmax(-1)
+        assert torch.equal(bins[:, i], expected)
+        torch.testing.assert_close(chosen[:, i], values[:, i].gather(1, expected[:, None])[:, 0], rtol=0, atol=1e-6)
+    assert torch.equal(bins, decode(qnet, obs, use_cache=False, support_tau=tau, prior_weight=weight, prior=(bcnet, inputs(obs)))[0])
+    if tau == 1.0:  # only the prior's likeliest bin: the BC network's own greedy decoding
+        assert torch.equal(bins, decode(bcnet, obs)[0])
+    assert not torch.equal(bins, decode(qnet, obs)[0])  # the prior changed the choice: the test is not trivial
+
+
+def test_a_policy_with_a_bc_prior_decodes_at_the_measured_weight_and_refuses_what_is_not_a_bc_prior():
+    from qtransformer.policy import PRIOR_WEIGHT
+
+    d, K = 3, 5
+    disc = ActionDiscretizer([-1.0] * d, [1.0] * d, K)
+    qnet, bcnet = spread_net(d, K, seed=4), spread_net(d, K, seed=9)
+    bc = QTPolicy(bcnet, disc, {"algo": {"method": "bc"}})
+    obs = torch.randn(32, OBS_DIM)
+    policy = QTPolicy(qnet, disc, {}, prior=bc)
+    assert PRIOR_WEIGHT == 0.01 and policy.prior_weight == PRIOR_WEIGHT and policy.support_tau == 0.0
+    np.testing.assert_array_equal(policy.act(obs.numpy()), disc.decode(decode(qnet, obs, prior_weight=0.01, prior=(bcnet, inputs(obs)))[0]))
+    np.testing.assert_array_equal(QTPolicy(qnet, disc, {}, prior=bc, support_tau=1.0, prior_weight=0.0).act(obs.numpy()), bc.act(obs.numpy()))
+    np.testing.assert_array_equal(QTPolicy(qnet, disc, {}, prior=bc, prior_weight=0.0).act(obs.numpy()), QTPolicy(qnet, disc).act(obs.numpy()))
+    v = policy.q_values(obs.numpy())  # the value of the action the rule chooses
+    np.testing.assert_allclose(v, decode(qnet, obs, prior_weight=0.01, prior=(bcnet, inputs(obs)))[1][:, -1].numpy(), rtol=0, atol=1e-6)
+
+    with pytest.raises(ValueError, match="--algo.method qtransformer.*must be a BC run"):
+        QTPolicy(qnet, disc, {}, prior=QTPolicy(bcnet, disc, {}))
+    with pytest.raises(ValueError, match="discretises actions differently"):
+        QTPolicy(qnet, disc, {}, prior=QTPolicy(bcnet, ActionDiscretizer([-2.0] * d, [1.0] * d, K), {"algo": {"method": "bc"}}))
+    with pytest.raises(ValueError, match="other tasks"):
+        QTPolicy(qnet, disc, {"task_names": ["push"]}, prior=QTPolicy(bcnet, disc, {"algo": {"method": "bc"}, "task_names": ["pull"]}))
+    with pytest.raises(ValueError, match="compile"):
+        QTPolicy(qnet, disc, {}, prior=bc, compile=True)

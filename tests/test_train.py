@@ -170,3 +170,43 @@ def test_negative_relabelling_trains_on_a_two_task_dataset(tmp_path, capsys):
     assert main([*train, "--dataset", str(tmp_path / "two"), "--out", str(tmp_path / "run")]) == 0
     assert main([*train, "--dataset", str(tmp_path / "one"), "--out", str(tmp_path / "run1")]) == 2
     assert "at least two tasks" in capsys.readouterr().err
+
+
+def test_eval_decodes_with_a_bc_runs_prior_and_refuses_a_prior_that_is_not_one(dataset, tmp_path, capsys, monkeypatch):
+    """`eval --prior-checkpoint`: a BC run on the same data steers the trained values' argmax; the result
+    records the rule; evaluation workers load the prior too (at support tau 1 they act as the BC run,
+    where the values alone act otherwise); a prior that is not a BC run is refused in one line."""
+    import contextlib
+
+    import qtransformer.evaluate as evaluate
+    import qtransformer.workers
+    from qtransformer.cli import main
+
+    qt = train(tiny_cfg(dataset, tmp_path / "qt", steps=4))
+    bc = train(tiny_cfg(dataset, tmp_path / "bc", steps=4, algo=AlgoConfig(num_bins=8, warmup_steps=3, method="bc")))
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(qt), "--prior-checkpoint", str(bc), "--episodes", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["decoding"] == {"support_tau": 0.0, "prior_weight": 0.01, "prior_checkpoint": str(bc)}
+
+    obs = np.random.default_rng(0).normal(size=(16, QTPolicy.from_checkpoint(qt).net.obs_dim)).astype(np.float32)
+    acted = []  # what each worker's policy does on `obs`; the workers run in this process, the episodes are not run
+
+    def actions_only(act, env_id, seeds, progress=False, make=None):
+        acted.append(act(obs))
+        return [{"seed": s, "success": False, "return": 0.0, "length": 1} for s in seeds]
+
+    class InProcess:
+        map = staticmethod(map)
+
+    monkeypatch.setattr(evaluate, "run_episodes", actions_only)
+    monkeypatch.setattr(qtransformer.workers, "process_pool", lambda n: contextlib.nullcontext(InProcess()))
+    as_bc = QTPolicy.from_checkpoint(qt, prior_checkpoint=bc, support_tau=1.0, prior_weight=0.0)
+    evaluate.evaluate_policy(as_bc, None, 2, workers=2)
+    assert len(acted) == 2
+    for a in acted:
+        np.testing.assert_array_equal(a, QTPolicy.from_checkpoint(bc).act(obs))
+    assert not np.array_equal(acted[0], QTPolicy.from_checkpoint(qt).act(obs))  # the prior made the difference
+
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(bc), "--prior-checkpoint", str(qt), "--episodes", "1"]) != 0
+    assert "must be a BC run on the same data (--algo.method bc)" in capsys.readouterr().err

@@ -138,7 +138,11 @@ class EvalArgs:
     an imitation head; 0: the paper's plain greedy rule). Default: the training run's --algo.support-tau."""
     prior_weight: Optional[float] = None
     """Decode by Q + prior_weight x log p of the imitation head (policies trained with one; 0: the plain
-    argmax). Default: the training run's --algo.prior-weight."""
+    argmax). Default: the training run's --algo.prior-weight (0.01 with --prior-checkpoint)."""
+    prior_checkpoint: Optional[Path] = None
+    """A BC run on the same data (--algo.method bc) whose probabilities --prior-weight and --support-tau read
+    instead of an imitation head: Q-Transformer's values decoded toward what the data's behaviour does where
+    they barely differ (docs/algorithm.md; measured in docs/benchmarks.md, the paper's regime)."""
     instruction: Optional[str] = None
     """The instruction a language-conditioned policy acts on (any text; one not seen in training is embedded
     by the checkpoint's encoder). Default: the training instruction of the task (by --task or the env's name)."""
@@ -373,12 +377,16 @@ def cmd_eval(argv: list[str]) -> None:
     if args.video is not None:
         check_output_dir(args.video, "--video")
 
-    policy = QTPolicy.from_checkpoint(args.checkpoint, device=args.device, support_tau=args.support_tau, prior_weight=args.prior_weight)
+    policy = QTPolicy.from_checkpoint(
+        args.checkpoint, device=args.device, support_tau=args.support_tau, prior_weight=args.prior_weight, prior_checkpoint=args.prior_checkpoint
+    )
     result = evaluate_policy(
         policy, args.env, args.episodes, seed=args.seed, progress=True, task=args.task, workers=args.workers, instruction=args.instruction
     )
     result["checkpoint"] = str(args.checkpoint)
     result["decoding"] = {"support_tau": policy.support_tau, "prior_weight": policy.prior_weight}
+    if args.prior_checkpoint is not None:
+        result["decoding"]["prior_checkpoint"] = str(args.prior_checkpoint)
     for name, r in result.get("per_task", {}).items():
         print(f"  {name}: success rate {r['success_rate']:.3f} over {r['episodes']} episodes")
     print(f"{result['env_id']}: success rate {result['success_rate']:.3f} over {result['episodes']} episodes")

@@ -83,13 +83,13 @@ def evaluate(act: Callable, env_id: str, episodes: int, seed: int = 0, progress:
 
 
 def _worker(model_dir: str, env_id: str, seeds: list[int], task: Optional[int], support_tau: float, instruction: Optional[str] = None,
-            prior_weight: float = 0.0) -> list[dict]:
+            prior_weight: float = 0.0, prior_dir: Optional[str] = None) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
     from .policy import QTPolicy
 
-    policy = QTPolicy.from_checkpoint(model_dir, support_tau=support_tau, prior_weight=prior_weight)
+    policy = QTPolicy.from_checkpoint(model_dir, support_tau=support_tau, prior_weight=prior_weight, prior_checkpoint=prior_dir)
     return run_episodes(lambda obs: policy.act(obs, task=task, instruction=instruction), env_id, seeds, make=policy.make_env)
 
 
@@ -190,7 +190,9 @@ def evaluate_policy(
     task = policy.task_for_env(env_id, task)
     seeds = eval_seeds(episodes, seed)
     workers = min(workers, episodes)
-    if workers > 1 and policy.model_dir is not None:  # processes, each with its own copy of the policy
+    prior = getattr(policy, "prior", None)
+    prior_dir = None if prior is None else prior.model_dir
+    if workers > 1 and policy.model_dir is not None and (prior is None or prior_dir is not None):  # processes, each with its own copy
         from qtransformer.workers import process_pool
 
         parts = [seeds[k::workers] for k in range(workers)]
@@ -198,6 +200,7 @@ def evaluate_policy(
             done = list(pool.map(
                 _worker, [str(policy.model_dir)] * workers, [env_id] * workers, parts, [task] * workers,
                 [policy.support_tau] * workers, [instruction] * workers, [policy.prior_weight] * workers,
+                [None if prior_dir is None else str(prior_dir)] * workers,
             ))
         per_episode = sorted((e for part in done for e in part), key=lambda e: e["seed"])
     else:

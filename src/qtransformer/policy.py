@@ -14,6 +14,10 @@ from .algo.support import prior_scores, restrict, support_mask
 from .nets import QTransformerNet
 from .processor import ModelInputs, ObservationProcessor
 
+# The prior weight a policy with a BC prior decodes at when no rule is given: lambda 0.01, chosen on
+# validation variations of the paper's regime (docs/benchmarks.md), in value units per nat.
+PRIOR_WEIGHT = 0.01
+
 
 def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator: Optional[torch.Generator]) -> torch.Tensor:
     """values (B, K) -> bins (B,): argmax, or a softmax sample at `temperature`, then epsilon-uniform."""
@@ -31,10 +35,12 @@ def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator:
 
 
 def _choice_values(
-    net: QTransformerNet, h: torch.Tensor, support_tau: float, prior_weight: float = 0.0, greedy: bool = False
+    net: QTransformerNet, h: torch.Tensor, support_tau: float, prior_weight: float = 0.0, greedy: bool = False,
+    logits: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Trunk output (B, C) -> (values (B, K), the scores to choose from: values + prior_weight x log p of
     the imitation head, outside its support at `support_tau` set to -inf; the values themselves at 0, 0).
+    `logits` (B, K): the imitation logits to use instead of the net's own head (a separate BC network's).
 
     `greedy` (the scores only feed an argmax) with neither rule: the head's outputs before the sigmoid,
     which order the bins as the values do but without the ties float32's sigmoid makes of large outputs
@@ -44,7 +50,8 @@ def _choice_values(
     values = net.values_from_head(out)  # (B, K)
     if support_tau <= 0 and prior_weight <= 0:
         return values, (out if greedy and not net.value_atoms else values)
-    logits = net.imitation_logits(h)  # (B, K)
+    if logits is None:
+        logits = net.imitation_logits(h)  # (B, K)
     return values, restrict(prior_scores(values, logits, prior_weight), support_mask(logits, support_tau))
 
 
@@ -61,6 +68,7 @@ def decode(
     support_tau: float = 0.0,
     language: Optional[torch.Tensor] = None,
     prior_weight: float = 0.0,
+    prior: Optional[tuple[QTransformerNet, ModelInputs]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Autoregressive decoding over action dimensions. obs (B, obs_dim) -> bins (B, d), values (B, d).
 
@@ -69,18 +77,28 @@ def decode(
     support_tau > 0 chooses (greedily or by temperature) only among bins whose imitation probability is
     >= tau x the best bin's (algo/support.py); prior_weight > 0 chooses by Q + prior_weight x log p of the
     imitation head (algo/support.py); epsilon-exploration stays uniform over all bins.
+    `prior` = (a BC network, its inputs for the same observations): both rules read that network's
+    per-dimension logits instead of an imitation head, decoded alongside with the same chosen bins.
     """
     B, d = obs.shape[0], net.action_dim  # obs is (B, obs_dim), (B, 0) for an image-only model
     bins = torch.zeros(B, d, dtype=torch.long, device=obs.device)
     chosen_values = torch.zeros(B, d, device=obs.device)
+    pnet, px = prior if prior is not None else (None, None)
     if use_cache:
         h, cache = net.start_features(obs, task, images, language)  # (B, C)
+        if pnet is not None:
+            hp, pcache = pnet.start_features(px.obs, px.task, px.images, px.language)  # (B, C')
     for i in range(d):
         if not use_cache:
             h = net.features(obs, bins, task, images, language)[:, i]  # (B, C): only bins < i influence it (causal)
+            if pnet is not None:
+                hp = pnet.features(px.obs, bins, px.task, px.images, px.language)[:, i]  # (B, C')
         elif i > 0:
             h, cache = net.step_features(bins[:, i - 1], i, cache)
-        values, allowed = _choice_values(net, h, support_tau, prior_weight, greedy=temperature <= 0)  # (B, K) each
+            if pnet is not None:
+                hp, pcache = pnet.step_features(bins[:, i - 1], i, pcache)
+        logits = None if pnet is None else pnet.head_outputs(hp).float()  # (B, K)
+        values, allowed = _choice_values(net, h, support_tau, prior_weight, greedy=temperature <= 0, logits=logits)  # (B, K) each
         bins[:, i] = _choose(allowed, epsilon, temperature, generator)
         chosen_values[:, i] = values.gather(1, bins[:, i : i + 1]).squeeze(1)
     return bins, chosen_values
@@ -127,6 +145,7 @@ class QTPolicy:
         compile: bool = False,
         support_tau: Optional[float] = None,
         prior_weight: Optional[float] = None,
+        prior: Optional["QTPolicy"] = None,
     ):
         """`compile=True` runs greedy actions through torch.compile: about 2x lower latency at batch 1
         on CPU (docs/benchmarks.md), after a one-off compilation of tens of seconds per batch size. For
@@ -135,17 +154,42 @@ class QTPolicy:
         `support_tau`: decode only among bins whose imitation probability is >= tau x the best bin's
         (networks with an imitation head); None takes the training run's --algo.support-tau.
         `prior_weight`: decode by Q + prior_weight x log p of the imitation head (algo/support.py); None
-        takes the training run's --algo.prior-weight."""
+        takes the training run's --algo.prior-weight.
+        `prior`: a BC policy trained on the same data (--algo.method bc) whose probabilities both rules read
+        instead of an imitation head, decoded alongside (a second network per decision). With a prior and
+        neither rule given, prior_weight is PRIOR_WEIGHT (docs/benchmarks.md, the paper's regime)."""
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.discretizer = discretizer
         self.meta = meta or {}
+        self.prior = prior
+        if prior is not None:
+            self._check_prior(prior)
+            if compile:
+                raise ValueError("compile=True covers one network; a policy with a prior decodes eagerly: leave compile off")
+            if support_tau is None and prior_weight is None:
+                prior_weight = PRIOR_WEIGHT
         self.support_tau = self._decoding_setting("support_tau", support_tau, 1.0)
         self.prior_weight = self._decoding_setting("prior_weight", prior_weight, float("inf"))
         self.processor = ObservationProcessor.for_network(self.net, self.meta)
         self.model_dir: Optional[Path] = None  # set when loaded from a checkpoint (evaluation workers reload it)
         greedy = partial(greedy_decode, self.net, support_tau=self.support_tau, prior_weight=self.prior_weight)
         self._greedy = torch.compile(greedy, dynamic=False) if compile else None
+
+    def _check_prior(self, prior: "QTPolicy") -> None:
+        """A prior must be a BC network over the same bins and tasks, or its probabilities mean other actions."""
+        method = (prior.meta.get("algo") or {}).get("method", "qtransformer")
+        where = f" ({prior.model_dir})" if prior.model_dir is not None else ""
+        if method != "bc":
+            raise ValueError(f"the prior{where} was trained with --algo.method {method}; it must be a BC run on the same data (--algo.method bc)")
+        d = self.discretizer
+        if prior.discretizer.num_bins != d.num_bins or not (np.array_equal(prior.discretizer.low, d.low) and np.array_equal(prior.discretizer.high, d.high)):
+            raise ValueError(f"the prior{where} discretises actions differently (its bins or action bounds differ): train it on the same dataset with the same --algo.num-bins")
+        if (prior.meta.get("model") or {}).get("frames", 1) != (self.meta.get("model") or {}).get("frames", 1):
+            raise ValueError(f"the prior{where} reads another number of frames per camera (--model.frames): train it with the policy's")
+        if list(prior.meta.get("task_names") or []) != list(self.meta.get("task_names") or []):
+            raise ValueError(f"the prior{where} was trained on other tasks ({prior.meta.get('task_names')} against {self.meta.get('task_names')}): train it on the same dataset")
+        prior.net.to(self.device)
 
     def _decoding_setting(self, name: str, value: Optional[float], high: float) -> float:
         """A decoding setting that reads the imitation head (support_tau, prior_weight): the given value, or
@@ -154,19 +198,21 @@ class QTPolicy:
             value = float((self.meta.get("algo") or {}).get(name, 0.0)) if self.net.imitation_head is not None else 0.0
         if not 0.0 <= value <= high:
             raise ValueError(f"{name} must be " + (f"in [0, {high:g}]" if high < float("inf") else ">= 0") + f", got {value}")
-        if value > 0 and self.net.imitation_head is None:
-            raise ValueError(f"{name} > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0)")
+        if value > 0 and self.net.imitation_head is None and self.prior is None:
+            raise ValueError(f"{name} > 0 needs a policy trained with an imitation head (--algo.imitation-weight > 0) or a prior (a BC checkpoint)")
         return value
 
     @classmethod
     def from_checkpoint(
         cls, path: Union[str, Path], device: str = "cpu", compile: bool = False, support_tau: Optional[float] = None,
-        prior_weight: Optional[float] = None,
+        prior_weight: Optional[float] = None, prior_checkpoint: Union[None, str, Path] = None,
     ) -> "QTPolicy":
+        """`prior_checkpoint`: a BC run's checkpoint on the same data, loaded as the policy's `prior`."""
         from .checkpoint import load_model, resolve_model_dir
 
+        prior = None if prior_checkpoint is None else cls.from_checkpoint(prior_checkpoint, device=device)
         net, discretizer, meta = load_model(path, device=device)
-        policy = cls(net, discretizer, meta, device, compile=compile, support_tau=support_tau, prior_weight=prior_weight)
+        policy = cls(net, discretizer, meta, device, compile=compile, support_tau=support_tau, prior_weight=prior_weight, prior=prior)
         policy.model_dir = resolve_model_dir(path)
         return policy
 
@@ -252,6 +298,10 @@ class QTPolicy:
     def _inputs(self, obs, task, instruction) -> ModelInputs:
         return self.processor.model_inputs(obs, task=task, instruction=instruction, device=self.device)
 
+    def _prior_inputs(self, obs, task, instruction) -> Optional[tuple[QTransformerNet, ModelInputs]]:
+        """(the prior's network, the same observations as its own processor makes them), or None."""
+        return None if self.prior is None else (self.prior.net, self.prior._inputs(obs, task, instruction))
+
     def act(
         self,
         obs,
@@ -276,7 +326,7 @@ class QTPolicy:
         else:
             bins, _ = decode(
                 self.net, x.obs, x.task, epsilon=epsilon, temperature=temperature, generator=generator, images=x.images,
-                support_tau=self.support_tau, language=x.language, prior_weight=self.prior_weight,
+                support_tau=self.support_tau, language=x.language, prior_weight=self.prior_weight, prior=self._prior_inputs(obs, task, instruction),
             )
         actions = self.discretizer.decode(bins)  # (B, d)
         return actions[0] if x.single else actions
@@ -285,6 +335,6 @@ class QTPolicy:
         """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,)."""
         x = self._inputs(obs, task, instruction)
         _, values = decode(self.net, x.obs, x.task, images=x.images, support_tau=self.support_tau, language=x.language,
-                           prior_weight=self.prior_weight)
+                           prior_weight=self.prior_weight, prior=self._prior_inputs(obs, task, instruction))
         v = values[:, -1].float().cpu().numpy()  # value at the last dimension = Q of the full action
         return v[0] if x.single else v

@@ -194,7 +194,8 @@ class QTransformerNet(nn.Module):
         self, obs: torch.Tensor, bins: torch.Tensor, task: Optional[torch.Tensor] = None, images: Optional[dict] = None
     ) -> torch.Tensor:
         """The head's outputs before the sigmoid, (B, d, K), teacher-forced like forward (for the BC baseline).
-        Greedy decoding is the same on logits and values: the sigmoid is increasing."""
+        Greedy decoding ranks bins by these (policy.py): the sigmoid keeps their order but rounds every output
+        above about 17 to exactly 1.0 in float32, which would tie a BC network's confident bins."""
         if self.value_atoms:
             raise ValueError("a network with value atoms has no per-bin logits (behaviour cloning trains the plain head)")
         return self.head(self.features(obs, bins, task, images)).float()
