@@ -208,9 +208,10 @@ def _envs(name: str, bseed: int, n: int) -> list:
     return pool[:n]
 
 
-def heldout_success(act: Callable, name: str, episodes: int) -> float:
+def heldout_success(act: Callable, name: str, episodes: int, benchmark_seed: int = EVAL_BENCHMARK_SEED) -> float:
     """Success rate of `act` (a batch of observations -> a batch of actions) on `episodes` held-out
-    episodes of task `name`: episode i runs variation i % 50 of MT1 benchmark seed 7777 + i // 50."""
+    episodes of task `name`: episode i runs variation i % 50 of MT1 benchmark seed 7777 + i // 50
+    (`benchmark_seed` + i // 50: bench.prior's validation variations)."""
     from qtransformer.evaluate import success_of
 
     wins = []
@@ -218,7 +219,7 @@ def heldout_success(act: Callable, name: str, episodes: int) -> float:
         ids = list(range(start, min(start + EVAL_BATCH, episodes)))
         by_seed: dict[int, list[int]] = {}
         for i in ids:
-            by_seed.setdefault(EVAL_BENCHMARK_SEED + i // VARIATIONS, []).append(i)
+            by_seed.setdefault(benchmark_seed + i // VARIATIONS, []).append(i)
         envs, variations = [], []
         for bseed, group in by_seed.items():
             envs += _envs(name, bseed, len(group))

@@ -1,0 +1,111 @@
+"""bench.prior: the BC prior's rule chosen on validation variations, read on the held-out ones."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import prior, regime
+
+TASK = "reach-v3"
+# (setting, benchmark seed) -> success per seed 0, 1; the held-out figures of the runs themselves below
+VALIDATION = {"tau=0": (0.30, 0.40), "tau=1": (0.90, 0.90), "tau=0.1": (0.30, 0.30), "lambda=0.01": (0.50, 0.60), "lambda=0.03": (0.50, 0.50)}
+HELDOUT = {"lambda=0.01": (0.44, 0.38)}
+OWN = {"qtransformer": (0.40, 0.36), "bc_demos": (0.30, 0.38)}
+
+
+def fake_regime(root: Path, episodes: int) -> Path:
+    """bench.regime's layout: run JSONs with their --final-episodes figures, and the kept final policies' folders."""
+    for method, figures in OWN.items():
+        for seed, x in enumerate(figures):
+            run = root / "runs" / "demos1_auto2" / "main" / method / f"seed{seed}.json"
+            (run.with_suffix("") / "checkpoints" / "step_00000004" / "model").mkdir(parents=True)
+            fe = {"episodes": episodes, "evaluation": regime.EVALUATION, "success_rate": x, "per_task": {TASK: x}}
+            run.write_text(json.dumps({"method": method, "seed": seed, "final_eval": fe}))
+    return root
+
+
+def test_the_rule_is_chosen_on_validation_among_the_candidates_and_read_on_the_held_out_episodes(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_success(values, prior_ckpt, setting, benchmark_seed, episodes):
+        seed = int(Path(values).parts[-3][len("seed"):])
+        assert "/bc_demos/" in prior_ckpt and "/qtransformer/" in values and Path(values).name == "step_00000004"
+        key = next(s for s in [*VALIDATION, *HELDOUT] if prior.parse_setting(s) == setting)
+        calls.append((key, benchmark_seed, episodes, seed))
+        table = VALIDATION if benchmark_seed == 9999 else HELDOUT
+        return {TASK: table[key][seed]}
+
+    import qtransformer.workers
+
+    monkeypatch.setattr(prior, "policy_success", fake_success)
+    monkeypatch.setattr(qtransformer.workers, "process_pool", lambda n: ThreadPoolExecutor(1))  # runs see the fake
+    root = fake_regime(tmp_path / "reg", episodes=3)
+    args = prior.Args(regime=root, seeds=2, settings=("tau=0.1", "lambda=0.01", "lambda=0.03"), validation_episodes=2, episodes=3, jobs=1)
+    prior.main(args)
+    # the references (tau=0: the values alone, tau=1: the prior alone) are evaluated but never chosen,
+    # even where one is best; only the chosen rule is evaluated on the held-out episodes
+    assert sorted(c for c in calls if c[1] == 9999) == sorted((s, 9999, 2, k) for s in VALIDATION for k in (0, 1))
+    assert sorted(c for c in calls if c[1] != 9999) == [("lambda=0.01", 7777, 3, 0), ("lambda=0.01", 7777, 3, 1)]
+    summary = json.loads((root / "prior" / "summary.json").read_text())
+    assert summary["chosen"] == "lambda=0.01"
+    assert summary["validation"]["lambda=0.01"]["mean"] == pytest.approx(0.55) and not summary["validation"]["tau=1"]["candidate"]
+    # paired per seed, in points: (0.44 - 0.40, 0.38 - 0.36) and (0.44 - 0.30, 0.38 - 0.38)
+    vs_values, vs_prior = summary["paired"]["against qtransformer"], summary["paired"]["against bc_demos"]
+    assert vs_values["per_seed"] == pytest.approx([4.0, 2.0]) and vs_values["mean"] == pytest.approx(3.0) and vs_values["se"] == pytest.approx(1.0)
+    assert vs_prior["per_seed"] == pytest.approx([14.0, 0.0]) and vs_prior["mean"] == pytest.approx(7.0) and vs_prior["se"] == pytest.approx(7.0)
+    assert "chosen: **lambda=0.01**" in (root / "prior" / "table.md").read_text()
+
+    prior.main(args)  # every evaluation is on disk: nothing runs again
+    assert len(calls) == 2 * len(VALIDATION) + 2 and "0 to do" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--final-episodes 4"):  # the runs' own figures at another size are missing
+        prior.main(prior.Args(regime=root, seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=4, jobs=1))
+    with pytest.raises(SystemExit, match="no qtransformer seed 2 run"):
+        prior.main(prior.Args(regime=root, seeds=3, settings=("lambda=0.01",), validation_episodes=2, episodes=3, jobs=1))
+
+
+def test_a_tie_goes_to_the_weaker_pull_and_bad_arguments_stop_early(tmp_path):
+    assert prior.choose(["tau=0.1", "tau=0.03"], {"tau=0.1": 0.5, "tau=0.03": 0.5}) == "tau=0.03"
+    assert prior.choose(["tau=0.01", "lambda=0.01"], {"tau=0.01": 0.5, "lambda=0.01": 0.5}) == "lambda=0.01"  # no cut is weaker than any
+    assert prior.choose(["lambda=0.01", "lambda=0.003"], {"lambda=0.01": 0.51, "lambda=0.003": 0.5}) == "lambda=0.01"
+    with pytest.raises(SystemExit, match="held-out set's"):
+        prior.Args(regime=tmp_path, validation_seed=regime.EVAL_BENCHMARK_SEED)
+    with pytest.raises(SystemExit, match="cannot read"):
+        prior.Args(regime=tmp_path, settings=("beta=1",))
+
+
+def test_policy_success_decodes_the_values_with_the_prior_on_the_asked_variations(tmp_path, monkeypatch):
+    """The real policy_success on tiny trained runs: at tau 1 the values act as the prior does."""
+    import dataclasses
+
+    from qt_testutils import tiny_model_config
+    from qtransformer import QTPolicy
+    from qtransformer.config import AlgoConfig, TrainConfig
+    from qtransformer.data import EpisodeStore
+    from qtransformer.envs.builtin_dataset import make_builtin_dataset
+    from qtransformer.train import train
+
+    data = tmp_path / "ds"
+    EpisodeStore.create(data, make_builtin_dataset(demos=3, autonomous=3))
+    cfg = TrainConfig(dataset=data, out=tmp_path / "qt", steps=4, batch_size=16, device="cpu", log_every=2, eval_every=0, eval_episodes=0,
+                      save_every=4, progress=False, model=tiny_model_config(), algo=AlgoConfig(num_bins=8, warmup_steps=2))
+    qt = train(cfg)
+    bc = train(dataclasses.replace(cfg, out=tmp_path / "bc", algo=AlgoConfig(num_bins=8, warmup_steps=2, method="bc")))
+    names = list(QTPolicy.from_checkpoint(qt).meta.get("task_names") or [])
+    assert names  # policy_success evaluates each task the policy knows
+    obs = np.random.default_rng(0).normal(size=(8, QTPolicy.from_checkpoint(qt).net.obs_dim)).astype(np.float32)
+    seen = []
+
+    def fake_heldout(act, name, episodes, benchmark_seed):
+        seen.append((name, episodes, benchmark_seed, act(obs)))
+        return 0.5
+
+    monkeypatch.setattr(regime, "heldout_success", fake_heldout)
+    assert prior.policy_success(str(qt), str(bc), {"support_tau": 1.0, "prior_weight": 0.0}, 9999, 2) == {n: 0.5 for n in names}
+    assert [s[:3] for s in seen] == [(n, 2, 9999) for n in names]
+    np.testing.assert_array_equal(seen[0][3], QTPolicy.from_checkpoint(bc).act(obs))
+    assert not np.array_equal(seen[0][3], QTPolicy.from_checkpoint(qt).act(obs))
