@@ -16,8 +16,10 @@ held-out episodes of every figure of `bench.regime` (--episodes per task), where
 runs' own figures on the same episodes (`bench.regime --final-episodes N`, which must have run): paired
 differences per seed with their standard error.
 
-Each evaluation is its own JSON under REGIME/prior/evals, reused when asked again. Prints the tables and
-writes REGIME/prior/summary.json and table.md. docs/benchmarks.md (the paper's regime) has the protocol
+`--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
+no BC on demonstrations there, and its demonstrations are main's). Each evaluation is its own JSON under
+REGIME/prior/evals, reused when asked again. Prints the tables and writes REGIME/prior/summary.json and
+table.md (for another --data, under REGIME/prior/<data>[_prior_<prior-data>]/). docs/benchmarks.md (the paper's regime) has the protocol
 and the figures.
 """
 
@@ -28,6 +30,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import tyro
@@ -45,7 +48,11 @@ class Args:
     regime: Path
     """A bench.regime --out folder whose runs kept their final policies."""
     data: str = "main"
-    """The dataset of the runs (a folder under runs/demos*_auto*/: main, no_auto_success, scale_10x, ...)."""
+    """The dataset of the values' runs (a folder under runs/demos*_auto*/: main, no_auto_success, scale_10x, ...)."""
+    prior_data: Optional[str] = None
+    """The dataset of the prior's runs; default --data. BC on demonstrations learns from the same
+    demonstrations on every dataset, so the data-scaling runs can take main's (bench.regime trains no
+    bc_demos there)."""
     seeds: int = 5
     """Seed pairs (qtransformer seed s with bc_demos seed s)."""
     settings: tuple[str, ...] = SETTINGS
@@ -69,10 +76,11 @@ class Args:
 
 
 def run_json(args: Args, method: str, seed: int) -> Path:
-    """The run JSON of `method` seed `seed` on --data (bench.regime's layout), or a SystemExit saying what is missing."""
-    found = sorted(args.regime.glob(f"runs/demos*_auto*/{args.data}/{method}/seed{seed}.json"))
+    """The run JSON of `method` seed `seed` on its dataset (bench.regime's layout), or a SystemExit saying what is missing."""
+    data = args.prior_data if method == PRIOR and args.prior_data else args.data
+    found = sorted(args.regime.glob(f"runs/demos*_auto*/{data}/{method}/seed{seed}.json"))
     if len(found) != 1:
-        raise SystemExit(f"{args.regime}/runs: {'no' if not found else 'more than one'} {method} seed {seed} run on data '{args.data}'; "
+        raise SystemExit(f"{args.regime}/runs: {'no' if not found else 'more than one'} {method} seed {seed} run on data '{data}'; "
                          f"run bench.regime with --methods {VALUES} {PRIOR} --seeds {args.seeds} first")
     return found[0]
 
@@ -116,7 +124,7 @@ def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes:
             raise SystemExit(f"{args.regime}: seed {seed}'s {VALUES} or {PRIOR} run kept no final policy")
         for s in settings:
             job = {"values": str(values), "prior": str(prior), "setting": s, "benchmark_seed": benchmark_seed, "episodes": episodes, "seed": seed,
-                   "result": str(args.regime / "prior" / "evals" / args.data / f"{s.replace(',', '_')}_b{benchmark_seed}_e{episodes}_s{seed}.json")}
+                   "result": str(args.regime / "prior" / "evals" / folder(args) / f"{s.replace(',', '_')}_b{benchmark_seed}_e{episodes}_s{seed}.json")}
             path = Path(job["result"])
             old = json.loads(path.read_text()) if path.exists() else None
             if old is not None and (old["values"], old["prior"]) == (job["values"], job["prior"]):
@@ -128,6 +136,11 @@ def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes:
     for r in compare.run_in_pool(evaluate_one, todo, args.jobs, lambda j: f"{j['setting']} seed {j['seed']}"):
         done[(r["setting"], r["seed"])] = r
     return done
+
+
+def folder(args: Args) -> str:
+    """Where the evaluations and summary of --data (with --prior-data when it differs) go under REGIME/prior."""
+    return args.data if args.prior_data in (None, args.data) else f"{args.data}_prior_{args.prior_data}"
 
 
 def choose(candidates: list[str], means: dict[str, float]) -> str:
@@ -185,7 +198,7 @@ def main(args: Args) -> None:
     held_rows = [row(f"{chosen}, prior `{PRIOR}`", chosen_evals), row(f"`{VALUES}` alone", values_own), row(f"`{PRIOR}` alone", prior_own)]
     a = [e["success_rate"] for e in chosen_evals]
     summary = {
-        "protocol": {"regime": str(args.regime), "data": args.data, "seeds": args.seeds, "values": VALUES, "prior": PRIOR,
+        "protocol": {"regime": str(args.regime), "data": args.data, "prior_data": args.prior_data or args.data, "seeds": args.seeds, "values": VALUES, "prior": PRIOR,
                      "candidates": candidates, "validation": f"variations 0..{args.validation_episodes - 1} of MT1 benchmark seed {args.validation_seed}",
                      "heldout": regime.EVALUATION, "heldout_episodes_per_task": args.episodes},
         "validation": {s: r | {"candidate": s not in REFERENCES} for s, r in val_rows.items()},
@@ -200,7 +213,7 @@ def main(args: Args) -> None:
     for name, p in summary["paired"].items():
         lines.append(f"- {chosen} {name}: {p['mean']:+.1f} points (SE {p['se']:.1f}; per seed {', '.join(f'{x:+.1f}' for x in p['per_seed'])})")
     text = "\n".join(lines) + "\n"
-    out = args.regime / "prior"
+    out = args.regime / "prior" / ("" if folder(args) == "main" else folder(args))
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "table.md").write_text(text)

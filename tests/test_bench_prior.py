@@ -34,7 +34,7 @@ def test_the_rule_is_chosen_on_validation_among_the_candidates_and_read_on_the_h
 
     def fake_success(values, prior_ckpt, setting, benchmark_seed, episodes):
         seed = int(Path(values).parts[-3][len("seed"):])
-        assert "/bc_demos/" in prior_ckpt and "/qtransformer/" in values and Path(values).name == "step_00000004"
+        assert "/main/bc_demos/" in prior_ckpt and "/qtransformer/" in values and Path(values).name == "step_00000004"
         key = next(s for s in [*VALIDATION, *HELDOUT] if prior.parse_setting(s) == setting)
         calls.append((key, benchmark_seed, episodes, seed))
         table = VALIDATION if benchmark_seed == 9999 else HELDOUT
@@ -62,6 +62,20 @@ def test_the_rule_is_chosen_on_validation_among_the_candidates_and_read_on_the_h
 
     prior.main(args)  # every evaluation is on disk: nothing runs again
     assert len(calls) == 2 * len(VALIDATION) + 2 and "0 to do" in capsys.readouterr().out
+    # the data-scaling runs decoded with main's BC runs (bench.regime trains no BC on demonstrations there)
+    for seed, x in enumerate(OWN["qtransformer"]):
+        run = root / "runs" / "demos1_auto2" / "scale_2x" / "qtransformer" / f"seed{seed}.json"
+        (run.with_suffix("") / "checkpoints" / "step_00000004" / "model").mkdir(parents=True)
+        run.write_text(json.dumps({"final_eval": {"episodes": 3, "evaluation": regime.EVALUATION, "success_rate": x, "per_task": {TASK: x}}}))
+    with pytest.raises(SystemExit, match="no bc_demos seed 0 run on data 'scale_2x'"):
+        prior.main(prior.Args(regime=root, data="scale_2x", seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=3, jobs=1))
+    del calls[:]
+    prior.main(prior.Args(regime=root, data="scale_2x", prior_data="main", seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=3, jobs=1))
+    assert len(calls) == 3 * 2 + 2  # its own evaluations: nothing of main's is reused for other values
+    scaled = json.loads((root / "prior" / "scale_2x_prior_main" / "summary.json").read_text())
+    assert scaled["protocol"]["prior_data"] == "main" and scaled["chosen"] == "lambda=0.01"
+    assert json.loads((root / "prior" / "summary.json").read_text())["protocol"]["data"] == "main"  # main's summary left as it was
+
     with pytest.raises(SystemExit, match="--final-episodes 4"):  # the runs' own figures at another size are missing
         prior.main(prior.Args(regime=root, seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=4, jobs=1))
     with pytest.raises(SystemExit, match="no qtransformer seed 2 run"):
