@@ -210,3 +210,12 @@ def test_eval_decodes_with_a_bc_runs_prior_and_refuses_a_prior_that_is_not_one(d
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(bc), "--prior-checkpoint", str(qt), "--episodes", "1"]) != 0
     assert "must be a BC run on the same data (--algo.method bc)" in capsys.readouterr().err
+
+    import qtransformer.collect
+
+    used = []
+    real_collect = qtransformer.collect.collect
+    monkeypatch.setattr(qtransformer.collect, "collect", lambda policy, *a, **k: used.append(policy) or real_collect(policy, *a, **k))
+    assert main(["collect", "--checkpoint", str(qt), "--prior-checkpoint", str(bc), "--into", str(tmp_path / "more"), "--episodes", "1"]) == 0
+    assert used[0].prior is not None and used[0].prior.model_dir == QTPolicy.from_checkpoint(bc).model_dir and used[0].prior_weight == 0.01
+    assert EpisodeStore.open(tmp_path / "more").to_dataset().num_episodes == 1

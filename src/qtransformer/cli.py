@@ -172,6 +172,9 @@ class CollectArgs:
     """Source label of the new episodes."""
     instruction: Optional[str] = None
     """The instruction a language-conditioned policy acts on, recorded with the episodes (default: the task's)."""
+    prior_checkpoint: Optional[Path] = None
+    """A BC run on the same data whose probabilities weigh the greedy choice (Q + 0.01 log p), as `eval
+    --prior-checkpoint`; exploration (--epsilon, --temperature) applies on top."""
 
 
 @dataclass
@@ -411,7 +414,7 @@ def cmd_collect(argv: list[str]) -> None:
 
     check_can_append(args.into)  # now, not after the episodes were run
 
-    policy = QTPolicy.from_checkpoint(args.checkpoint)
+    policy = QTPolicy.from_checkpoint(args.checkpoint, prior_checkpoint=args.prior_checkpoint)
     result = collect(policy, args.into, args.episodes, env_id=args.env, epsilon=args.epsilon, temperature=args.temperature,
                      seed=args.seed, task=args.task, source=args.source, instruction=args.instruction)
     print(f"appended {result['episodes']} episodes ({result['steps']} steps, success rate {result['success_rate']:.3f}) "
