@@ -16,7 +16,8 @@ held-out episodes of every figure of `bench.regime` (--episodes per task), where
 runs' own figures on the same episodes (`bench.regime --final-episodes N`, which must have run): paired
 differences per seed with their standard error.
 
-`--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
+`--prior bc_all` (or bc_filtered) takes the BC runs on all the data (or on the successful episodes) as
+the prior instead. `--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
 no BC on demonstrations there, and its demonstrations are main's). Each evaluation is its own JSON under
 REGIME/prior/evals, reused when asked again. Prints the tables and writes REGIME/prior/summary.json and
 table.md (for another --data, under REGIME/prior/<data>[_prior_<prior-data>]/). docs/benchmarks.md (the paper's regime) has the protocol
@@ -30,7 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import tyro
@@ -39,8 +40,9 @@ from bench import compare, regime
 from bench.decoding import parse_setting
 
 SETTINGS = ("tau=0.01", "tau=0.03", "tau=0.1", "tau=0.3", "lambda=0.003", "lambda=0.01", "lambda=0.03")
-REFERENCES = {"tau=0": "the values alone (`qtransformer`)", "tau=1": "the prior alone (`bc_demos`)"}
-VALUES, PRIOR = "qtransformer", "bc_demos"
+REFERENCES = {"tau=0": "the values alone", "tau=1": "the prior alone"}
+VALUES = "qtransformer"
+PRIORS = ("bc_demos", "bc_all", "bc_filtered")  # bench.regime's BC methods
 
 
 @dataclasses.dataclass
@@ -49,6 +51,9 @@ class Args:
     """A bench.regime --out folder whose runs kept their final policies."""
     data: str = "main"
     """The dataset of the values' runs (a folder under runs/demos*_auto*/: main, no_auto_success, scale_10x, ...)."""
+    prior: Literal["bc_demos", "bc_all", "bc_filtered"] = "bc_demos"
+    """The BC method whose runs are the prior: on demonstrations (the protocol's), on all the data, or on
+    the successful episodes."""
     prior_data: Optional[str] = None
     """The dataset of the prior's runs; default --data. BC on demonstrations learns from the same
     demonstrations on every dataset, so the data-scaling runs can take main's (bench.regime trains no
@@ -77,11 +82,11 @@ class Args:
 
 def run_json(args: Args, method: str, seed: int) -> Path:
     """The run JSON of `method` seed `seed` on its dataset (bench.regime's layout), or a SystemExit saying what is missing."""
-    data = args.prior_data if method == PRIOR and args.prior_data else args.data
+    data = args.prior_data if method == args.prior and args.prior_data else args.data
     found = sorted(args.regime.glob(f"runs/demos*_auto*/{data}/{method}/seed{seed}.json"))
     if len(found) != 1:
         raise SystemExit(f"{args.regime}/runs: {'no' if not found else 'more than one'} {method} seed {seed} run on data '{data}'; "
-                         f"run bench.regime with --methods {VALUES} {PRIOR} --seeds {args.seeds} first")
+                         f"run bench.regime with --methods {VALUES} {args.prior} --seeds {args.seeds} first")
     return found[0]
 
 
@@ -119,9 +124,9 @@ def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes:
     done, todo = {}, []
     for seed in range(args.seeds):
         values = regime.final_checkpoint(run_json(args, VALUES, seed))
-        prior = regime.final_checkpoint(run_json(args, PRIOR, seed))
+        prior = regime.final_checkpoint(run_json(args, args.prior, seed))
         if values is None or prior is None:
-            raise SystemExit(f"{args.regime}: seed {seed}'s {VALUES} or {PRIOR} run kept no final policy")
+            raise SystemExit(f"{args.regime}: seed {seed}'s {VALUES} or {args.prior} run kept no final policy")
         for s in settings:
             job = {"values": str(values), "prior": str(prior), "setting": s, "benchmark_seed": benchmark_seed, "episodes": episodes, "seed": seed,
                    "result": str(args.regime / "prior" / "evals" / folder(args) / f"{s.replace(',', '_')}_b{benchmark_seed}_e{episodes}_s{seed}.json")}
@@ -139,8 +144,10 @@ def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes:
 
 
 def folder(args: Args) -> str:
-    """Where the evaluations and summary of --data (with --prior-data when it differs) go under REGIME/prior."""
-    return args.data if args.prior_data in (None, args.data) else f"{args.data}_prior_{args.prior_data}"
+    """Where the evaluations and summary of --data (with --prior-data when it differs, and --prior when not
+    bc_demos) go under REGIME/prior."""
+    name = args.data if args.prior_data in (None, args.data) else f"{args.data}_prior_{args.prior_data}"
+    return name if args.prior == "bc_demos" else f"{name}_{args.prior}"
 
 
 def choose(candidates: list[str], means: dict[str, float]) -> str:
@@ -192,20 +199,20 @@ def main(args: Args) -> None:
     val_rows = {s: row(s if s not in REFERENCES else f"{s}: {REFERENCES[s]}", [validation[(s, k)] for k in range(args.seeds)])
                 for s in [*REFERENCES, *candidates]}
     chosen = choose([s for s in candidates if s not in REFERENCES], {s: r["mean"] for s, r in val_rows.items()})
-    values_own, prior_own = own_figures(args, VALUES), own_figures(args, PRIOR)  # before the held-out evaluation: fail early
+    values_own, prior_own = own_figures(args, VALUES), own_figures(args, args.prior)  # before the held-out evaluation: fail early
     heldout = evaluate_all(args, [chosen], regime.EVAL_BENCHMARK_SEED, args.episodes)
     chosen_evals = [heldout[(chosen, k)] for k in range(args.seeds)]
-    held_rows = [row(f"{chosen}, prior `{PRIOR}`", chosen_evals), row(f"`{VALUES}` alone", values_own), row(f"`{PRIOR}` alone", prior_own)]
+    held_rows = [row(f"{chosen}, prior `{args.prior}`", chosen_evals), row(f"`{VALUES}` alone", values_own), row(f"`{args.prior}` alone", prior_own)]
     a = [e["success_rate"] for e in chosen_evals]
     summary = {
-        "protocol": {"regime": str(args.regime), "data": args.data, "prior_data": args.prior_data or args.data, "seeds": args.seeds, "values": VALUES, "prior": PRIOR,
+        "protocol": {"regime": str(args.regime), "data": args.data, "prior_data": args.prior_data or args.data, "seeds": args.seeds, "values": VALUES, "prior": args.prior,
                      "candidates": candidates, "validation": f"variations 0..{args.validation_episodes - 1} of MT1 benchmark seed {args.validation_seed}",
                      "heldout": regime.EVALUATION, "heldout_episodes_per_task": args.episodes},
         "validation": {s: r | {"candidate": s not in REFERENCES} for s, r in val_rows.items()},
         "chosen": chosen,
         "heldout": {r["label"]: r for r in held_rows},
         "paired": {f"against {VALUES}": paired(a, [e["success_rate"] for e in values_own]),
-                   f"against {PRIOR}": paired(a, [e["success_rate"] for e in prior_own])},
+                   f"against {args.prior}": paired(a, [e["success_rate"] for e in prior_own])},
     }
     lines = [f"Validation ({summary['protocol']['validation']}, {args.validation_episodes} episodes per task, seeds 0-{args.seeds - 1}); "
              f"chosen: **{chosen}**", "", *markdown_rows(list(val_rows.values())), "",

@@ -76,6 +76,12 @@ def test_the_rule_is_chosen_on_validation_among_the_candidates_and_read_on_the_h
     assert scaled["protocol"]["prior_data"] == "main" and scaled["chosen"] == "lambda=0.01"
     assert json.loads((root / "prior" / "summary.json").read_text())["protocol"]["data"] == "main"  # main's summary left as it was
 
+    # another BC method as the prior: its own runs, its own folder
+    with pytest.raises(SystemExit, match="no bc_all seed 0 run on data 'main'.*--methods qtransformer bc_all"):
+        prior.main(prior.Args(regime=root, prior="bc_all", seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=3, jobs=1))
+    assert prior.folder(prior.Args(regime=root, prior="bc_all")) == "main_bc_all"
+    assert prior.folder(prior.Args(regime=root, data="scale_2x", prior_data="main", prior="bc_all")) == "scale_2x_prior_main_bc_all"
+
     with pytest.raises(SystemExit, match="--final-episodes 4"):  # the runs' own figures at another size are missing
         prior.main(prior.Args(regime=root, seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=4, jobs=1))
     with pytest.raises(SystemExit, match="no qtransformer seed 2 run"):
