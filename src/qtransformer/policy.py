@@ -189,7 +189,7 @@ class QTPolicy:
             raise ValueError(f"the prior{where} reads another number of frames per camera (--model.frames): train it with the policy's")
         if list(prior.meta.get("task_names") or []) != list(self.meta.get("task_names") or []):
             raise ValueError(f"the prior{where} was trained on other tasks ({prior.meta.get('task_names')} against {self.meta.get('task_names')}): train it on the same dataset")
-        prior.net.to(self.device)
+        prior.device, prior.net = self.device, prior.net.to(self.device)  # its inputs and network where the policy's are
 
     def _decoding_setting(self, name: str, value: Optional[float], high: float) -> float:
         """A decoding setting that reads the imitation head (support_tau, prior_weight): the given value, or
