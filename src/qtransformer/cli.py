@@ -135,7 +135,8 @@ class EvalArgs:
     """How many episodes (per task) to record with --video."""
     support_tau: Optional[float] = None
     """Decode only among bins whose imitation probability is >= tau x the best bin's (policies trained with
-    an imitation head; 0: the paper's plain greedy rule). Default: the training run's --algo.support-tau."""
+    an imitation head, or with --prior-checkpoint; 0: the paper's plain greedy rule). Default: the training
+    run's --algo.support-tau."""
     prior_weight: Optional[float] = None
     """Decode by Q + prior_weight x log p of the imitation head (policies trained with one; 0: the plain
     argmax). Default: the training run's --algo.prior-weight (0.01 with --prior-checkpoint)."""
