@@ -142,8 +142,9 @@ class EvalArgs:
     argmax). Default: the training run's --algo.prior-weight (0.01 with --prior-checkpoint)."""
     prior_checkpoint: Optional[Path] = None
     """A BC run on the same data (--algo.method bc) whose probabilities --prior-weight and --support-tau read
-    instead of an imitation head: Q-Transformer's values decoded toward what the data's behaviour does where
-    they barely differ (docs/algorithm.md; measured in docs/benchmarks.md, the paper's regime)."""
+    instead of an imitation head: Q-Transformer's values decoded toward what that run does where they barely
+    differ. Train it on the best behaviour (--source-mix demonstration 1.0): a BC run on data that is mostly
+    failures pulls the policy down (docs/algorithm.md, docs/benchmarks.md)."""
     instruction: Optional[str] = None
     """The instruction a language-conditioned policy acts on (any text; one not seen in training is embedded
     by the checkpoint's encoder). Default: the training instruction of the task (by --task or the env's name)."""
