@@ -190,9 +190,8 @@ def evaluate_policy(
     task = policy.task_for_env(env_id, task)
     seeds = eval_seeds(episodes, seed)
     workers = min(workers, episodes)
-    prior = getattr(policy, "prior", None)
-    prior_dir = None if prior is None else prior.model_dir
-    if workers > 1 and policy.model_dir is not None and (prior is None or prior_dir is not None):  # processes, each with its own copy
+    prior_dir = None if policy.prior is None else policy.prior.model_dir
+    if workers > 1 and policy.model_dir is not None and (policy.prior is None or prior_dir is not None):  # processes, each with its own copy
         from qtransformer.workers import process_pool
 
         parts = [seeds[k::workers] for k in range(workers)]
