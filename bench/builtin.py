@@ -36,6 +36,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default_paper_head": ("default", {"algo": {"head_init": "default"}}),
     "default_imitation": ("default", {"algo": {"imitation_weight": 1.0}}),
     "default_imitation_sg": ("default", {"algo": {"imitation_weight": 1.0, "imitation_stop_gradient": True}}),  # the head through a stop-gradient
+    "default_imitation_demos_sg": ("default", {"algo": {"imitation_weight": 1.0, "imitation_source": "demonstration", "imitation_stop_gradient": True}}),  # an in-run prior: demonstrations, through a stop-gradient
     "default_support_0.1": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.1}}),
     "default_support_0.3": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.3}}),
     "default_support_demos_0.3": ("default", {"algo": {"imitation_weight": 1.0, "imitation_source": "demonstration", "support_tau": 0.3}}),
