@@ -91,8 +91,10 @@ LABELS = compare.LABELS | {
 }
 # Network sizes: the `default` preset's, or the `smoke` preset's (tests only).
 NETWORKS = {"default": {}, "smoke": {"batch_size": 32, "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "encoder_hidden": 64}, "algo": {"warmup_steps": 5}}}
-# The settings a finished run must match to be reused.
-MATCH = ("steps", "eval_episodes", "curve_points", "preset", "overrides", "network", "evaluation")
+# The settings a finished run must match to be reused ("prior": the BC prior a Q-Transformer run trains
+# first, train --prior; runs from before the key had none).
+MATCH = ("steps", "eval_episodes", "curve_points", "preset", "overrides", "network", "evaluation", "prior")
+MATCH_DEFAULTS = {"prior": "none"}
 EVALUATION = f"held-out: episode i runs variation i % {VARIATIONS} of MT1 benchmark seed {EVAL_BENCHMARK_SEED} + i // {VARIATIONS}"
 
 
@@ -295,6 +297,7 @@ def _run_ours(spec: dict) -> dict:
         curve.append([int(ckpt.name.split("_")[1]), float(np.mean(list(per_task.values())))])
     for ckpt in checkpoints[:-1]:  # keep the final policy (for bench.diagnose / variations), not the rest
         shutil.rmtree(ckpt)
+    shutil.rmtree(run_dir / "prior", ignore_errors=True)  # a BC prior's run: every checkpoint carries its final network
     shutil.rmtree(checkpoints[-1] / "training_state", ignore_errors=True)
     return {"success_rate": curve[-1][1], "per_task": per_task, "curve": curve, "wall_s": time.perf_counter() - t, "train_s": train_s}
 
@@ -366,12 +369,22 @@ def final_evaluations(args: Args, specs: list[dict]) -> None:
         compare.run_in_pool(final_eval_one, todo, args.jobs, lambda j: j["label"])
 
 
+def prior_of(preset_name: str, overrides: dict) -> str:
+    """The --prior a method of ours trains with ('none' for BC and d3rlpy's methods, which take none)."""
+    from qtransformer.config import apply_overrides, preset
+
+    if preset_name == "d3rlpy":
+        return "none"
+    cfg = apply_overrides(preset(preset_name), overrides)
+    return cfg.prior if cfg.algo.method == "qtransformer" else "none"
+
+
 def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> dict:
     preset_name, overrides = OURS.get(method, ("d3rlpy", {}))
     return {
         "method": method, "dataset": str(dataset), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "network": args.network,
-        "evaluation": EVALUATION, "threads": compare.threads_per_run(args.threads, args.jobs), "device": args.device,
+        "evaluation": EVALUATION, "prior": prior_of(preset_name, overrides), "threads": compare.threads_per_run(args.threads, args.jobs), "device": args.device,
         "result": str(args.out / "runs" / folder / method / f"seed{seed}.json"),
     }
 
@@ -380,7 +393,7 @@ def finished(spec: dict) -> Optional[dict]:
     """The result on disk of a run with these settings, or None."""
     path = Path(spec["result"])
     old = json.loads(path.read_text()) if path.exists() else None
-    return old if old is not None and all(old.get(k) == spec[k] for k in MATCH) else None
+    return old if old is not None and all(old.get(k, MATCH_DEFAULTS.get(k)) == spec[k] for k in MATCH) else None
 
 
 def execute(args: Args, specs: list[dict], label: str) -> list[dict]:

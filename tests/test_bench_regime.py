@@ -140,3 +140,16 @@ def test_device_reaches_the_training_config(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         regime._run_ours(spec)
     assert seen["device"] == "auto"
+
+
+def test_a_run_from_before_the_default_prior_is_reused_for_bc_but_not_for_the_default(tmp_path):
+    """The `default` preset trains a BC prior now: a Q-Transformer result written before (no "prior" key)
+    no longer matches it, a BC result from then still does (BC takes no prior), and the paper preset's too."""
+    args = regime.Args(out=tmp_path, network="smoke", jobs=1)
+    for method, reused in (("qtransformer", False), ("bc_demos", True), ("qtransformer_paper", True), ("iql", True)):
+        spec = regime.spec_for(args, method, tmp_path / "data", 0, "main")
+        old = {k: spec[k] for k in ("method", "dataset", "seed", *regime.MATCH) if k != "prior"}
+        Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(spec["result"]).write_text(json.dumps(old))
+        assert (regime.finished(spec) is not None) == reused, method
+        assert spec["prior"] == ("auto" if method == "qtransformer" else "none")

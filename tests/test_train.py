@@ -219,3 +219,65 @@ def test_eval_decodes_with_a_bc_runs_prior_and_refuses_a_prior_that_is_not_one(d
     assert main(["collect", "--checkpoint", str(qt), "--prior-checkpoint", str(bc), "--into", str(tmp_path / "more"), "--episodes", "1"]) == 0
     assert used[0].prior is not None and used[0].prior.model_dir == QTPolicy.from_checkpoint(bc).model_dir and used[0].prior_weight == 0.01
     assert EpisodeStore.open(tmp_path / "more").to_dataset().num_episodes == 1
+
+
+def test_a_run_with_a_prior_trains_the_bc_run_first_and_every_checkpoint_carries_it(dataset, tmp_path):
+    """--prior demonstration: the BC run on the demonstrations (--algo.method bc --source-mix demonstration
+    1.0, same settings and seed) is trained first into OUT/prior, every checkpoint carries its final
+    network in model/prior/, the values network is the one a run without a prior trains, and the policy
+    loads the prior and decodes with it at lambda 0.01, as `eval --prior-checkpoint` does with a separate run."""
+    qt = train(tiny_cfg(dataset, tmp_path / "qt", 20, prior="demonstration"))
+    plain = train(tiny_cfg(dataset, tmp_path / "plain", 20))
+    bc = train(tiny_cfg(dataset, tmp_path / "bc", 20, algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, method="bc"),
+                        source_mix={"demonstration": 1.0}))
+    bc_weights = load_file(str(bc / "model" / "model.safetensors"))
+    for step in ("step_00000010", "step_00000020"):
+        assert_tensors_equal(load_file(str(tmp_path / "qt" / "checkpoints" / step / "model" / "prior" / "model.safetensors")), bc_weights, step)
+    assert_tensors_equal(read_state(qt)[0], read_state(plain)[0], "the values network")
+    assert json.loads((qt / "model" / "config.json").read_text())["prior"] == {"source": "demonstration", "weight": 0.01}
+
+    obs = np.random.default_rng(0).normal(size=(32, QTPolicy.from_checkpoint(qt).net.obs_dim)).astype(np.float32)
+    policy = QTPolicy.from_checkpoint(qt)
+    assert policy.prior is not None and policy.prior_weight == 0.01 and policy.prior.model_dir == qt / "model" / "prior"
+    np.testing.assert_array_equal(policy.act(obs), QTPolicy.from_checkpoint(plain, prior_checkpoint=bc).act(obs))
+    as_bc = QTPolicy.from_checkpoint(qt, support_tau=1.0, prior_weight=0.0)  # the carried prior's own argmax
+    np.testing.assert_array_equal(as_bc.act(obs), QTPolicy.from_checkpoint(bc).act(obs))
+    without = QTPolicy.from_checkpoint(qt, prior_weight=0.0)  # both rules at 0: the plain argmax, the prior dropped
+    assert without.prior is None
+    np.testing.assert_array_equal(without.act(obs), QTPolicy.from_checkpoint(plain).act(obs))
+    assert not np.array_equal(as_bc.act(obs), without.act(obs))  # the carried prior makes a difference
+
+
+def test_prior_sources_and_data_without_demonstrations(dataset, tmp_path, capsys):
+    """'successful' trains filtered BC; 'auto' on data without demonstrations trains no prior and says so;
+    'demonstration' there is refused in one line; BC runs take no prior."""
+    train(tiny_cfg(dataset, tmp_path / "succ", 4, prior="successful"))
+    prior_cfg = json.loads((tmp_path / "succ" / "prior" / "config.json").read_text())
+    assert prior_cfg["only_successful"] is True and prior_cfg["source_mix"] == {} and prior_cfg["algo"]["method"] == "bc"
+
+    no_demos = tmp_path / "no_demos"
+    EpisodeStore.create(no_demos, make_builtin_dataset(demos=0, autonomous=6))
+    capsys.readouterr()
+    train(tiny_cfg(no_demos, tmp_path / "auto", 4, prior="auto"))
+    assert "has no demonstrations; training without a BC prior" in capsys.readouterr().out
+    assert not (tmp_path / "auto" / "prior").exists() and QTPolicy.from_checkpoint(tmp_path / "auto").prior is None
+    with pytest.raises(ConfigError, match="has no episode with source 'demonstration'; pass --prior successful"):
+        train(tiny_cfg(no_demos, tmp_path / "demos", 4, prior="demonstration"))
+    train(tiny_cfg(dataset, tmp_path / "bc", 4, prior="auto", algo=AlgoConfig(num_bins=8, warmup_steps=3, method="bc")))
+    assert not (tmp_path / "bc" / "prior").exists()
+
+
+def test_a_run_with_a_prior_resumes_in_the_prior_or_after_it(dataset, tmp_path):
+    """Killed after the prior (or half-way through it), --resume continues where it stopped and ends with
+    the same networks as a run straight through; without --resume the folder is refused."""
+    from qtransformer.train import prior_config
+
+    straight = train(tiny_cfg(dataset, tmp_path / "straight", 20, prior="demonstration"))
+    train(prior_config(tiny_cfg(dataset, tmp_path / "killed", 10, prior="demonstration")))  # the prior half-way, no main run yet
+    with pytest.raises(ConfigError, match="prior: holds a run already; pass --resume"):
+        train(tiny_cfg(dataset, tmp_path / "killed", 20, prior="demonstration"))
+    train(tiny_cfg(dataset, tmp_path / "killed", 10, prior="demonstration", resume=True))  # the prior to 10, then the main run
+    resumed = train(tiny_cfg(dataset, tmp_path / "killed", 20, prior="demonstration", resume=True))  # both to 20
+    assert_tensors_equal(read_state(straight)[0], read_state(resumed)[0], "the values network")
+    assert_tensors_equal(load_file(str(straight / "model" / "prior" / "model.safetensors")),
+                         load_file(str(resumed / "model" / "prior" / "model.safetensors")), "the prior")

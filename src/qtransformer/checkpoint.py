@@ -5,6 +5,7 @@
             config.json       network shape, action bins, task names, environment id, and "processor": the
                               observation pipeline's settings (processor.py: cameras, language encoder, instructions)
             model.safetensors weights, with the observation normaliser (encoder.obs_mean / obs_std)
+            prior/            (runs trained with --prior) the BC network the policy decodes with, a model/ folder
         training_state/   what an exact resume needs besides the model
             target.safetensors (the target network), optimizer.safetensors, rng.safetensors (torch's RNG),
             online.safetensors when model/ holds the target network (algo.act_with 'target', the default),
@@ -77,6 +78,16 @@ def save_model(directory: Path, net: QTransformerNet, config: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     _write_json(directory / "config.json", config)
     _save_tensors(_cpu(net.state_dict()), directory / "model.safetensors")
+
+
+PRIOR_DIR = "prior"  # model/prior/: the BC network a policy decodes with (train --prior), a model/ folder itself
+
+
+def save_prior(directory: Path, prior_model_dir: Path) -> None:
+    """Copy a BC run's model/ folder (config.json, model.safetensors) to `directory`."""
+    directory.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(prior_model_dir / name, directory / name)
 
 
 def resolve_model_dir(path: Union[str, Path]) -> Path:
@@ -165,9 +176,11 @@ def save_checkpoint(
     keep: int = 2,
     dataset: Optional[str] = None,
     extra_state: Optional[dict] = None,
+    prior: Optional[Path] = None,
 ) -> Path:
     """Write run_dir/checkpoints/step_<step> atomically and point `last` at it. `extra_state`: further
-    JSON-ready fields for state.json (a fine-tuning run's counters: finetune.py).
+    JSON-ready fields for state.json (a fine-tuning run's counters: finetune.py). `prior`: a BC run's
+    model/ folder, copied to model/prior/ (the policy's decoding prior, loaded with it).
 
     Refuses to write non-finite tensors; a write that fails (a full disk) leaves the previous checkpoint
     intact and pointed to, and raises a CheckpointError saying so."""
@@ -179,7 +192,7 @@ def save_checkpoint(
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         _remove_stale(ckpt_root)
-        final = _write_checkpoint(ckpt_root, name, step, learner, sampler, model_cfg_dict, train_cfg, dataset, extra_state or {})
+        final = _write_checkpoint(ckpt_root, name, step, learner, sampler, model_cfg_dict, train_cfg, dataset, extra_state or {}, prior)
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, safetensors' SafetensorError on a full disk, ...
@@ -212,11 +225,15 @@ def _remove_stale(ckpt_root: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
-def _write_checkpoint(ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset, extra: dict) -> Path:
+def _write_checkpoint(
+    ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset, extra: dict, prior: Optional[Path],
+) -> Path:
     tmp = make_temp_dir(f".{name}.tmp-", ckpt_root)
     try:
         state = learner.state_dict()
         save_model(tmp / "model", learner.policy_net, model_cfg_dict)
+        if prior is not None:
+            save_prior(tmp / "model" / PRIOR_DIR, Path(prior))
         ts = tmp / "training_state"
         ts.mkdir()
         _save_tensors(_cpu(state["target_net"]), ts / "target.safetensors")

@@ -139,12 +139,14 @@ class EvalArgs:
     run's --algo.support-tau."""
     prior_weight: Optional[float] = None
     """Decode by Q + prior_weight x log p of the imitation head (policies trained with one; 0: the plain
-    argmax). Default: the training run's --algo.prior-weight (0.01 with --prior-checkpoint)."""
+    argmax; also turns off the prior a checkpoint carries). Default: the training run's --algo.prior-weight
+    (0.01 with a prior: --prior-checkpoint, or the one a run trained with --prior carries)."""
     prior_checkpoint: Optional[Path] = None
     """A BC run on the same data (--algo.method bc) whose probabilities --prior-weight and --support-tau read
     instead of an imitation head: Q-Transformer's values decoded toward what that run does where they barely
     differ. Train it on the best behaviour (--source-mix demonstration 1.0): a BC run on data that is mostly
-    failures pulls the policy down (docs/algorithm.md, docs/benchmarks.md)."""
+    failures pulls the policy down (docs/algorithm.md, docs/benchmarks.md). Default: the prior the checkpoint
+    carries (runs trained with --prior, as the default preset does on data with demonstrations), if any."""
     instruction: Optional[str] = None
     """The instruction a language-conditioned policy acts on (any text; one not seen in training is embedded
     by the checkpoint's encoder). Default: the training instruction of the task (by --task or the env's name)."""
@@ -176,7 +178,8 @@ class CollectArgs:
     """The instruction a language-conditioned policy acts on, recorded with the episodes (default: the task's)."""
     prior_checkpoint: Optional[Path] = None
     """A BC run on the same data whose probabilities weigh the greedy choice (Q + 0.01 log p), as `eval
-    --prior-checkpoint`; exploration (--epsilon, --temperature) applies on top."""
+    --prior-checkpoint` (default: the prior the checkpoint carries, if any); exploration (--epsilon,
+    --temperature) applies on top."""
 
 
 @dataclass
@@ -390,8 +393,8 @@ def cmd_eval(argv: list[str]) -> None:
     )
     result["checkpoint"] = str(args.checkpoint)
     result["decoding"] = {"support_tau": policy.support_tau, "prior_weight": policy.prior_weight}
-    if args.prior_checkpoint is not None:
-        result["decoding"]["prior_checkpoint"] = str(args.prior_checkpoint)
+    if policy.prior is not None:
+        result["decoding"]["prior_checkpoint"] = str(args.prior_checkpoint or policy.prior.model_dir)
     for name, r in result.get("per_task", {}).items():
         print(f"  {name}: success rate {r['success_rate']:.3f} over {r['episodes']} episodes")
     print(f"{result['env_id']}: success rate {result['success_rate']:.3f} over {result['episodes']} episodes")

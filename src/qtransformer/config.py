@@ -258,6 +258,13 @@ class TrainConfig:
     """Batches a background thread prepares ahead of the learner (0: sample on the main thread)."""
     only_successful: bool = False
     """Train only on the steps of successful episodes (with --algo.method bc: filtered BC)."""
+    prior: Literal["none", "auto", "demonstration", "successful"] = "none"
+    """Also train a BC prior and decode by Q + 0.01 x log p_prior (docs/algorithm.md, "A BC prior"): a BC
+    run with the same settings and seed, trained first into OUT/prior on the demonstrations' steps
+    ('demonstration') or on the steps of successful episodes ('successful'); 'auto': the demonstrations
+    when the dataset has any, else no prior. Every checkpoint carries it (model/prior/), and eval, collect
+    and QTPolicy.from_checkpoint decode with it. Q-Transformer runs only (ignored by --algo.method bc).
+    'none': no prior, the paper's decoding."""
     negative_rate: float = 0.0
     """Multi-task negative relabelling (the paper's affordance training): this share of every batch is
     steps of one task's episodes relabelled as another task's (its instruction, for a language model),
@@ -301,11 +308,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "algo": {"warmup_steps": 5},
     },
     # The dataclass defaults: the paper's 256 bins, with a conservative weight per unseen bin that does
-    # not fade with K and a value head that starts at the data's mean return (docs/algorithm.md).
-    "default": {},
+    # not fade with K and a value head that starts at the data's mean return (docs/algorithm.md); and a
+    # BC prior on the demonstrations for decoding, when the dataset has demonstrations.
+    "default": {"prior": "auto"},
     # Exactly the paper's objective at the default's size: alpha/(K-1) per unseen bin, PyTorch's head
     # initialisation, acting with the online network, no imitation head, plain greedy decoding.
-    "paper": {"algo": {"conservative_bins": 0, "bin_smoothing": 0.0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0, "prior_weight": 0.0}},
+    "paper": {"algo": {"conservative_bins": 0, "bin_smoothing": 0.0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0, "prior_weight": 0.0}, "prior": "none"},
     # Sized for the built-in task's small dataset (about 15k transitions) on 2 CPU cores, in about
     # 2 minutes. Fewer bins: with 256 bins most bins are never seen at most states of so small a
     # dataset, and learning is far slower (measured: see docs/algorithm.md, "Bins and data size").

@@ -157,7 +157,8 @@ class QTPolicy:
         takes the training run's --algo.prior-weight.
         `prior`: a BC policy trained on the same data (--algo.method bc) whose probabilities both rules read
         instead of an imitation head, decoded alongside (a second network per decision). With a prior and
-        neither rule given, prior_weight is PRIOR_WEIGHT (docs/benchmarks.md, the paper's regime)."""
+        neither rule given, prior_weight is PRIOR_WEIGHT (docs/benchmarks.md, the paper's regime); with both
+        rules at 0 the prior is dropped (the plain argmax)."""
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.discretizer = discretizer
@@ -165,12 +166,14 @@ class QTPolicy:
         self.prior = prior
         if prior is not None:
             self._check_prior(prior)
-            if compile:
-                raise ValueError("compile=True covers one network; a policy with a prior decodes eagerly: leave compile off")
             if support_tau is None and prior_weight is None:
                 prior_weight = PRIOR_WEIGHT
         self.support_tau = self._decoding_setting("support_tau", support_tau, 1.0)
         self.prior_weight = self._decoding_setting("prior_weight", prior_weight, float("inf"))
+        if self.support_tau == 0 and self.prior_weight == 0:
+            self.prior = None  # the plain argmax never reads it (prior_weight=0: decode without a carried prior)
+        if self.prior is not None and compile:
+            raise ValueError("compile=True covers one network; a policy with a prior decodes eagerly: leave compile off (or pass prior_weight=0)")
         self.processor = ObservationProcessor.for_network(self.net, self.meta)
         self.model_dir: Optional[Path] = None  # set when loaded from a checkpoint (evaluation workers reload it)
         greedy = partial(greedy_decode, self.net, support_tau=self.support_tau, prior_weight=self.prior_weight)
@@ -207,13 +210,17 @@ class QTPolicy:
         cls, path: Union[str, Path], device: str = "cpu", compile: bool = False, support_tau: Optional[float] = None,
         prior_weight: Optional[float] = None, prior_checkpoint: Union[None, str, Path] = None,
     ) -> "QTPolicy":
-        """`prior_checkpoint`: a BC run's checkpoint on the same data, loaded as the policy's `prior`."""
-        from .checkpoint import load_model, resolve_model_dir
+        """`prior_checkpoint`: a BC run's checkpoint on the same data, loaded as the policy's `prior`; by
+        default the prior the checkpoint carries (model/prior/, runs trained with --prior), if any."""
+        from .checkpoint import PRIOR_DIR, load_model, resolve_model_dir
 
+        model_dir = resolve_model_dir(path)
+        if prior_checkpoint is None and (model_dir / PRIOR_DIR / "config.json").exists():
+            prior_checkpoint = model_dir / PRIOR_DIR
         prior = None if prior_checkpoint is None else cls.from_checkpoint(prior_checkpoint, device=device)
-        net, discretizer, meta = load_model(path, device=device)
+        net, discretizer, meta = load_model(model_dir, device=device)
         policy = cls(net, discretizer, meta, device, compile=compile, support_tau=support_tau, prior_weight=prior_weight, prior=prior)
-        policy.model_dir = resolve_model_dir(path)
+        policy.model_dir = model_dir
         return policy
 
     @property

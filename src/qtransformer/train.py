@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -35,7 +36,7 @@ from .evaluate import evaluate_policy
 from .fileio import atomic_write_text, check_output_dir
 from .logging import MetricLogger, NullLogger
 from .nets import QTransformerNet, check_model_size
-from .policy import QTPolicy
+from .policy import PRIOR_WEIGHT, QTPolicy
 from .processor import ObservationProcessor, split_observation, with_instructions
 
 
@@ -177,8 +178,51 @@ def init_value_head(net: QTransformerNet, value: float, hl_gauss_sigma: float = 
         net.head.bias.copy_(logits.repeat(net.num_bins))  # (K * M,): bin k's atoms at k*M .. k*M+M-1
 
 
+def prior_config(cfg: TrainConfig) -> Optional[TrainConfig]:
+    """The BC run that `cfg.prior` asks for, trained first into OUT/prior (None: no prior): the same
+    settings and seed, `--algo.method bc`, on the demonstrations' steps (`--source-mix demonstration 1.0`)
+    or on the steps of successful episodes (`--only-successful`), without evaluations."""
+    if cfg.prior == "none" or cfg.algo.method != "qtransformer" or cfg.dataset is None:
+        return None
+    sources, _, success = EpisodeStore.open(cfg.dataset).episode_table()
+    source = cfg.prior
+    if source == "auto":
+        if "demonstration" not in set(sources):
+            print(f"prior auto: {cfg.dataset} has no demonstrations; training without a BC prior "
+                  "(--prior successful trains one on the successful episodes)")
+            return None
+        source = "demonstration"
+    if source == "demonstration" and "demonstration" not in set(sources):
+        raise ConfigError(f"prior: {cfg.dataset} has no episode with source 'demonstration'; pass --prior successful, auto or none")
+    if source == "successful" and not np.any(success):
+        raise ConfigError(f"prior: {cfg.dataset} has no successful episode to imitate; pass --prior none")
+    return dataclasses.replace(
+        cfg, out=Path(cfg.out) / "prior", prior="none", algo=dataclasses.replace(cfg.algo, method="bc"),
+        source_mix={"demonstration": 1.0} if source == "demonstration" else {}, only_successful=source == "successful",
+        eval_every=0, eval_episodes=0,
+    )
+
+
+def _train_prior(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> tuple[TrainConfig, Optional[Path]]:
+    """Train the BC prior `cfg.prior` asks for (or resume it); -> (the main run's config, the prior's
+    final checkpoint or None). A run with a prior resumes wherever it stopped, in the prior or after."""
+    prior_cfg = prior_config(cfg)
+    if prior_cfg is None:
+        return cfg, None
+    run_dir = Path(cfg.out)
+    main_started, prior_started = (run_dir / "checkpoints" / "last").exists(), (prior_cfg.out / "checkpoints" / "last").exists()
+    if not cfg.resume:
+        resume_checkpoint(run_dir, False)  # a folder holding a run is refused before anything is trained
+    elif not (main_started or prior_started):
+        raise ConfigError(f"{run_dir}: --resume given but no checkpoint found there")
+    if ranks.is_main:
+        print(f"training the BC prior on {'the demonstrations' if prior_cfg.source_mix else 'the successful episodes'} first, into {prior_cfg.out}")
+    prior_final = _train(dataclasses.replace(prior_cfg, resume=cfg.resume and prior_started), ranks, device)
+    return dataclasses.replace(cfg, resume=cfg.resume and main_started), prior_final
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Train per `cfg`; return the final checkpoint folder.
+    """Train per `cfg`; return the final checkpoint folder. With `cfg.prior`, the BC prior first (OUT/prior).
 
     Under torchrun every process calls this: it joins the process group from torchrun's environment
     (distributed.py) and trains its shard of each global batch; only rank 0 writes the run folder."""
@@ -189,14 +233,16 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     try:
         ranks, device = distributed.start(ranks, pick_device(cfg.device), cfg.dist_timeout_s)
-        final = _train(cfg, ranks, device)
+        cfg, prior = _train_prior(cfg, ranks, device)
+        final = _train(cfg, ranks, device, prior)
         ranks.close()  # not on an error: the process ends, and torchrun stops the others
         return final
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> Path:
+def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, prior: Optional[Path] = None) -> Path:
+    """One run; `prior`: a BC run's checkpoint that evaluations decode with and every checkpoint carries."""
     if cfg.dataset is None:
         raise ConfigError("no dataset given: pass --dataset DIR (make one with `qtransformer make-dataset builtin --out DIR`)")
     run_dir = Path(cfg.out)
@@ -280,6 +326,10 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
         {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo), "image_shapes": ds.image_shapes,
          "processor": processor.to_dict()},
     )
+    prior_policy = None
+    if prior is not None:  # trained on the same data with the same settings: the same bins, frames and tasks
+        prior_policy = QTPolicy.from_checkpoint(prior, device=str(device))
+        model_meta["prior"] = {"source": "successful" if cfg.prior == "successful" else "demonstration", "weight": PRIOR_WEIGHT}
 
     start = 0
     if ckpt is not None:  # every rank reads the same checkpoint (the sampler's counter is global: any world size resumes it)
@@ -303,12 +353,13 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> 
             raise _divergence(learner, None, step, cfg, ds, run_dir)
         path = checkpoint_path(run_dir, step)
         if ranks.is_main:
-            path = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path)
+            path = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path,
+                                   prior=None if prior_policy is None else prior_policy.model_dir)
         ranks.barrier()
         return path
 
     def run_eval(step: int) -> dict:
-        policy = QTPolicy(learner.policy_net, discretizer, model_meta, device)
+        policy = QTPolicy(learner.policy_net, discretizer, model_meta, device, prior=prior_policy)
         result = evaluate_policy(policy, eval_env, cfg.eval_episodes)
         learner.online.train()
         logger.log(step, {"success_rate": result["success_rate"], "mean_return": result["mean_return"]}, prefix="eval")
