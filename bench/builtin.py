@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default_imitation": ("default", {"algo": {"imitation_weight": 1.0}}),
     "default_imitation_sg": ("default", {"algo": {"imitation_weight": 1.0, "imitation_stop_gradient": True}}),  # the head through a stop-gradient
     "default_imitation_demos_sg": ("default", {"algo": {"imitation_weight": 1.0, "imitation_source": "demonstration", "imitation_stop_gradient": True}}),  # an in-run prior: demonstrations, through a stop-gradient
+    "default_prior_successful": ("default", {"prior": "successful"}),  # the BC prior on the successful episodes, not the demonstrations
+    "default_no_prior": ("default", {"prior": "none"}),  # the default preset before it took a BC prior (2026-12-06)
     "default_support_0.1": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.1}}),
     "default_support_0.3": ("default", {"algo": {"imitation_weight": 1.0, "support_tau": 0.3}}),
     "default_support_demos_0.3": ("default", {"algo": {"imitation_weight": 1.0, "imitation_source": "demonstration", "support_tau": 0.3}}),
