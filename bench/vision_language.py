@@ -194,9 +194,15 @@ def dataset(args: Args) -> Path:
 
 
 def run_spec(args: Args, data: Path, method: str, seed: int) -> dict:
-    return {"method": method, "seed": seed, "dataset": str(data), "steps": args.steps, "eval_episodes": args.eval_episodes,
+    """What a finished run must match to be reused; "prior" only for a method that trains a BC prior first (the
+    `default` preset's --prior auto since 2026-12-06: runs from before it had none and are trained again)."""
+    from qtransformer.config import apply_overrides, preset
+
+    spec = {"method": method, "seed": seed, "dataset": str(data), "steps": args.steps, "eval_episodes": args.eval_episodes,
             "model": {"language_encoder": args.language_encoder, "image_encoder": args.image_encoder, "image_tokens": args.image_tokens,
                       "frames": args.frames}, "device": args.device}
+    cfg = apply_overrides(preset("default"), METHODS[method])
+    return spec | ({"prior": cfg.prior} if cfg.prior != "none" and cfg.algo.method == "qtransformer" else {})
 
 
 def earlier_run(spec: dict, earlier: Optional[Path]) -> Optional[tuple[Path, int]]:

@@ -3,6 +3,8 @@ renders 0.1-0.2 s per full-scene frame on a CPU, and a CPU-sized run takes an ho
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("metaworld")
@@ -95,3 +97,13 @@ def test_extend_from_trains_on_the_dataset_of_the_runs_it_continues(tmp_path):
     spec = {"method": "bc_demos", "seed": 0, "dataset": str(data), "steps": 5000}
     _finished_run(tmp_path / "earlier", spec)
     assert dataset(args) == data
+
+
+def test_a_qtransformer_run_names_the_prior_it_trains_and_a_bc_run_none():
+    # The `default` preset trains a BC prior first (--prior auto): its runs from before it (no "prior" in
+    # their spec) are not reused as the default's; BC runs, which take no prior, keep their spec.
+    from bench.vision_language import run_spec
+
+    args = apply_size(Args(cpu=True))
+    assert run_spec(args, Path("d"), "qtransformer", 0)["prior"] == "auto"
+    assert "prior" not in run_spec(args, Path("d"), "bc_demos", 0)
