@@ -225,3 +225,31 @@ def test_a_killed_finetune_leaves_the_data_readable_and_resumes(offline_run, tmp
     final = EpisodeStore.open(out / "online")
     assert final.num_episodes > before.num_episodes and set(final.success_by_source()) == {"online"}
     assert (out / "checkpoints" / "last").read_text().strip() == "step_00000180"
+
+
+def test_finetuning_a_run_with_a_prior_keeps_decoding_with_it(offline_run, tmp_path):
+    """A start trained with --prior: the fine-tuned policy decodes with the same BC prior (its first
+    evaluation is the offline policy's), and every fine-tuning checkpoint carries it, also after a resume
+    that outlives the start's checkpoint."""
+    from safetensors.torch import load_file
+
+    from qtransformer.envs import BUILTIN_ENV_ID
+    from qtransformer.evaluate import evaluate_policy
+    from qtransformer.policy import QTPolicy
+
+    data, _ = offline_run
+    run = tmp_path / "offline"
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "30",
+                 "--prior", "demonstration", "--eval-episodes", "0"]) == 0
+    out = tmp_path / "ft"
+    base = ["--env-steps", "60", "--eval-every", "60", "--save-every", "20", "--keep-checkpoints", "1"]
+    assert _finetune(run, out, *base) == 0
+    assert main(["finetune", "--checkpoint", str(run), "--out", str(out), "--no-progress", "--eval-episodes", "4", "--num-envs", "3",
+                 *base[2:], "--env-steps", "100", "--resume"]) == 0
+    start, tuned = QTPolicy.from_checkpoint(run), QTPolicy.from_checkpoint(out)
+    assert tuned.prior is not None and tuned.prior_weight == 0.01
+    carried = load_file(str(tuned.prior.model_dir / "model.safetensors"))
+    for k, v in load_file(str(start.prior.model_dir / "model.safetensors")).items():
+        assert torch.equal(carried[k], v), k
+    first = [r for r in read_metrics(out) if "eval/success_rate" in r][0]
+    assert first["step"] == 0 and first["eval/success_rate"] == evaluate_policy(start, BUILTIN_ENV_ID, 4)["success_rate"]

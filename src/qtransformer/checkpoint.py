@@ -83,13 +83,6 @@ def save_model(directory: Path, net: QTransformerNet, config: dict) -> None:
 PRIOR_DIR = "prior"  # model/prior/: the BC network a policy decodes with (train --prior), a model/ folder itself
 
 
-def save_prior(directory: Path, prior_model_dir: Path) -> None:
-    """Copy a BC run's model/ folder (config.json, model.safetensors) to `directory`."""
-    directory.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(prior_model_dir / name, directory / name)
-
-
 def resolve_model_dir(path: Union[str, Path]) -> Path:
     """Accept a run folder, a checkpoint folder, or a model/ folder."""
     path = Path(path)
@@ -176,11 +169,11 @@ def save_checkpoint(
     keep: int = 2,
     dataset: Optional[str] = None,
     extra_state: Optional[dict] = None,
-    prior: Optional[Path] = None,
+    prior: Optional[tuple[QTransformerNet, dict]] = None,
 ) -> Path:
     """Write run_dir/checkpoints/step_<step> atomically and point `last` at it. `extra_state`: further
-    JSON-ready fields for state.json (a fine-tuning run's counters: finetune.py). `prior`: a BC run's
-    model/ folder, copied to model/prior/ (the policy's decoding prior, loaded with it).
+    JSON-ready fields for state.json (a fine-tuning run's counters: finetune.py). `prior`: (a BC network,
+    its model config), written to model/prior/ (the policy's decoding prior, loaded with it).
 
     Refuses to write non-finite tensors; a write that fails (a full disk) leaves the previous checkpoint
     intact and pointed to, and raises a CheckpointError saying so."""
@@ -226,14 +219,15 @@ def _remove_stale(ckpt_root: Path) -> None:
 
 
 def _write_checkpoint(
-    ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset, extra: dict, prior: Optional[Path],
+    ckpt_root: Path, name: str, step: int, learner, sampler, model_cfg_dict: dict, train_cfg, dataset, extra: dict,
+    prior: Optional[tuple[QTransformerNet, dict]],
 ) -> Path:
     tmp = make_temp_dir(f".{name}.tmp-", ckpt_root)
     try:
         state = learner.state_dict()
         save_model(tmp / "model", learner.policy_net, model_cfg_dict)
         if prior is not None:
-            save_prior(tmp / "model" / PRIOR_DIR, Path(prior))
+            save_model(tmp / "model" / PRIOR_DIR, *prior)
         ts = tmp / "training_state"
         ts.mkdir()
         _save_tensors(_cpu(state["target_net"]), ts / "target.safetensors")

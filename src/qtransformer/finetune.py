@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from .algo import QTransformerLearner
 from .checkpoint import (
+    PRIOR_DIR,
     CheckpointError,
     load_learner_state,
     load_model,
@@ -371,7 +372,9 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     # What the start's optimizer became: a model kept without its training state can only start a fresh one.
     start_optimizer = "resumed" if own is not None else (
         "restored" if start_ckpt is not None and not cfg.from_scratch and cfg.optimizer == "restore" else "fresh")
-    policy = QTPolicy(learner.policy_net, discretizer, meta, device)
+    prior_dir = model_dir / PRIOR_DIR  # a start trained with --prior: the fine-tuned policy decodes with the same prior
+    prior = QTPolicy.from_checkpoint(prior_dir, device=str(device)) if (prior_dir / "config.json").exists() else None
+    policy = QTPolicy(learner.policy_net, discretizer, meta, device, prior=prior)
 
     # -- the run folder -----------------------------------------------------------------------------------
     env_step = int(progress_state["env_steps"])
@@ -397,7 +400,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         extra = {"finetune": {"config": to_dict(cfg), "env_steps": step, "episodes_started": episodes_started,
                               "online_episodes": online_count, "updates_due": updates_due, "updates": updates, "into": str(into)}}
         return save_checkpoint(run_dir, step, learner, sampler, meta, train_cfg, cfg.keep_checkpoints,
-                               dataset=str(Path(offline_path).resolve()) if offline_path else None, extra_state=extra)
+                               dataset=str(Path(offline_path).resolve()) if offline_path else None, extra_state=extra,
+                               prior=None if prior is None else (prior.net, prior.meta))
 
     def run_eval(step: int) -> dict:
         result = evaluate_policy(policy, env_id, cfg.eval_episodes, task=cfg.task, instruction=cfg.instruction)

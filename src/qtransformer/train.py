@@ -354,7 +354,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, pri
         path = checkpoint_path(run_dir, step)
         if ranks.is_main:
             path = save_checkpoint(run_dir, step, learner, sampler, model_meta, cfg, cfg.keep_checkpoints, dataset=dataset_path,
-                                   prior=None if prior_policy is None else prior_policy.model_dir)
+                                   prior=None if prior_policy is None else (prior_policy.net, prior_policy.meta))
         ranks.barrier()
         return path
 
