@@ -259,7 +259,7 @@ class TrainConfig:
     only_successful: bool = False
     """Train only on the steps of successful episodes (with --algo.method bc: filtered BC)."""
     prior: Literal["none", "auto", "demonstration", "successful"] = "none"
-    """Also train a BC prior and decode by Q + 0.01 x log p_prior (docs/algorithm.md, "A BC prior"): a BC
+    """Also train a BC prior and decode by Q + 0.01 x log p_prior (docs/algorithm.md, section 8): a BC
     run with the same settings and seed, trained first into OUT/prior on the demonstrations' steps
     ('demonstration') or on the steps of successful episodes ('successful'); 'auto': the demonstrations
     when the dataset has any, else no prior. Every checkpoint carries it (model/prior/), and eval, collect
