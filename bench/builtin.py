@@ -31,6 +31,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default": ("default", {}),
     "paper": ("paper", {}),
     "builtin": ("builtin", {}),
+    "builtin_prior": ("builtin", {"prior": "auto"}),  # the builtin preset with the default's BC prior
     "builtin_paper_head": ("builtin", {"algo": {"head_init": "default"}}),  # the builtin preset before head_init
     "default_paper_alpha": ("default", {"algo": {"conservative_bins": 0}}),
     "default_paper_head": ("default", {"algo": {"head_init": "default"}}),
