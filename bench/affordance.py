@@ -97,7 +97,7 @@ def run(spec: dict) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = apply_overrides(preset("builtin"), {"dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": spec["steps"],
                                               "eval_episodes": 0, "progress": False, "threads": 1, "save_every": spec["steps"],
-                                              "negative_rate": spec["rate"]})
+                                              "negative_rate": spec["rate"], "prior": "none"})  # the values' own greedy action, as measured before the preset took a prior
     policy = QTPolicy.from_checkpoint(train(cfg))
     names = list(policy.meta["task_names"])
     scores, labels, matched = [], [], []

@@ -37,7 +37,7 @@ TASKS = "reach-v3,button-press-topdown-v3,drawer-open-v3,door-open-v3,window-ope
 # Method -> overrides of the backbone's TrainConfig (ours) or the d3rlpy algorithm's name.
 OURS = {
     "qtransformer": {},
-    "qtransformer_paper": {"algo": {"conservative_bins": 0, "head_init": "default", "act_with": "online"}},  # the `paper` preset's choices
+    "qtransformer_paper": {"algo": {"conservative_bins": 0, "head_init": "default", "act_with": "online"}, "prior": "none"},  # the `paper` preset's choices
     "bc_demos": {"algo": {"method": "bc"}, "source_mix": {"demonstration": 1.0}},
     "bc_all": {"algo": {"method": "bc"}},
     "bc_filtered": {"algo": {"method": "bc"}, "only_successful": True},
@@ -161,6 +161,17 @@ def data_success(path: Path) -> dict:
     return out
 
 
+def prior_of(method: str) -> str:
+    """The --prior a method trains with: the `builtin` backbone's for ours that run Q-Transformer ('auto'
+    since 2026-12-06: runs from before it had none and are trained again), 'none' for BC and d3rlpy's."""
+    from qtransformer.config import apply_overrides, preset
+
+    if method not in OURS:
+        return "none"
+    cfg = apply_overrides(preset("builtin"), OURS[method])
+    return cfg.prior if cfg.algo.method == "qtransformer" else "none"
+
+
 # -- one run -------------------------------------------------------------------------------------------
 def run_one(spec: dict) -> dict:
     """Train one method on one dataset with one seed, evaluate it, write and return the result JSON."""
@@ -173,7 +184,7 @@ def run_one(spec: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     code = code_version()
     run = _run_ours(spec) if spec["method"] in OURS else _run_d3rlpy(spec)
-    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points")} | run | {"code": code}
+    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points", "prior")} | run | {"code": code}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
@@ -561,7 +572,7 @@ def main(args: Args) -> None:
     specs = [
         {
             "method": m, "dataset": str(path), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
-            "curve_points": args.curve_points, "threads": threads_per_run(args.threads, args.jobs),
+            "curve_points": args.curve_points, "prior": prior_of(m), "threads": threads_per_run(args.threads, args.jobs),
             "result": str(args.out / "runs" / path.name / m / f"seed{seed}.json"),
         }
         for seed, path, m in jobs
@@ -570,7 +581,7 @@ def main(args: Args) -> None:
     for s in specs:
         r = Path(s["result"])
         old = json.loads(r.read_text()) if r.exists() else None
-        if old is not None and all(old.get(k, s[k]) == s[k] for k in ("steps", "eval_episodes", "curve_points")):
+        if old is not None and all(old.get(k, s[k]) == s[k] for k in ("steps", "eval_episodes", "curve_points")) and old.get("prior", "none") == s["prior"]:
             results.append(old)
         else:  # not run yet, or run with other settings
             todo.append(s)

@@ -124,7 +124,7 @@ def offline_checkpoint(out: Path, seed: int, steps: int) -> Path:
         return run
     shutil.rmtree(run, ignore_errors=True)
     cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(run), "seed": seed, "steps": steps, "eval_episodes": 0,
-                                              "progress": False, "threads": 1, "save_every": steps})
+                                              "progress": False, "threads": 1, "save_every": steps, "prior": "none"})  # the protocol's start: the preset before its prior
     train(cfg)
     return run
 
@@ -249,7 +249,7 @@ def retrain_recipe(spec: dict, offline: Path):
 
     each_round = {"seed": spec["seed"], "eval_episodes": 0, "progress": False, "threads": 1, "resume": False}
     if "checkpoint" not in spec:
-        recipe = apply_overrides(preset("builtin"), {**each_round, "steps": spec["offline_steps"], "save_every": spec["offline_steps"]})
+        recipe = apply_overrides(preset("builtin"), {**each_round, "steps": spec["offline_steps"], "save_every": spec["offline_steps"], "prior": "none"})
         return recipe, Path(spec["out"]) / "dataset"
     _, model_dir, recorded = _start_point(offline)
     config = training_run_config(model_dir)

@@ -40,8 +40,13 @@ def run_demo(args) -> dict:
         ("data: demonstrations", rates.get("demonstration", (0, 0.0))),
         ("data: autonomous episodes", rates.get("autonomous", (0, 0.0))),
         ("random policy", (args.eval_episodes, rand["success_rate"])),
-        ("Q-Transformer (greedy, learned)", (args.eval_episodes, learned["success_rate"])),
     ]
+    if policy.prior is not None:  # the preset's BC prior (train --prior): each part alone, on the same episodes
+        alone = evaluate_policy(policy.prior, BUILTIN_ENV_ID, args.eval_episodes)["success_rate"]
+        values = evaluate_policy(QTPolicy.from_checkpoint(final, prior_weight=0.0), BUILTIN_ENV_ID, args.eval_episodes)["success_rate"]
+        rows += [("BC prior alone (demonstrations)", (args.eval_episodes, alone)),
+                 ("Q-Transformer values alone (--prior-weight 0)", (args.eval_episodes, values))]
+    rows.append(("Q-Transformer (greedy, learned)", (args.eval_episodes, learned["success_rate"])))
     lines = ["| policy | episodes | success rate |", "|---|---|---|"] + [f"| {n} | {k} | {r:.3f} |" for n, (k, r) in rows]
     table = "\n".join(lines)
     print("\n" + table + "\n")

@@ -373,7 +373,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     start_optimizer = "resumed" if own is not None else (
         "restored" if start_ckpt is not None and not cfg.from_scratch and cfg.optimizer == "restore" else "fresh")
     prior_dir = model_dir / PRIOR_DIR  # a start trained with --prior: the fine-tuned policy decodes with the same prior
-    prior = QTPolicy.from_checkpoint(prior_dir, device=str(device)) if (prior_dir / "config.json").exists() else None
+    with_prior = (prior_dir / "config.json").exists() and not cfg.from_scratch  # from scratch: nothing learned offline
+    prior = QTPolicy.from_checkpoint(prior_dir, device=str(device)) if with_prior else None
     policy = QTPolicy(learner.policy_net, discretizer, meta, device, prior=prior)
 
     # -- the run folder -----------------------------------------------------------------------------------
