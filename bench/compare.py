@@ -172,6 +172,14 @@ def prior_of(method: str) -> str:
     return cfg.prior if cfg.algo.method == "qtransformer" else "none"
 
 
+def finished(spec: dict) -> Optional[dict]:
+    """The result on disk of a run with these settings, or None (results from before "prior" had none)."""
+    path = Path(spec["result"])
+    old = json.loads(path.read_text()) if path.exists() else None
+    same = old is not None and all(old.get(k, spec[k]) == spec[k] for k in ("steps", "eval_episodes", "curve_points"))
+    return old if same and old.get("prior", "none") == spec["prior"] else None
+
+
 # -- one run -------------------------------------------------------------------------------------------
 def run_one(spec: dict) -> dict:
     """Train one method on one dataset with one seed, evaluate it, write and return the result JSON."""
@@ -579,9 +587,8 @@ def main(args: Args) -> None:
     ]
     results, todo = [], []
     for s in specs:
-        r = Path(s["result"])
-        old = json.loads(r.read_text()) if r.exists() else None
-        if old is not None and all(old.get(k, s[k]) == s[k] for k in ("steps", "eval_episodes", "curve_points")) and old.get("prior", "none") == s["prior"]:
+        old = finished(s)
+        if old is not None:
             results.append(old)
         else:  # not run yet, or run with other settings
             todo.append(s)

@@ -111,3 +111,14 @@ def test_builtin_bench_dataset_records_the_code_that_made_it(tmp_path, monkeypat
     (path / "bench_dataset.json").unlink()
     builtin.dataset_dir(tmp_path, "tiny")  # an existing dataset is kept as it is, not made again
     assert builtin.dataset_code(tmp_path, "tiny") == "unrecorded"
+
+
+def test_a_qtransformer_result_from_before_the_presets_prior_is_trained_again(tmp_path):
+    # The `builtin` backbone trains a BC prior now (--prior auto): an older Q-Transformer result (no
+    # "prior" key) is not reused as today's; BC's and the paper row's (both without a prior) still are.
+    for method, reused in (("qtransformer", False), ("qtransformer_paper", True), ("bc_demos", True), ("iql", True)):
+        spec = {"method": method, "steps": 20, "eval_episodes": 1, "curve_points": 2, "prior": compare.prior_of(method),
+                "result": str(tmp_path / f"{method}.json")}
+        Path(spec["result"]).write_text(json.dumps({k: spec[k] for k in ("method", "steps", "eval_episodes", "curve_points")}))
+        assert (compare.finished(spec) is not None) == reused, method
+    assert compare.prior_of("qtransformer") == "auto" and compare.prior_of("qt_no_mc_bound") == "auto"

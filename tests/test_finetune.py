@@ -230,7 +230,7 @@ def test_a_killed_finetune_leaves_the_data_readable_and_resumes(offline_run, tmp
 def test_finetuning_a_run_with_a_prior_keeps_decoding_with_it(offline_run, tmp_path):
     """A start trained with --prior: the fine-tuned policy decodes with the same BC prior (its first
     evaluation is the offline policy's), and every fine-tuning checkpoint carries it, also after a resume
-    that outlives the start's checkpoint."""
+    that outlives the start's checkpoint; --from-scratch leaves it out."""
     from safetensors.torch import load_file
 
     from qtransformer.envs import BUILTIN_ENV_ID
@@ -253,3 +253,5 @@ def test_finetuning_a_run_with_a_prior_keeps_decoding_with_it(offline_run, tmp_p
         assert torch.equal(carried[k], v), k
     first = [r for r in read_metrics(out) if "eval/success_rate" in r][0]
     assert first["step"] == 0 and first["eval/success_rate"] == evaluate_policy(start, BUILTIN_ENV_ID, 4)["success_rate"]
+    assert _finetune(run, tmp_path / "scratch", "--env-steps", "20", "--eval-every", "20", "--from-scratch") == 0
+    assert QTPolicy.from_checkpoint(tmp_path / "scratch").prior is None  # from scratch: nothing learned offline, the prior included
