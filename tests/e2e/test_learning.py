@@ -4,7 +4,9 @@ The dataset mixes 100 scripted demonstrations with 400 episodes of a biased, noi
 fails (about 13 % success). The margin was calibrated once, on the first runs of this configuration
 (learned policy 0.69 and 0.74 over 200 episodes, at training seeds 1 and 0), and is left alone: the
 learned policy must succeed at least 25 points more often than the autonomous episodes and than a
-uniformly random policy.
+uniformly random policy. Since 2026-12-06 the `builtin` and `default` presets also train a BC prior on
+the demonstrations and decode with it (0.88 for the demo's seed against 0.79 without); the margins,
+calibrated without it, were left as they were.
 """
 
 from __future__ import annotations
