@@ -254,4 +254,6 @@ def test_finetuning_a_run_with_a_prior_keeps_decoding_with_it(offline_run, tmp_p
     first = [r for r in read_metrics(out) if "eval/success_rate" in r][0]
     assert first["step"] == 0 and first["eval/success_rate"] == evaluate_policy(start, BUILTIN_ENV_ID, 4)["success_rate"]
     assert _finetune(run, tmp_path / "scratch", "--env-steps", "20", "--eval-every", "20", "--from-scratch") == 0
-    assert QTPolicy.from_checkpoint(tmp_path / "scratch").prior is None  # from scratch: nothing learned offline, the prior included
+    scratch = QTPolicy.from_checkpoint(tmp_path / "scratch")
+    assert scratch.prior is None and "prior" not in scratch.meta  # from scratch: nothing learned offline, the prior included
+    assert tuned.meta["prior"] == start.meta["prior"] == {"source": "demonstration", "weight": 0.01}

@@ -315,7 +315,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # initialisation, acting with the online network, no imitation head, plain greedy decoding.
     "paper": {"algo": {"conservative_bins": 0, "bin_smoothing": 0.0, "head_init": "default", "act_with": "online", "imitation_weight": 0.0, "support_tau": 0.0, "prior_weight": 0.0}, "prior": "none"},
     # Sized for the built-in task's small dataset (about 15k transitions) on 2 CPU cores, in about
-    # 2 minutes. Fewer bins: with 256 bins most bins are never seen at most states of so small a
+    # 3 minutes (its BC prior, then Q-Transformer). Fewer bins: with 256 bins most bins are never seen at most states of so small a
     # dataset, and learning is far slower (measured: see docs/algorithm.md, "Bins and data size"). With
     # the default's BC prior.
     "builtin": {

@@ -375,6 +375,8 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     prior_dir = model_dir / PRIOR_DIR  # a start trained with --prior: the fine-tuned policy decodes with the same prior
     with_prior = (prior_dir / "config.json").exists() and not cfg.from_scratch  # from scratch: nothing learned offline
     prior = QTPolicy.from_checkpoint(prior_dir, device=str(device)) if with_prior else None
+    if prior is None:  # the checkpoints this run writes carry no prior: their model config says none
+        meta = {k: v for k, v in meta.items() if k != "prior"}
     policy = QTPolicy(learner.policy_net, discretizer, meta, device, prior=prior)
 
     # -- the run folder -----------------------------------------------------------------------------------
