@@ -168,8 +168,7 @@ def prior_of(method: str) -> str:
 
     if method not in OURS:
         return "none"
-    cfg = apply_overrides(preset("builtin"), OURS[method])
-    return cfg.prior if cfg.algo.method == "qtransformer" else "none"
+    return apply_overrides(preset("builtin"), OURS[method]).trained_prior()
 
 
 def finished(spec: dict) -> Optional[dict]:

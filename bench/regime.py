@@ -375,8 +375,7 @@ def prior_of(preset_name: str, overrides: dict) -> str:
 
     if preset_name == "d3rlpy":
         return "none"
-    cfg = apply_overrides(preset(preset_name), overrides)
-    return cfg.prior if cfg.algo.method == "qtransformer" else "none"
+    return apply_overrides(preset(preset_name), overrides).trained_prior()
 
 
 def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> dict:

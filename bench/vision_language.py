@@ -201,8 +201,8 @@ def run_spec(args: Args, data: Path, method: str, seed: int) -> dict:
     spec = {"method": method, "seed": seed, "dataset": str(data), "steps": args.steps, "eval_episodes": args.eval_episodes,
             "model": {"language_encoder": args.language_encoder, "image_encoder": args.image_encoder, "image_tokens": args.image_tokens,
                       "frames": args.frames}, "device": args.device}
-    cfg = apply_overrides(preset("default"), METHODS[method])
-    return spec | ({"prior": cfg.prior} if cfg.prior != "none" and cfg.algo.method == "qtransformer" else {})
+    prior = apply_overrides(preset("default"), METHODS[method]).trained_prior()
+    return spec | ({"prior": prior} if prior != "none" else {})
 
 
 def earlier_run(spec: dict, earlier: Optional[Path]) -> Optional[tuple[Path, int]]:

@@ -273,6 +273,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
+    def trained_prior(self) -> str:
+        """The BC prior this config trains first: `prior` for a Q-Transformer run, 'none' for BC."""
+        return self.prior if self.algo.method == "qtransformer" else "none"
+
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "save_every"):
             _check(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")

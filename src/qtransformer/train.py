@@ -182,7 +182,7 @@ def prior_config(cfg: TrainConfig) -> Optional[TrainConfig]:
     """The BC run that `cfg.prior` asks for, trained first into OUT/prior (None: no prior): the same
     settings and seed, `--algo.method bc`, on the demonstrations' steps (`--source-mix demonstration 1.0`)
     or on the steps of successful episodes (`--only-successful`), without evaluations."""
-    if cfg.prior == "none" or cfg.algo.method != "qtransformer" or cfg.dataset is None:
+    if cfg.trained_prior() == "none" or cfg.dataset is None:
         return None
     sources, _, success = EpisodeStore.open(cfg.dataset).episode_table()
     source = cfg.prior
