@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from qt_testutils import tiny_model_config
+from qtransformer.checkpoint import last_checkpoint
 from qtransformer.config import AlgoConfig, ConfigError, TrainConfig
 from qtransformer.data import EpisodeStore
 from qtransformer.envs.builtin_dataset import make_builtin_dataset
@@ -261,6 +262,11 @@ def test_prior_sources_and_data_without_demonstrations(dataset, tmp_path, capsys
     train(tiny_cfg(no_demos, tmp_path / "auto", 4, prior="auto"))
     assert "has no demonstrations; training without a BC prior" in capsys.readouterr().out
     assert not (tmp_path / "auto" / "prior").exists() and QTPolicy.from_checkpoint(tmp_path / "auto").prior is None
+    from qtransformer.distributed import Ranks
+    from qtransformer.train import _train_prior
+
+    _train_prior(tiny_cfg(no_demos, tmp_path / "rank1", 4, prior="auto"), Ranks(rank=1, world_size=2), torch.device("cpu"))
+    assert capsys.readouterr().out == ""  # under torchrun the line is rank 0's alone
     with pytest.raises(ConfigError, match="has no episode with source 'demonstration'; pass --prior successful"):
         train(tiny_cfg(no_demos, tmp_path / "demos", 4, prior="demonstration"))
     train(tiny_cfg(dataset, tmp_path / "bc", 4, prior="auto", algo=AlgoConfig(num_bins=8, warmup_steps=3, method="bc")))
@@ -281,3 +287,30 @@ def test_a_run_with_a_prior_resumes_in_the_prior_or_after_it(dataset, tmp_path):
     assert_tensors_equal(read_state(straight)[0], read_state(resumed)[0], "the values network")
     assert_tensors_equal(load_file(str(straight / "model" / "prior" / "model.safetensors")),
                          load_file(str(resumed / "model" / "prior" / "model.safetensors")), "the prior")
+
+
+def test_resuming_with_another_prior_is_refused_before_anything_trains(dataset, tmp_path):
+    """A run trained without a prior (or one from before --prior: its config has no such key) resumed with
+    a prior, or the other way round, is refused in one line before a prior is trained; a BC run ignores
+    --prior, so resuming it with another is not a difference."""
+    out = tmp_path / "run"
+    train(tiny_cfg(dataset, out, 10))
+    with pytest.raises(ConfigError, match=r"cannot resume with different settings: prior \(saved 'none', now 'demonstration'\)"):
+        train(tiny_cfg(dataset, out, 20, prior="demonstration", resume=True))
+    assert not (out / "prior").exists()  # refused before the prior's run started
+    state = last_checkpoint(out) / "training_state" / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["train_config"]["prior"]  # as a run from before --prior wrote it
+    state.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="prior \\(saved 'none', now 'auto'\\)"):
+        train(tiny_cfg(dataset, out, 20, prior="auto", resume=True))
+    assert train(tiny_cfg(dataset, out, 20, resume=True)).name == "step_00000020"  # the same settings resume
+
+    with_prior = tmp_path / "with_prior"
+    train(tiny_cfg(dataset, with_prior, 10, prior="demonstration"))
+    with pytest.raises(ConfigError, match="prior \\(saved 'demonstration', now 'none'\\)"):
+        train(tiny_cfg(dataset, with_prior, 20, resume=True))
+
+    bc = tmp_path / "bc"
+    train(tiny_cfg(dataset, bc, 10, algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, method="bc"), prior="auto"))
+    assert train(tiny_cfg(dataset, bc, 20, algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, method="bc"), resume=True)).name == "step_00000020"

@@ -77,6 +77,11 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
     if isinstance(saved.get("algo"), dict):  # fields added later, at the values that runs before them had
         saved["algo"] = {"hl_gauss_sigma": 0.75, "bin_smoothing": 0.0, "action_chunk": 1, **saved["algo"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
+    # the BC prior a Q-Transformer run trained first (runs from before --prior trained none): another
+    # would change what its checkpoints decode with half-way
+    saved_prior = saved.get("prior", "none") if saved["algo"].get("method") == "qtransformer" else "none"
+    if saved_prior != cfg.trained_prior():
+        diffs.append(f"prior (saved {saved_prior!r}, now {cfg.trained_prior()!r})")
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
         diffs.append(f"dataset (saved {state['dataset']!r}, now {dataset!r})")
@@ -178,17 +183,18 @@ def init_value_head(net: QTransformerNet, value: float, hl_gauss_sigma: float = 
         net.head.bias.copy_(logits.repeat(net.num_bins))  # (K * M,): bin k's atoms at k*M .. k*M+M-1
 
 
-def prior_config(cfg: TrainConfig) -> Optional[TrainConfig]:
+def prior_config(cfg: TrainConfig, say=print) -> Optional[TrainConfig]:
     """The BC run that `cfg.prior` asks for, trained first into OUT/prior (None: no prior): the same
     settings and seed, `--algo.method bc`, on the demonstrations' steps (`--source-mix demonstration 1.0`)
-    or on the steps of successful episodes (`--only-successful`), without evaluations."""
+    or on the steps of successful episodes (`--only-successful`), without evaluations. `say` prints
+    what 'auto' chose when it chose no prior."""
     if cfg.trained_prior() == "none" or cfg.dataset is None:
         return None
     sources, _, success = EpisodeStore.open(cfg.dataset).episode_table()
     source = cfg.prior
     if source == "auto":
         if "demonstration" not in set(sources):
-            print(f"prior auto: {cfg.dataset} has no demonstrations; training without a BC prior "
+            say(f"prior auto: {cfg.dataset} has no demonstrations; training without a BC prior "
                   "(--prior successful trains one on the successful episodes)")
             return None
         source = "demonstration"
@@ -206,10 +212,13 @@ def prior_config(cfg: TrainConfig) -> Optional[TrainConfig]:
 def _train_prior(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device) -> tuple[TrainConfig, Optional[Path]]:
     """Train the BC prior `cfg.prior` asks for (or resume it); -> (the main run's config, the prior's
     final checkpoint or None). A run with a prior resumes wherever it stopped, in the prior or after."""
-    prior_cfg = prior_config(cfg)
+    run_dir = Path(cfg.out)
+    main_ckpt = last_checkpoint(run_dir) if cfg.resume else None
+    if main_ckpt is not None:  # a resumed run with other settings is refused before a prior is trained
+        _check_resume_config(cfg, read_training_state_json(main_ckpt), main_ckpt)
+    prior_cfg = prior_config(cfg, say=print if ranks.is_main else lambda *_: None)  # one line, not one per torchrun rank
     if prior_cfg is None:
         return cfg, None
-    run_dir = Path(cfg.out)
     main_started, prior_started = (run_dir / "checkpoints" / "last").exists(), (prior_cfg.out / "checkpoints" / "last").exists()
     if not cfg.resume:
         resume_checkpoint(run_dir, False)  # a folder holding a run is refused before anything is trained
