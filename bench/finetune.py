@@ -48,7 +48,7 @@ import tyro
 ARMS = ("finetune", "retrain", "scratch")
 # Settings a spec names only when given, so runs made before they existed still match their specs (and are reused).
 OPTIONAL_SETTINGS = ("lr", "online_fraction", "checkpoint", "env", "dataset", "heldout_episodes", "epsilon_start", "epsilon_end",
-                     "temperature")
+                     "temperature", "prior")
 LABELS = {"finetune": "online fine-tuning (qtransformer finetune)", "retrain": "collect, then retrain (the outer loop)",
           "scratch": "online from scratch"}
 
@@ -96,6 +96,10 @@ class Args:
     """Evaluation episodes (the same seeds for every arm)."""
     rounds: int = 5
     """Rounds of the collect-then-retrain loop."""
+    prior: Optional[str] = None
+    """The built-in offline recipe's --prior (its retrain rounds' too); None: 'none', the protocol's start (the
+    `builtin` preset before it carried a prior). 'auto': the preset as it is now, a BC prior on the
+    demonstrations trained first, which the checkpoint carries and fine-tuning keeps decoding with."""
     offline_steps: int = 4000
     """Gradient steps of the built-in offline recipe (the builtin preset's), also each of its retrain rounds' (with
     --checkpoint, a round trains as many steps as the checkpoint's run did)."""
@@ -109,7 +113,7 @@ class Args:
     """A check that everything runs: 1 seed, 3000 environment steps, 2 rounds, 20 evaluation episodes, 300 offline steps."""
 
 
-def offline_checkpoint(out: Path, seed: int, steps: int) -> Path:
+def offline_checkpoint(out: Path, seed: int, steps: int, prior: Optional[str] = None) -> Path:
     from qtransformer.config import apply_overrides, preset
     from qtransformer.data import EpisodeStore
     from qtransformer.envs.builtin_dataset import make_builtin_dataset
@@ -120,11 +124,13 @@ def offline_checkpoint(out: Path, seed: int, steps: int) -> Path:
         EpisodeStore.create(data, make_builtin_dataset(100, 400, seed=0))
     run = out / "offline" / f"seed{seed}"
     done = run / "checkpoints" / "last"
-    if done.exists() and json.loads((run / "config.json").read_text())["steps"] == steps:
+    prior = prior or "none"  # the protocol's start: the preset before its prior
+    made = json.loads((run / "config.json").read_text()) if done.exists() else {}
+    if made.get("steps") == steps and made.get("prior", "none") == prior:
         return run
     shutil.rmtree(run, ignore_errors=True)
     cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(run), "seed": seed, "steps": steps, "eval_episodes": 0,
-                                              "progress": False, "threads": 1, "save_every": steps, "prior": "none"})  # the protocol's start: the preset before its prior
+                                              "progress": False, "threads": 1, "save_every": steps, "prior": prior})
     train(cfg)
     return run
 
@@ -145,7 +151,7 @@ def run_arm(spec: dict) -> dict:
     if result_file.exists() and json.loads(result_file.read_text())["spec"] == spec:
         return json.loads(result_file.read_text())
     t0 = time.time()
-    offline = Path(spec["checkpoint"]) if "checkpoint" in spec else offline_checkpoint(out, seed, spec["offline_steps"])
+    offline = Path(spec["checkpoint"]) if "checkpoint" in spec else offline_checkpoint(out, seed, spec["offline_steps"], spec.get("prior"))
     run_dir = out / "runs" / f"{arm}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     curve = _retrain(spec, offline, run_dir) if arm == "retrain" else _finetune(spec, offline, run_dir, scratch=arm == "scratch")
@@ -249,7 +255,8 @@ def retrain_recipe(spec: dict, offline: Path):
 
     each_round = {"seed": spec["seed"], "eval_episodes": 0, "progress": False, "threads": 1, "resume": False}
     if "checkpoint" not in spec:
-        recipe = apply_overrides(preset("builtin"), {**each_round, "steps": spec["offline_steps"], "save_every": spec["offline_steps"], "prior": "none"})
+        recipe = apply_overrides(preset("builtin"), {**each_round, "steps": spec["offline_steps"], "save_every": spec["offline_steps"],
+                                                         "prior": spec.get("prior") or "none"})
         return recipe, Path(spec["out"]) / "dataset"
     _, model_dir, recorded = _start_point(offline)
     config = training_run_config(model_dir)
@@ -283,7 +290,7 @@ def summarize(args: Args, results: list[dict]) -> dict:
     protocol = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()}
     if args.checkpoint is None:
         protocol.update(task="qtransformer/PointReach3D-v0", offline_data="builtin, 100 demonstrations + 400 autonomous episodes (seed 0)",
-                        offline_recipe=f"preset builtin, {args.offline_steps} steps")
+                        offline_recipe=f"preset builtin, {args.offline_steps} steps, prior {args.prior or 'none'}")
     else:
         protocol.update(task=args.env or "the checkpoint's", offline_data=str(args.dataset or "the checkpoint run's dataset"),
                         offline_recipe=f"the given checkpoint {args.checkpoint}, the same start for every seed")
@@ -332,6 +339,8 @@ def plot(summary: dict, path: Path) -> None:
 def main(args: Args) -> None:
     from bench.compare import run_in_pool
 
+    if args.prior is not None and args.checkpoint is not None:
+        raise SystemExit("--prior sets the built-in offline recipe's; a --checkpoint start carries the prior it was trained with: drop --prior")
     if args.quick:
         args.seeds, args.env_steps, args.rounds, args.eval_episodes, args.offline_steps, args.eval_every = 1, 3000, 2, 20, 300, 1000
     args.out.mkdir(parents=True, exist_ok=True)
@@ -344,7 +353,7 @@ def main(args: Args) -> None:
         specs = [s for s in specs if any(d["spec"] == s for d in done)]
     elif args.checkpoint is None:
         for s in range(args.seeds):  # the offline checkpoints first, so parallel arms never train the same one twice
-            offline_checkpoint(args.out, s, args.offline_steps)
+            offline_checkpoint(args.out, s, args.offline_steps, args.prior)
     def name(s: dict) -> str:
         return f"{s['arm']} seed {s['seed']}"
 

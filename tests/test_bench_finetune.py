@@ -34,7 +34,7 @@ def test_specs_name_the_online_fraction_only_when_set(monkeypatch, tmp_path: Pat
     import bench.compare
 
     monkeypatch.setattr(bench.compare, "run_in_pool", fake_pool)
-    monkeypatch.setattr(bf, "offline_checkpoint", lambda out, seed, steps: tmp_path)
+    monkeypatch.setattr(bf, "offline_checkpoint", lambda out, seed, steps, prior=None: tmp_path)
     monkeypatch.setattr(bf, "summarize", lambda args, results: {})
     monkeypatch.setattr(bf, "markdown", lambda summary: "")
     monkeypatch.setattr(bf, "plot", lambda summary, path: None)
@@ -53,7 +53,7 @@ def test_a_given_checkpoint_is_the_start_of_every_seed(monkeypatch, tmp_path: Pa
     import bench.compare
 
     start = tmp_path / "regime_run"
-    monkeypatch.setattr(bf, "offline_checkpoint", lambda out, seed, steps: pytest.fail("the built-in recipe ran"))
+    monkeypatch.setattr(bf, "offline_checkpoint", lambda out, seed, steps, prior=None: pytest.fail("the built-in recipe ran"))
     monkeypatch.setattr(bf, "plot", lambda summary, path: None)
     seen = []
     monkeypatch.setattr(ft, "finetune", lambda cfg: seen.append(cfg))
@@ -155,3 +155,23 @@ def test_the_exploration_settings_reach_every_arm(monkeypatch, tmp_path: Path) -
     assert schedule.epsilon(0) == 0.3 and abs(schedule.epsilon(25) - 0.2) < 1e-9 and schedule.epsilon(50) == 0.1
     assert schedule.temperature == 0.01
     assert "epsilon_start" not in bf.optional_settings(bf.Args(), "finetune")
+
+
+def test_the_offline_recipes_prior_is_named_only_when_given_and_a_start_without_it_is_not_reused(tmp_path: Path) -> None:
+    """--prior auto: the built-in start trains the `builtin` preset's BC prior first and carries it (fine-tuning
+    then decodes with it); a start made without a prior is trained again, not reused; retrain rounds train it too."""
+    from qtransformer.policy import QTPolicy
+
+    assert "prior" not in bf.optional_settings(bf.Args(), "finetune")
+    assert bf.optional_settings(bf.Args(prior="auto"), "retrain")["prior"] == "auto"
+
+    plain = bf.offline_checkpoint(tmp_path, 0, 5)
+    assert not (plain / "prior").exists() and QTPolicy.from_checkpoint(plain).prior is None
+    with_prior = bf.offline_checkpoint(tmp_path, 0, 5, "auto")
+    assert (with_prior / "prior" / "checkpoints" / "last").exists() and QTPolicy.from_checkpoint(with_prior).prior is not None
+    stamp = (with_prior / "config.json").stat().st_mtime_ns
+    assert bf.offline_checkpoint(tmp_path, 0, 5, "auto") == with_prior and (with_prior / "config.json").stat().st_mtime_ns == stamp
+
+    spec = {"seed": 0, "offline_steps": 5, "out": str(tmp_path)}
+    assert bf.retrain_recipe(spec, with_prior)[0].prior == "none"
+    assert bf.retrain_recipe({**spec, "prior": "auto"}, with_prior)[0].prior == "auto"
