@@ -257,3 +257,21 @@ def test_finetuning_a_run_with_a_prior_keeps_decoding_with_it(offline_run, tmp_p
     scratch = QTPolicy.from_checkpoint(tmp_path / "scratch")
     assert scratch.prior is None and "prior" not in scratch.meta  # from scratch: nothing learned offline, the prior included
     assert tuned.meta["prior"] == start.meta["prior"] == {"source": "demonstration", "weight": 0.01}
+
+
+def test_finetuning_a_start_trained_with_the_prior_in_its_targets_keeps_it_there(offline_run, tmp_path, monkeypatch):
+    """A start trained with --algo.prior-in-targets: fine-tuning's learner takes the carried prior into its
+    TD targets too (at the decoding's weight); a start without it, and --from-scratch, get the plain maxima."""
+    import qtransformer.finetune as ft
+
+    seen = []
+    real = ft.QTransformerLearner
+    monkeypatch.setattr(ft, "QTransformerLearner", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    data, _ = offline_run
+    run = tmp_path / "offline"
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "10",
+                 "--prior", "demonstration", "--algo.prior-in-targets", "--eval-episodes", "0"]) == 0
+    assert _finetune(run, tmp_path / "ft", "--env-steps", "20", "--eval-every", "20") == 0
+    assert seen[-1]["prior_net"] is not None and seen[-1]["prior_weight"] == 0.01
+    assert _finetune(run, tmp_path / "scratch", "--env-steps", "20", "--eval-every", "20", "--from-scratch") == 0
+    assert seen[-1]["prior_net"] is None

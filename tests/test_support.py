@@ -12,7 +12,7 @@ from qt_testutils import tiny_model_config
 from qtransformer.actions import ActionDiscretizer
 from qtransformer.algo import QTransformerLearner, per_dimension_td_targets
 from qtransformer.algo.losses import masked_bc_loss, qtransformer_loss
-from qtransformer.algo.support import prior_scores, restrict, support_mask
+from qtransformer.algo.support import prior_choice, prior_scores, restrict, support_mask
 from qtransformer.config import AlgoConfig
 from qtransformer.data import Batch
 from qtransformer.nets import QTransformerNet
@@ -112,6 +112,42 @@ def test_prior_scores_by_hand():
     assert prior_scores(values, logits, 0.05).argmax().item() == 0
     # logits shifted by a constant are the same distribution
     torch.testing.assert_close(prior_scores(values, logits + 2.0, 0.05), prior_scores(values, logits, 0.05))
+
+
+
+def test_prior_choice_keeps_the_value_of_the_bin_the_prior_weighted_rule_takes():
+    values = torch.tensor([[0.30, 0.32, 0.10], [0.50, 0.20, 0.60]])  # (2, K = 3)
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]))
+    # row 0 as in the case above: at 0.01 bin 1 (0.32) wins, at 0.05 bin 0 (0.30); row 1: 0.60 + w ln 0.8 wins either way
+    assert prior_choice(values, logits, 0.01).amax(dim=-1).tolist() == pytest.approx([0.32, 0.60])
+    assert prior_choice(values, logits, 0.05).amax(dim=-1).tolist() == pytest.approx([0.30, 0.60])
+    assert torch.equal(prior_choice(values, logits, 0.0).amax(dim=-1), values.amax(dim=-1))  # weight 0: the plain max
+    chosen = prior_choice(values, logits, 0.05)
+    assert torch.isinf(chosen).sum().item() == 4 and (chosen[torch.isfinite(chosen)] == torch.tensor([0.30, 0.60])).all()  # one bin each
+
+
+def test_td_targets_with_the_prior_in_them_take_the_value_of_the_prior_weighted_choice():
+    """--algo.prior-in-targets: each maximum of the targets (the next dimension's at s, the first at s') is
+    Q_target at argmax Q_target + lambda log p_prior; at a huge lambda, Q_target at the prior's own argmax."""
+    d, K = 3, 5
+    batch = make_batch(d=d, K=K)
+    prior = spread_net(d, K, seed=7)
+    for weight in (0.05, 1e4):
+        learner = QTransformerLearner(spread_net(d, K, seed=1), AlgoConfig(num_bins=K, mc_bound=False), "cpu", prior_net=prior, prior_weight=weight)
+        with torch.no_grad():
+            tn = learner.target_net
+            tv, nv = tn.values(tn.features(batch.obs, batch.bins)), tn.values(tn.first_dim_features(batch.next_obs))  # (B, d, K), (B, K)
+            p_s = torch.log_softmax(prior.logits(batch.obs, batch.bins), dim=-1)  # (B, d, K)
+            p_next = torch.log_softmax(prior.head_outputs(prior.first_dim_features(batch.next_obs)), dim=-1)  # (B, K)
+        pick_s, pick_next = (tv + weight * p_s).argmax(-1), (nv + weight * p_next).argmax(-1)
+        if weight > 1e3:
+            assert torch.equal(pick_s, p_s.argmax(-1)) and torch.equal(pick_next, p_next.argmax(-1))
+        inner = tv.gather(-1, pick_s.unsqueeze(-1)).squeeze(-1)[:, 1:]  # (B, d-1): the next dimension's chosen value
+        last = batch.reward + batch.discount * batch.bootstrap * nv.gather(-1, pick_next.unsqueeze(-1)).squeeze(-1)  # (B,)
+        got = learner.compute_td_targets(batch)
+        torch.testing.assert_close(got, torch.cat([inner, last.unsqueeze(1)], dim=1), rtol=0, atol=1e-6)
+        plain = QTransformerLearner(spread_net(d, K, seed=1), AlgoConfig(num_bins=K, mc_bound=False), "cpu").compute_td_targets(batch)
+        assert (plain - got).min() >= -1e-6 and (plain - got).max() > 1e-3  # never above the plain maxima; lower here
 
 
 @pytest.mark.parametrize("weight,tau", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.5), (1e4, 0.0)])

@@ -314,3 +314,18 @@ def test_resuming_with_another_prior_is_refused_before_anything_trains(dataset, 
     bc = tmp_path / "bc"
     train(tiny_cfg(dataset, bc, 10, algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, method="bc"), prior="auto"))
     assert train(tiny_cfg(dataset, bc, 20, algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, method="bc"), resume=True)).name == "step_00000020"
+
+
+def test_prior_in_targets_trains_the_values_on_the_priors_choice_and_needs_a_prior(dataset, tmp_path):
+    """--algo.prior-in-targets: the same BC prior is trained first and carried; the values network then
+    trains on other targets than a run without it; a run that trains no prior is refused in one line."""
+    algo = AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, prior_in_targets=True)
+    in_targets = train(tiny_cfg(dataset, tmp_path / "in_targets", 10, prior="demonstration", algo=algo))
+    decoding_only = train(tiny_cfg(dataset, tmp_path / "decoding_only", 10, prior="demonstration"))
+    assert_tensors_equal(load_file(str(in_targets / "model" / "prior" / "model.safetensors")),
+                         load_file(str(decoding_only / "model" / "prior" / "model.safetensors")), "the prior")
+    a, b = read_state(in_targets)[0], read_state(decoding_only)[0]
+    assert any(not torch.equal(a[k], b[k]) for k in a), "the targets should differ, and with them the trained values"
+    assert QTPolicy.from_checkpoint(in_targets).prior is not None
+    with pytest.raises(ConfigError, match="--algo.prior-in-targets needs a BC prior, and this run trains none"):
+        train(tiny_cfg(dataset, tmp_path / "no_prior", 10, algo=algo))

@@ -133,6 +133,11 @@ class AlgoConfig:
     support_in_targets: bool = False
     """Restrict the per-dimension maxima of the TD targets to the same support (the target network's
     imitation head at tau = support_tau)."""
+    prior_in_targets: bool = False
+    """With a BC prior (`--prior`): each maximum of the TD targets takes the value of the bin that decoding
+    with the prior chooses, argmax_k Q_target(k) + lambda log p_prior(k) (lambda: the decoding's, 0.01),
+    so the values evaluate the policy that acts instead of the plain argmax (algo/support.py,
+    prior_choice). Off: the targets keep the paper's maxima and the prior acts at decoding only."""
     tau: float = 0.005
     """Polyak rate of the target network: target_net <- (1 - tau) * target_net + tau * online, every step."""
     lr: float = 3e-4

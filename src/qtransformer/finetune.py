@@ -53,7 +53,7 @@ from .evaluate import evaluate_policy, stack_observations
 from .fileio import atomic_write_text
 from .logging import MetricLogger
 from .nets import QTransformerNet
-from .policy import QTPolicy
+from .policy import PRIOR_WEIGHT, QTPolicy
 from .processor import episode_instructions
 from .train import _differences, init_value_head, pick_device, resume_checkpoint, seed_everything
 
@@ -359,7 +359,12 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         if source is not None:
             init_value_head(net, float(np.mean(source["mc_return"])), train_cfg.algo.hl_gauss_sigma)
 
-    learner = QTransformerLearner(net, train_cfg.algo, device, amp_bf16=train_cfg.amp_bf16)
+    prior_dir = model_dir / PRIOR_DIR  # a start trained with --prior: the fine-tuned policy decodes with the same prior
+    with_prior = (prior_dir / "config.json").exists() and not cfg.from_scratch  # from scratch: nothing learned offline
+    prior = QTPolicy.from_checkpoint(prior_dir, device=str(device)) if with_prior else None
+    in_targets = prior is not None and train_cfg.algo.prior_in_targets  # and its targets take the prior's choice, as offline
+    learner = QTransformerLearner(net, train_cfg.algo, device, amp_bf16=train_cfg.amp_bf16,
+                                  prior_net=prior.net if in_targets else None, prior_weight=PRIOR_WEIGHT)
     sampler = MixedSampler(offline, train_cfg.batch_size, device, cfg.seed, cfg.online_fraction, frames=policy.frames)
     if online_data is not None:
         sampler.set_online(make_transitions(online_data, str(into)))
@@ -372,9 +377,6 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     # What the start's optimizer became: a model kept without its training state can only start a fresh one.
     start_optimizer = "resumed" if own is not None else (
         "restored" if start_ckpt is not None and not cfg.from_scratch and cfg.optimizer == "restore" else "fresh")
-    prior_dir = model_dir / PRIOR_DIR  # a start trained with --prior: the fine-tuned policy decodes with the same prior
-    with_prior = (prior_dir / "config.json").exists() and not cfg.from_scratch  # from scratch: nothing learned offline
-    prior = QTPolicy.from_checkpoint(prior_dir, device=str(device)) if with_prior else None
     if prior is None:  # the checkpoints this run writes carry no prior: their model config says none
         meta = {k: v for k, v in meta.items() if k != "prior"}
     policy = QTPolicy(learner.policy_net, discretizer, meta, device, prior=prior)

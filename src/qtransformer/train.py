@@ -75,7 +75,7 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
     if isinstance(saved.get("model"), dict):  # runs from before language conditioning had none: they resume as such
         saved["model"] = {"language_encoder": "none", "image_encoder": "cnn", "image_tokens": 0, "image_weights": None, "frames": 1, "value_atoms": 0, "bin_fourier": 0, **saved["model"]}
     if isinstance(saved.get("algo"), dict):  # fields added later, at the values that runs before them had
-        saved["algo"] = {"hl_gauss_sigma": 0.75, "bin_smoothing": 0.0, "action_chunk": 1, **saved["algo"]}
+        saved["algo"] = {"hl_gauss_sigma": 0.75, "bin_smoothing": 0.0, "action_chunk": 1, "prior_in_targets": False, **saved["algo"]}
     diffs = [d for key in FROZEN_ON_RESUME for d in _differences(saved[key], now[key], f"{key}.")]
     # the BC prior a Q-Transformer run trained first (runs from before --prior trained none): another
     # would change what its checkpoints decode with half-way
@@ -323,7 +323,16 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, pri
         net.encoder.set_normalizer(torch.from_numpy(mean), torch.from_numpy(std))
     if cfg.algo.head_init == "data_mean" and cfg.algo.method == "qtransformer":
         init_value_head(net, float(np.mean(transitions["mc_return"])), cfg.algo.hl_gauss_sigma)
-    learner = QTransformerLearner(net, cfg.algo, device, amp_bf16=cfg.amp_bf16, ddp=ranks.enabled, compile=cfg.compile)
+    prior_policy = None
+    if prior is not None:  # trained on the same data with the same settings: the same bins, frames and tasks
+        prior_policy = QTPolicy.from_checkpoint(prior, device=str(device))
+    elif cfg.algo.prior_in_targets and cfg.algo.method == "qtransformer":
+        raise ConfigError(f"--algo.prior-in-targets needs a BC prior, and this run trains none (--prior {cfg.prior} on {cfg.dataset}); "
+                          "pass --prior demonstration or successful")
+    learner = QTransformerLearner(
+        net, cfg.algo, device, amp_bf16=cfg.amp_bf16, ddp=ranks.enabled, compile=cfg.compile,
+        prior_net=prior_policy.net if prior_policy is not None and cfg.algo.prior_in_targets else None, prior_weight=PRIOR_WEIGHT,
+    )
     sampler = TransitionSampler(
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,
         only_successful=cfg.only_successful, rank=ranks.rank, world_size=ranks.world_size,
@@ -335,9 +344,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, pri
         {"env_id": ds.env_id, "task_names": ds.task_names, "algo": to_dict(cfg.algo), "image_shapes": ds.image_shapes,
          "processor": processor.to_dict()},
     )
-    prior_policy = None
-    if prior is not None:  # trained on the same data with the same settings: the same bins, frames and tasks
-        prior_policy = QTPolicy.from_checkpoint(prior, device=str(device))
+    if prior_policy is not None:
         model_meta["prior"] = {"source": "successful" if cfg.prior == "successful" else "demonstration", "weight": PRIOR_WEIGHT}
 
     start = 0

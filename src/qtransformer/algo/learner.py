@@ -22,7 +22,7 @@ from ..config import AlgoConfig
 from ..data.batch import Batch
 from ..nets import QTransformerNet
 from .losses import bc_loss, data_bin_values, masked_bc_loss, qtransformer_loss
-from .support import restrict, support_mask
+from .support import prior_choice, restrict, support_mask
 from .targets import per_dimension_td_targets
 
 
@@ -83,12 +83,17 @@ class QTransformerLearner:
     network with an imitation head needs its `imitate` mask. `ddp`: the process is one of several in a
     torch.distributed process group (distributed.py) and `batch` is its shard of the global batch.
     `compile`: the online network's training pass and the target network's passes run through
-    torch.compile (compiled at the first update; the backward pass and AdamW stay eager)."""
+    torch.compile (compiled at the first update; the backward pass and AdamW stay eager).
+    `prior_net`, `prior_weight`: a frozen BC network whose choice (argmax Q + prior_weight log p) sets the
+    TD targets' maxima (`algo.prior_in_targets`); None: the plain maxima."""
 
     def __init__(
-        self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False, ddp: bool = False, compile: bool = False
+        self, net: QTransformerNet, cfg: AlgoConfig, device: torch.device, amp_bf16: bool = False, ddp: bool = False, compile: bool = False,
+        prior_net: Optional[QTransformerNet] = None, prior_weight: float = 0.0,
     ):
         self.cfg = cfg
+        self.prior_net = None if prior_net is None else prior_net.to(device).requires_grad_(False).eval()
+        self.prior_weight = prior_weight
         self.device = torch.device(device)
         self.online = net.to(self.device)
         self.target_net = copy.deepcopy(self.online)
@@ -142,6 +147,12 @@ class QTransformerLearner:
                 next_values = restrict(next_values, support_mask(net.imitation_logits(next_h), tau))
                 if h is not None:
                     target_net_values = restrict(target_net_values, support_mask(net.imitation_logits(h), tau))
+            if self.prior_net is not None:  # the maxima take the value of the bin decoding with the prior chooses
+                prior, w = self.prior_net, self.prior_weight
+                next_logits = prior.head_outputs(prior.first_dim_features(batch.next_obs, batch.task, batch.next_images))  # (B, K)
+                next_values = prior_choice(next_values, next_logits, w)
+                if h is not None:
+                    target_net_values = prior_choice(target_net_values, prior.logits(batch.obs, batch.bins, batch.task, batch.images), w)  # (B, d, K)
         return per_dimension_td_targets(
             target_net_values.float(),
             next_values.float(),

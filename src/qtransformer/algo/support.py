@@ -42,6 +42,19 @@ def prior_scores(values: torch.Tensor, logits: torch.Tensor, weight: float) -> t
     return values + weight * torch.log_softmax(logits.float(), dim=-1).to(values.dtype)
 
 
+def prior_choice(values: torch.Tensor, logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """values, logits (..., K) -> values (..., K) with every bin but the one decoding with the prior
+    chooses set to -inf, so that a max over K gives that bin's value:
+
+        k*  =  argmax_k  Q_k + weight * log p_k          max_k (result)_k  =  Q_{k*}
+
+    Inside the TD targets this replaces max_k Q_k (the plain argmax's value) by the value of the bin the
+    prior-weighted policy takes: the backups then evaluate the policy that acts (as BCQ's targets do)."""
+    chosen = prior_scores(values, logits, weight).argmax(dim=-1, keepdim=True)  # (..., 1)
+    mask = torch.zeros_like(values, dtype=torch.bool).scatter_(-1, chosen, True)  # (..., K), one bin
+    return restrict(values, mask)
+
+
 def restrict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """values (..., K) with the bins outside `mask` set to -inf, for a max or argmax over the support."""
     return values.masked_fill(~mask, float("-inf"))
