@@ -32,6 +32,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("paper", {}),
     "builtin": ("builtin", {}),
     "builtin_prior": ("builtin", {"prior": "auto"}),  # the builtin preset with the default's BC prior
+    "builtin_prior_targets": ("builtin", {"prior": "auto", "algo": {"prior_in_targets": True}}),  # and the prior's choice in the TD targets
+    "default_prior_targets": ("default", {"algo": {"prior_in_targets": True}}),  # the default (its prior) with the prior's choice in the TD targets
     "builtin_paper_head": ("builtin", {"algo": {"head_init": "default"}}),  # the builtin preset before head_init
     "default_paper_alpha": ("default", {"algo": {"conservative_bins": 0}}),
     "default_paper_head": ("default", {"algo": {"head_init": "default"}}),

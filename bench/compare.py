@@ -44,8 +44,10 @@ OURS = {
     "qt_no_conservative": {"algo": {"alpha": 0.0}},
     "qt_no_mc_bound": {"algo": {"mc_bound": False}},
     "qt_lse_regularizer": {"algo": {"regularizer": "cql"}},
+    "qt_prior_targets": {"algo": {"prior_in_targets": True}},  # the TD targets' maxima at the prior-weighted choice
 }
 D3RLPY = ("cql", "iql", "dt")
+OPTIONS = ("qt_prior_targets",)  # measured when named in --methods, not part of the default table
 METHODS = tuple(OURS) + D3RLPY
 LABELS = {
     "qtransformer": "Q-Transformer",
@@ -58,6 +60,7 @@ LABELS = {
     "dt": "Decision Transformer (d3rlpy)",
     "qt_no_conservative": "ablation: no conservative term (alpha 0)",
     "qt_no_mc_bound": "ablation: no Monte-Carlo bound",
+    "qt_prior_targets": "Q-Transformer, the prior's choice in the TD targets too",
     "qt_lse_regularizer": "ablation: CQL-style log-sum-exp regulariser",
 }
 # The paper's simulated results (Fig. 3 / Table 1 of arXiv 2309.10150, ../shared/PAPER.md), for the side-by-side.
@@ -94,7 +97,7 @@ class Args:
     """Evaluation episodes per task (the same reset seeds for every method)."""
     curve_points: int = 3
     """Evaluations per run, evenly spaced, for the learning curves (the last is at the end)."""
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m not in OPTIONS)
     """Methods to run."""
     scale_methods: tuple[str, ...] = ("qtransformer",)
     """Methods run on the data-scaling datasets."""
