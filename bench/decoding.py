@@ -46,7 +46,10 @@ class Args:
     env: Optional[str] = None
     """Environment id; by default each run's own."""
     episodes: int = 50
-    """Evaluation episodes per run and rule (eval's seeds 10000000 + i, i < episodes)."""
+    """Evaluation episodes per run and rule (eval's seeds 10000000 + seed + i, i < episodes)."""
+    seed: int = 0
+    """Offset of the evaluation seeds (`qtransformer eval --seed`): another offset gives other episodes, e.g.
+    validation episodes kept apart from a benchmark's own (its results are files of their own)."""
     jobs: int = 2
     """Evaluations side by side, one CPU thread each."""
     out: Path = Path("bench/results/decoding")
@@ -101,8 +104,8 @@ def evaluate_one(spec: dict) -> dict:
     start = time.time()
     decoding = spec["decoding"] or {}
     policy = QTPolicy.from_checkpoint(spec["run"], **decoding)
-    result = evaluate_policy(policy, spec["env"], spec["episodes"])
-    out = {"run": spec["run"], "setting": spec["setting"], "episodes": spec["episodes"], "env_id": result["env_id"],
+    result = evaluate_policy(policy, spec["env"], spec["episodes"], seed=spec.get("seed", 0))
+    out = {"run": spec["run"], "setting": spec["setting"], "episodes": spec["episodes"], "seed": spec.get("seed", 0), "env_id": result["env_id"],
            "support_tau": policy.support_tau, "prior_weight": policy.prior_weight, "success_rate": result["success_rate"],
            "mean_length": result["mean_length"], "wall_s": time.time() - start}
     Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
@@ -114,9 +117,9 @@ def specs_for(args: Args) -> list[dict]:
     specs = []
     pairs = [(r, s) for r in args.runs for s in args.settings] + [(r, "trained") for r in args.baselines]
     for run, setting in pairs:
-        name = f"{run_name(run)}__{setting.replace(',', '_')}"
+        name = f"{run_name(run)}__{setting.replace(',', '_')}" + (f"__seed{args.seed}" if args.seed else "")
         specs.append({"run": str(run), "setting": setting, "decoding": parse_setting(setting), "env": args.env,
-                      "episodes": args.episodes, "result": str(args.out / "evals" / f"{name}.json")})
+                      "episodes": args.episodes, "seed": args.seed, "result": str(args.out / "evals" / f"{name}.json")})
     return specs
 
 
@@ -126,7 +129,7 @@ def main(args: Args) -> dict:
     for s in specs:
         p = Path(s["result"])
         old = json.loads(p.read_text()) if p.exists() else None
-        if old is not None and old["episodes"] == s["episodes"]:
+        if old is not None and old["episodes"] == s["episodes"] and old.get("seed", 0) == s["seed"]:
             done.append(old)
         else:
             todo.append(s)

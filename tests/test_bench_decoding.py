@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -42,3 +43,7 @@ def test_settings_are_evaluated_on_the_same_weights_and_reused(tmp_path, capsys)
     capsys.readouterr()
     decoding.main(args)  # everything on disk: nothing is evaluated again
     assert "4 evaluations, 4 done before, 0 to do" in capsys.readouterr().out
+    other = decoding.main(dataclasses.replace(args, seed=5))  # other episodes: evaluated anew, into files of their own
+    assert "4 evaluations, 0 done before, 4 to do" in capsys.readouterr().out
+    assert other["settings"]["trained"]["mean"] == pytest.approx(evaluate_policy(QTPolicy.from_checkpoint(run), None, 3, seed=5)["success_rate"])
+    assert len(list((tmp_path / "dec" / "evals").glob("*__seed5.json"))) == 4
