@@ -107,7 +107,9 @@ def evaluate_one(spec: dict) -> dict:
     result = evaluate_policy(policy, spec["env"], spec["episodes"], seed=spec.get("seed", 0))
     out = {"run": spec["run"], "setting": spec["setting"], "episodes": spec["episodes"], "seed": spec.get("seed", 0), "env_id": result["env_id"],
            "support_tau": policy.support_tau, "prior_weight": policy.prior_weight, "success_rate": result["success_rate"],
-           "mean_length": result["mean_length"], "wall_s": time.time() - start}
+           "mean_length": result.get("mean_length"), "wall_s": time.time() - start}  # a multi-task result has per_task instead
+    if "per_task" in result:  # a multi-task environment: each task's success rate too
+        out["per_task"] = {t: r["success_rate"] for t, r in result["per_task"].items()}
     Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(spec["result"]), json.dumps(out, indent=1))
     return out

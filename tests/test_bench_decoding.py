@@ -47,3 +47,19 @@ def test_settings_are_evaluated_on_the_same_weights_and_reused(tmp_path, capsys)
     assert "4 evaluations, 0 done before, 4 to do" in capsys.readouterr().out
     assert other["settings"]["trained"]["mean"] == pytest.approx(evaluate_policy(QTPolicy.from_checkpoint(run), None, 3, seed=5)["success_rate"])
     assert len(list((tmp_path / "dec" / "evals").glob("*__seed5.json"))) == 4
+
+
+def test_a_multi_task_evaluation_is_recorded_with_each_tasks_success(tmp_path, monkeypatch):
+    """A multi-task environment's result has per-task rates and no mean length: both are written, nothing fails."""
+    import qtransformer.evaluate
+    import qtransformer.policy
+
+    monkeypatch.setattr(qtransformer.policy.QTPolicy, "from_checkpoint", staticmethod(lambda run, **kw: type("P", (), {"support_tau": 0.0, "prior_weight": 0.01})()))
+    monkeypatch.setattr(qtransformer.evaluate, "evaluate_policy", lambda policy, env, episodes, seed=0: {
+        "env_id": "metaworld:reach-v3,door-open-v3", "success_rate": 0.5, "mean_return": 0.0,
+        "per_task": {"reach-v3": {"success_rate": 0.75, "episodes": 4}, "door-open-v3": {"success_rate": 0.25, "episodes": 4}}})
+    spec = {"run": str(tmp_path / "run"), "setting": "trained", "decoding": None, "env": None, "episodes": 4, "seed": 1000,
+            "result": str(tmp_path / "r.json")}
+    out = decoding.evaluate_one(spec)
+    assert out["per_task"] == {"reach-v3": 0.75, "door-open-v3": 0.25} and out["seed"] == 1000 and out["mean_length"] is None
+    assert json.loads((tmp_path / "r.json").read_text())["success_rate"] == 0.5
