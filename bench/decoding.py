@@ -13,8 +13,8 @@ evaluated under every --settings entry:
 - `lambda=L`: argmax of Q + L log p, support tau 0; `tau=T,lambda=L` both.
 
 --baselines folders (e.g. BC runs on the same data) are evaluated as trained, on the same episodes.
-Every evaluation uses `qtransformer eval`'s seeds (the first --episodes of them, the same for every
-run and rule) and the environment each run was trained on unless --env. Each result is its own JSON
+Every evaluation uses `qtransformer eval`'s seeds (the first --episodes of them from --seed, the same
+for every run and rule) and the environment each run was trained on unless --env. Each result is its own JSON
 under --out/evals and is reused when the command is repeated. Prints a table (mean and std over the
 runs, and per run, in the order of --runs), writes summary.json and table.md. The tests run it at a
 tiny size (tests/test_bench_decoding.py).
