@@ -50,16 +50,19 @@ def test_settings_are_evaluated_on_the_same_weights_and_reused(tmp_path, capsys)
 
 
 def test_a_multi_task_evaluation_is_recorded_with_each_tasks_success(tmp_path, monkeypatch):
-    """A multi-task environment's result has per-task rates and no mean length: both are written, nothing fails."""
+    """A multi-task environment's result has per-task rates and no mean length: both are written, nothing fails;
+    --seed reaches the evaluation itself."""
     import qtransformer.evaluate
     import qtransformer.policy
 
     monkeypatch.setattr(qtransformer.policy.QTPolicy, "from_checkpoint", staticmethod(lambda run, **kw: type("P", (), {"support_tau": 0.0, "prior_weight": 0.01})()))
-    monkeypatch.setattr(qtransformer.evaluate, "evaluate_policy", lambda policy, env, episodes, seed=0: {
+    seeds = []
+    monkeypatch.setattr(qtransformer.evaluate, "evaluate_policy", lambda policy, env, episodes, seed=0: seeds.append(seed) or {
         "env_id": "metaworld:reach-v3,door-open-v3", "success_rate": 0.5, "mean_return": 0.0,
         "per_task": {"reach-v3": {"success_rate": 0.75, "episodes": 4}, "door-open-v3": {"success_rate": 0.25, "episodes": 4}}})
     spec = {"run": str(tmp_path / "run"), "setting": "trained", "decoding": None, "env": None, "episodes": 4, "seed": 1000,
             "result": str(tmp_path / "r.json")}
     out = decoding.evaluate_one(spec)
     assert out["per_task"] == {"reach-v3": 0.75, "door-open-v3": 0.25} and out["seed"] == 1000 and out["mean_length"] is None
+    assert seeds == [1000]  # the episodes evaluated are the offset ones, not only the name of the file
     assert json.loads((tmp_path / "r.json").read_text())["success_rate"] == 0.5
