@@ -164,22 +164,27 @@ def data_success(path: Path) -> dict:
     return out
 
 
-def prior_of(method: str) -> str:
-    """The --prior a method trains with: the `builtin` backbone's for ours that run Q-Transformer ('auto'
-    since 2026-12-06: runs from before it had none and are trained again), 'none' for BC and d3rlpy's."""
+def prior_of(method: str) -> tuple[str, Optional[float]]:
+    """(the --prior a method trains with, its --prior-weight or None without a prior): the `builtin`
+    backbone's for ours that run Q-Transformer ('auto' since 2026-12-06, weight 0.03 since 2026-12-07:
+    runs from before either are trained again), ('none', None) for BC and d3rlpy's."""
     from qtransformer.config import apply_overrides, preset
 
     if method not in OURS:
-        return "none"
-    return apply_overrides(preset("builtin"), OURS[method]).trained_prior()
+        return "none", None
+    cfg = apply_overrides(preset("builtin"), OURS[method])
+    return cfg.trained_prior(), None if cfg.trained_prior() == "none" else cfg.prior_weight
 
 
 def finished(spec: dict) -> Optional[dict]:
-    """The result on disk of a run with these settings, or None (results from before "prior" had none)."""
+    """The result on disk of a run with these settings, or None (results from before "prior" had none,
+    those from before "prior_weight" decoded a prior at 0.01)."""
     path = Path(spec["result"])
     old = json.loads(path.read_text()) if path.exists() else None
     same = old is not None and all(old.get(k, spec[k]) == spec[k] for k in ("steps", "eval_episodes", "curve_points"))
-    return old if same and old.get("prior", "none") == spec["prior"] else None
+    if not same or old.get("prior", "none") != spec["prior"]:
+        return None
+    return old if old.get("prior_weight", None if spec["prior"] == "none" else 0.01) == spec["prior_weight"] else None
 
 
 # -- one run -------------------------------------------------------------------------------------------
@@ -194,7 +199,7 @@ def run_one(spec: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     code = code_version()
     run = _run_ours(spec) if spec["method"] in OURS else _run_d3rlpy(spec)
-    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points", "prior")} | run | {"code": code}
+    result = {k: spec[k] for k in ("method", "dataset", "seed", "steps", "eval_episodes", "curve_points", "prior", "prior_weight")} | run | {"code": code}
     atomic_write_text(out, json.dumps(result, indent=1))
     return result
 
@@ -582,7 +587,7 @@ def main(args: Args) -> None:
     specs = [
         {
             "method": m, "dataset": str(path), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
-            "curve_points": args.curve_points, "prior": prior_of(m), "threads": threads_per_run(args.threads, args.jobs),
+            "curve_points": args.curve_points, "prior": prior_of(m)[0], "prior_weight": prior_of(m)[1], "threads": threads_per_run(args.threads, args.jobs),
             "result": str(args.out / "runs" / path.name / m / f"seed{seed}.json"),
         }
         for seed, path, m in jobs

@@ -117,8 +117,25 @@ def test_a_qtransformer_result_from_before_the_presets_prior_is_trained_again(tm
     # The `builtin` backbone trains a BC prior now (--prior auto): an older Q-Transformer result (no
     # "prior" key) is not reused as today's; BC's and the paper row's (both without a prior) still are.
     for method, reused in (("qtransformer", False), ("qtransformer_paper", True), ("bc_demos", True), ("iql", True)):
-        spec = {"method": method, "steps": 20, "eval_episodes": 1, "curve_points": 2, "prior": compare.prior_of(method),
+        prior, weight = compare.prior_of(method)
+        spec = {"method": method, "steps": 20, "eval_episodes": 1, "curve_points": 2, "prior": prior, "prior_weight": weight,
                 "result": str(tmp_path / f"{method}.json")}
         Path(spec["result"]).write_text(json.dumps({k: spec[k] for k in ("method", "steps", "eval_episodes", "curve_points")}))
         assert (compare.finished(spec) is not None) == reused, method
-    assert compare.prior_of("qtransformer") == "auto" and compare.prior_of("qt_no_mc_bound") == "auto"
+    assert compare.prior_of("qtransformer") == ("auto", 0.03) and compare.prior_of("qt_no_mc_bound") == ("auto", 0.03)
+    assert compare.prior_of("bc_demos") == ("none", None) and compare.prior_of("qtransformer_paper") == ("none", None)
+
+
+def test_a_result_decoded_at_another_prior_weight_is_trained_again(tmp_path):
+    # Results from before --prior-weight decoded their prior at 0.01; the `builtin` preset's is 0.03 now.
+    prior, weight = compare.prior_of("qtransformer")
+    spec = {"method": "qtransformer", "steps": 20, "eval_episodes": 1, "curve_points": 2, "prior": prior, "prior_weight": weight,
+            "result": str(tmp_path / "qt.json")}
+    base = {k: spec[k] for k in ("method", "steps", "eval_episodes", "curve_points", "prior")}
+    Path(spec["result"]).write_text(json.dumps(base))  # recorded no weight: 0.01
+    assert compare.finished(spec) is None
+    Path(spec["result"]).write_text(json.dumps(base | {"prior_weight": 0.01}))
+    assert compare.finished(spec) is None
+    Path(spec["result"]).write_text(json.dumps(base | {"prior_weight": 0.03}))
+    assert compare.finished(spec) is not None
+    assert compare.finished(spec | {"prior_weight": 0.01}) is None

@@ -240,14 +240,14 @@ def test_finetuning_a_run_with_a_prior_keeps_decoding_with_it(offline_run, tmp_p
     data, _ = offline_run
     run = tmp_path / "offline"
     assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "30",
-                 "--prior", "demonstration", "--eval-episodes", "0"]) == 0
+                 "--prior", "demonstration", "--prior-weight", "0.05", "--eval-episodes", "0"]) == 0
     out = tmp_path / "ft"
     base = ["--env-steps", "60", "--eval-every", "60", "--save-every", "20", "--keep-checkpoints", "1"]
     assert _finetune(run, out, *base) == 0
     assert main(["finetune", "--checkpoint", str(run), "--out", str(out), "--no-progress", "--eval-episodes", "4", "--num-envs", "3",
                  *base[2:], "--env-steps", "100", "--resume"]) == 0
     start, tuned = QTPolicy.from_checkpoint(run), QTPolicy.from_checkpoint(out)
-    assert tuned.prior is not None and tuned.prior_weight == 0.01
+    assert tuned.prior is not None and tuned.prior_weight == 0.05  # the start's --prior-weight
     carried = load_file(str(tuned.prior.model_dir / "model.safetensors"))
     for k, v in load_file(str(start.prior.model_dir / "model.safetensors")).items():
         assert torch.equal(carried[k], v), k
@@ -256,12 +256,12 @@ def test_finetuning_a_run_with_a_prior_keeps_decoding_with_it(offline_run, tmp_p
     assert _finetune(run, tmp_path / "scratch", "--env-steps", "20", "--eval-every", "20", "--from-scratch") == 0
     scratch = QTPolicy.from_checkpoint(tmp_path / "scratch")
     assert scratch.prior is None and "prior" not in scratch.meta  # from scratch: nothing learned offline, the prior included
-    assert tuned.meta["prior"] == start.meta["prior"] == {"source": "demonstration", "weight": 0.01}
+    assert tuned.meta["prior"] == start.meta["prior"] == {"source": "demonstration", "weight": 0.05}
 
 
 def test_finetuning_a_start_trained_with_the_prior_in_its_targets_keeps_it_there(offline_run, tmp_path, monkeypatch):
     """A start trained with --algo.prior-in-targets: fine-tuning's learner takes the carried prior into its
-    TD targets too (at the decoding's weight); a start without it, and --from-scratch, get the plain maxima."""
+    TD targets too (at the start's --prior-weight, the decoding's); a start without it, and --from-scratch, get the plain maxima."""
     import qtransformer.finetune as ft
 
     seen = []
@@ -270,8 +270,8 @@ def test_finetuning_a_start_trained_with_the_prior_in_its_targets_keeps_it_there
     data, _ = offline_run
     run = tmp_path / "offline"
     assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "10",
-                 "--prior", "demonstration", "--algo.prior-in-targets", "--eval-episodes", "0"]) == 0
+                 "--prior", "demonstration", "--prior-weight", "0.05", "--algo.prior-in-targets", "--eval-episodes", "0"]) == 0
     assert _finetune(run, tmp_path / "ft", "--env-steps", "20", "--eval-every", "20") == 0
-    assert seen[-1]["prior_net"] is not None and seen[-1]["prior_weight"] == 0.01
+    assert seen[-1]["prior_net"] is not None and seen[-1]["prior_weight"] == 0.05  # the start's --prior-weight
     assert _finetune(run, tmp_path / "scratch", "--env-steps", "20", "--eval-every", "20", "--from-scratch") == 0
     assert seen[-1]["prior_net"] is None

@@ -249,6 +249,49 @@ def test_a_run_with_a_prior_trains_the_bc_run_first_and_every_checkpoint_carries
     assert not np.array_equal(as_bc.act(obs), without.act(obs))  # the carried prior makes a difference
 
 
+def test_the_priors_weight_is_trained_recorded_and_decoded_with(dataset, tmp_path, capsys, monkeypatch):
+    """--prior-weight: the model config records it, the policy and eval decode at it (the same actions as
+    the values with the BC run as a separate prior at that weight, others than at 0.01), the learner's
+    targets take it with --algo.prior-in-targets; a model config without it (runs from before) decodes at
+    0.01; a resume with another weight is refused; the builtin preset carries 0.03, the default 0.01."""
+    import qtransformer.train as train_module
+    from qtransformer.cli import main
+    from qtransformer.config import preset
+
+    seen = []
+    real = train_module.QTransformerLearner
+    monkeypatch.setattr(train_module, "QTransformerLearner", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    qt = train(tiny_cfg(dataset, tmp_path / "qt", 20, prior="demonstration", prior_weight=0.3,
+                        algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, prior_in_targets=True)))
+    assert seen[-1]["prior_weight"] == 0.3 and seen[-1]["prior_net"] is not None
+    config = qt / "model" / "config.json"
+    assert json.loads(config.read_text())["prior"] == {"source": "demonstration", "weight": 0.3}
+    policy = QTPolicy.from_checkpoint(qt)
+    assert policy.prior_weight == 0.3
+    obs = np.random.default_rng(0).normal(size=(64, policy.net.obs_dim)).astype(np.float32)
+    prior = qt / "model" / "prior"
+    np.testing.assert_array_equal(policy.act(obs), QTPolicy.from_checkpoint(qt, prior_checkpoint=prior, prior_weight=0.3).act(obs))
+    at_001 = QTPolicy.from_checkpoint(qt, prior_weight=0.01).act(obs)
+    assert not np.array_equal(policy.act(obs), at_001)  # the weight makes a difference on these observations
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(qt), "--episodes", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["decoding"]["prior_weight"] == 0.3
+
+    meta = json.loads(config.read_text())
+    meta["prior"].pop("weight")  # as a run from before --prior-weight wrote it
+    config.write_text(json.dumps(meta))
+    old = QTPolicy.from_checkpoint(qt)
+    assert old.prior_weight == 0.01
+    np.testing.assert_array_equal(old.act(obs), at_001)
+
+    with pytest.raises(ConfigError, match=r"prior_weight \(saved 0.3, now 0.01\)"):
+        train(tiny_cfg(dataset, tmp_path / "qt", 30, resume=True, prior="demonstration",
+                       algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, prior_in_targets=True)))
+    with pytest.raises(ConfigError, match="prior_weight"):
+        tiny_cfg(dataset, tmp_path / "zero", 4, prior="demonstration", prior_weight=0.0)
+    assert preset("builtin").prior_weight == 0.03 and preset("default").prior_weight == 0.01 and preset("large").prior_weight == 0.01
+
+
 def test_prior_sources_and_data_without_demonstrations(dataset, tmp_path, capsys):
     """'successful' trains filtered BC; 'auto' on data without demonstrations trains no prior and says so;
     'demonstration' there is refused in one line; BC runs take no prior."""

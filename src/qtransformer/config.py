@@ -125,7 +125,7 @@ class AlgoConfig:
     """Decoding maximises Q + prior_weight x log p_imitation per dimension (among the bins support_tau
     allows): the mode of p_imitation x exp(Q / prior_weight), the KL-regularised improvement step of
     AWR/AWAC, in value units per nat (algo/support.py); 0: the plain argmax (the paper's rule). Needs the
-    imitation head. Overridable at eval."""
+    imitation head (a separate BC prior's weight is --prior-weight). Overridable at eval."""
     act_with: Literal["target", "online"] = "target"
     """The network the policy acts with (model/ in checkpoints, evaluations): 'target', the Polyak
     average of the online weights (the target network, which the TD targets come from; steadier from step to step);
@@ -135,7 +135,7 @@ class AlgoConfig:
     imitation head at tau = support_tau)."""
     prior_in_targets: bool = False
     """With a BC prior (`--prior`): each maximum of the TD targets takes the value of the bin that decoding
-    with the prior chooses, argmax_k Q_target(k) + lambda log p_prior(k) (lambda: the decoding's, 0.01),
+    with the prior chooses, argmax_k Q_target(k) + lambda log p_prior(k) (lambda: the decoding's, --prior-weight),
     so the values evaluate the policy that acts instead of the plain argmax (algo/support.py,
     prior_choice). Off: the targets keep the paper's maxima and the prior acts at decoding only."""
     tau: float = 0.005
@@ -264,12 +264,17 @@ class TrainConfig:
     only_successful: bool = False
     """Train only on the steps of successful episodes (with --algo.method bc: filtered BC)."""
     prior: Literal["none", "auto", "demonstration", "successful"] = "none"
-    """Also train a BC prior and decode by Q + 0.01 x log p_prior (docs/algorithm.md, section 8): a BC
+    """Also train a BC prior and decode by Q + prior_weight x log p_prior (docs/algorithm.md, section 8): a BC
     run with the same settings and seed, trained first into OUT/prior on the demonstrations' steps
     ('demonstration') or on the steps of successful episodes ('successful'); 'auto': the demonstrations
     when the dataset has any, else no prior. Every checkpoint carries it (model/prior/), and eval, collect
     and QTPolicy.from_checkpoint decode with it. Q-Transformer runs only (ignored by --algo.method bc).
     'none': no prior, the paper's decoding."""
+    prior_weight: float = 0.01
+    """With a BC prior (--prior): decoding maximises Q + prior_weight x log p_prior per dimension (lambda,
+    in value units per nat; algo/support.py). Recorded in the model config, so eval, collect and finetune
+    decode at it (eval --prior-weight overrides it). 0.01 was chosen in the paper's regime at K = 256; the
+    `builtin` preset (K = 16) takes 0.03 (docs/benchmarks.md). Also the lambda of --algo.prior-in-targets."""
     negative_rate: float = 0.0
     """Multi-task negative relabelling (the paper's affordance training): this share of every batch is
     steps of one task's episodes relabelled as another task's (its instruction, for a language model),
@@ -287,6 +292,7 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "eval_episodes", "keep_checkpoints", "prefetch", "threads"):
             _check(getattr(self, name) >= 0, name, f"must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        _check(self.prior_weight > 0.0, "prior_weight", f"must be > 0 (to decode without a prior, pass --prior none), got {self.prior_weight}")
         _check(0.0 <= self.negative_rate < 1.0, "negative_rate", f"must be in [0, 1), got {self.negative_rate}")
         _check(self.dist_timeout_s > 0, "dist_timeout_s", f"must be > 0 seconds, got {self.dist_timeout_s}")
         mix = self.source_mix
@@ -334,6 +340,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"d_model": 64, "encoder_hidden": 128},
         "algo": {"num_bins": 16},
         "prior": "auto",  # +7.8 points on the demo's data (docs/benchmarks.md)
+        "prior_weight": 0.03,  # at K = 16 (0.01 is the K = 256 regime's): +4.7 over BC on the paper mix's held-out seeds
     },
     # A wider, deeper network for large datasets (4x the default's width x depth); for GPUs mostly.
     "large": {

@@ -53,7 +53,7 @@ from .evaluate import evaluate_policy, stack_observations
 from .fileio import atomic_write_text
 from .logging import MetricLogger
 from .nets import QTransformerNet
-from .policy import PRIOR_WEIGHT, QTPolicy
+from .policy import QTPolicy, carried_prior_weight
 from .processor import episode_instructions
 from .train import _differences, init_value_head, pick_device, resume_checkpoint, seed_everything
 
@@ -364,7 +364,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     prior = QTPolicy.from_checkpoint(prior_dir, device=str(device)) if with_prior else None
     in_targets = prior is not None and train_cfg.algo.prior_in_targets  # and its targets take the prior's choice, as offline
     learner = QTransformerLearner(net, train_cfg.algo, device, amp_bf16=train_cfg.amp_bf16,
-                                  prior_net=prior.net if in_targets else None, prior_weight=PRIOR_WEIGHT)
+                                  prior_net=prior.net if in_targets else None, prior_weight=carried_prior_weight(meta))
     sampler = MixedSampler(offline, train_cfg.batch_size, device, cfg.seed, cfg.online_fraction, frames=policy.frames)
     if online_data is not None:
         sampler.set_online(make_transitions(online_data, str(into)))

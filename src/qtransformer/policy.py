@@ -14,9 +14,15 @@ from .algo.support import prior_scores, restrict, support_mask
 from .nets import QTransformerNet
 from .processor import ModelInputs, ObservationProcessor
 
-# The prior weight a policy with a BC prior decodes at when no rule is given: lambda 0.01, chosen on
-# validation variations of the paper's regime (docs/benchmarks.md), in value units per nat.
+# The prior weight a policy with a BC prior decodes at when no rule is given and its model config
+# records none (a separate --prior-checkpoint, or runs from before `train --prior-weight`): lambda 0.01,
+# chosen on validation variations of the paper's regime (docs/benchmarks.md), in value units per nat.
 PRIOR_WEIGHT = 0.01
+
+
+def carried_prior_weight(meta: dict) -> float:
+    """The prior weight a model config records (`train --prior-weight`), else PRIOR_WEIGHT."""
+    return float((meta.get("prior") or {}).get("weight", PRIOR_WEIGHT))
 
 
 def _choose(values: torch.Tensor, epsilon: float, temperature: float, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -157,8 +163,8 @@ class QTPolicy:
         takes the training run's --algo.prior-weight.
         `prior`: a BC policy trained on the same data (--algo.method bc) whose probabilities both rules read
         instead of an imitation head, decoded alongside (a second network per decision). With a prior and
-        neither rule given, prior_weight is PRIOR_WEIGHT (docs/benchmarks.md, the paper's regime); with both
-        rules at 0 the prior is dropped (the plain argmax)."""
+        neither rule given, prior_weight is the one the training run recorded (`train --prior-weight`; 0.01,
+        PRIOR_WEIGHT, where it recorded none); with both rules at 0 the prior is dropped (the plain argmax)."""
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.discretizer = discretizer
@@ -167,7 +173,7 @@ class QTPolicy:
         if prior is not None:
             self._check_prior(prior)
             if support_tau is None and prior_weight is None:
-                prior_weight = PRIOR_WEIGHT
+                prior_weight = carried_prior_weight(self.meta)
         self.support_tau = self._decoding_setting("support_tau", support_tau, 1.0)
         self.prior_weight = self._decoding_setting("prior_weight", prior_weight, float("inf"))
         if self.support_tau == 0 and self.prior_weight == 0:

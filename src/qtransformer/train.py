@@ -36,7 +36,7 @@ from .evaluate import evaluate_policy
 from .fileio import atomic_write_text, check_output_dir
 from .logging import MetricLogger, NullLogger
 from .nets import QTransformerNet, check_model_size
-from .policy import PRIOR_WEIGHT, QTPolicy
+from .policy import QTPolicy
 from .processor import ObservationProcessor, split_observation, with_instructions
 
 
@@ -82,6 +82,8 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
     saved_prior = saved.get("prior", "none") if saved["algo"].get("method") == "qtransformer" else "none"
     if saved_prior != cfg.trained_prior():
         diffs.append(f"prior (saved {saved_prior!r}, now {cfg.trained_prior()!r})")
+    elif saved_prior != "none" and saved.get("prior_weight", 0.01) != cfg.prior_weight:  # runs from before it decoded at 0.01
+        diffs.append(f"prior_weight (saved {saved.get('prior_weight', 0.01)!r}, now {cfg.prior_weight!r})")
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
         diffs.append(f"dataset (saved {state['dataset']!r}, now {dataset!r})")
@@ -331,7 +333,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, pri
                           "pass --prior demonstration or successful")
     learner = QTransformerLearner(
         net, cfg.algo, device, amp_bf16=cfg.amp_bf16, ddp=ranks.enabled, compile=cfg.compile,
-        prior_net=prior_policy.net if prior_policy is not None and cfg.algo.prior_in_targets else None, prior_weight=PRIOR_WEIGHT,
+        prior_net=prior_policy.net if prior_policy is not None and cfg.algo.prior_in_targets else None, prior_weight=cfg.prior_weight,
     )
     sampler = TransitionSampler(
         transitions, cfg.batch_size, device, seed=cfg.seed, prefetch=cfg.prefetch, source_mix=cfg.source_mix,
@@ -345,7 +347,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, pri
          "processor": processor.to_dict()},
     )
     if prior_policy is not None:
-        model_meta["prior"] = {"source": "successful" if cfg.prior == "successful" else "demonstration", "weight": PRIOR_WEIGHT}
+        model_meta["prior"] = {"source": "successful" if cfg.prior == "successful" else "demonstration", "weight": cfg.prior_weight}
 
     start = 0
     if ckpt is not None:  # every rank reads the same checkpoint (the sampler's counter is global: any world size resumes it)
