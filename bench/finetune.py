@@ -125,14 +125,23 @@ def offline_checkpoint(out: Path, seed: int, steps: int, prior: Optional[str] = 
     run = out / "offline" / f"seed{seed}"
     done = run / "checkpoints" / "last"
     prior = prior or "none"  # the protocol's start: the preset before its prior
-    made = json.loads((run / "config.json").read_text()) if done.exists() else {}
-    if made.get("steps") == steps and made.get("prior", "none") == prior:
-        return run
-    shutil.rmtree(run, ignore_errors=True)
     cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(run), "seed": seed, "steps": steps, "eval_episodes": 0,
                                               "progress": False, "threads": 1, "save_every": steps, "prior": prior})
+    made = json.loads((run / "config.json").read_text()) if done.exists() else {}
+    same_weight = prior == "none" or made.get("prior_weight", 0.01) == cfg.prior_weight  # starts from before the key decoded at 0.01
+    if made.get("steps") == steps and made.get("prior", "none") == prior and same_weight:
+        return run
+    shutil.rmtree(run, ignore_errors=True)
     train(cfg)
     return run
+
+
+def recipe_prior_weight(prior: Optional[str]) -> dict:
+    """{"prior_weight": w} for the built-in recipe with a prior (the `builtin` preset's weight, 0.03 since
+    2026-12-07), else {}: arm results from before it, decoded at 0.01, no longer match their specs."""
+    from qtransformer.config import preset
+
+    return {} if prior is None else {"prior_weight": preset("builtin").prior_weight}
 
 
 def optional_settings(args: Args, arm: str) -> dict:
@@ -346,7 +355,7 @@ def main(args: Args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [{"out": str(args.out), "arm": a, "seed": s, "env_steps": args.env_steps, "updates_per_step": args.updates_per_step,
               "num_envs": args.num_envs, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "rounds": args.rounds,
-              "offline_steps": args.offline_steps, **optional_settings(args, a)}
+              "offline_steps": args.offline_steps, **optional_settings(args, a), **recipe_prior_weight(args.prior)}
              for s in range(args.seeds) for a in args.arms]
     if args.no_train:
         done = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*_seed*.json"))]

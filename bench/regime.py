@@ -92,8 +92,9 @@ LABELS = compare.LABELS | {
 # Network sizes: the `default` preset's, or the `smoke` preset's (tests only).
 NETWORKS = {"default": {}, "smoke": {"batch_size": 32, "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "encoder_hidden": 64}, "algo": {"warmup_steps": 5}}}
 # The settings a finished run must match to be reused ("prior": the BC prior a Q-Transformer run trains
-# first, train --prior; runs from before the key had none).
-MATCH = ("steps", "eval_episodes", "curve_points", "preset", "overrides", "network", "evaluation", "prior")
+# first, train --prior, runs from before the key had none; "prior_weight": its decoding weight, runs
+# from before the key decoded a prior at 0.01).
+MATCH = ("steps", "eval_episodes", "curve_points", "preset", "overrides", "network", "evaluation", "prior", "prior_weight")
 MATCH_DEFAULTS = {"prior": "none"}
 EVALUATION = f"held-out: episode i runs variation i % {VARIATIONS} of MT1 benchmark seed {EVAL_BENCHMARK_SEED} + i // {VARIATIONS}"
 
@@ -369,13 +370,15 @@ def final_evaluations(args: Args, specs: list[dict]) -> None:
         compare.run_in_pool(final_eval_one, todo, args.jobs, lambda j: j["label"])
 
 
-def prior_of(preset_name: str, overrides: dict) -> str:
-    """The --prior a method of ours trains with ('none' for BC and d3rlpy's methods, which take none)."""
+def prior_of(preset_name: str, overrides: dict) -> tuple[str, Optional[float]]:
+    """(the --prior a method of ours trains with, its --prior-weight or None without a prior): ('none',
+    None) for BC and d3rlpy's methods, which take none."""
     from qtransformer.config import apply_overrides, preset
 
     if preset_name == "d3rlpy":
-        return "none"
-    return apply_overrides(preset(preset_name), overrides).trained_prior()
+        return "none", None
+    cfg = apply_overrides(preset(preset_name), overrides)
+    return cfg.trained_prior(), None if cfg.trained_prior() == "none" else cfg.prior_weight
 
 
 def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> dict:
@@ -383,7 +386,7 @@ def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> 
     return {
         "method": method, "dataset": str(dataset), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "network": args.network,
-        "evaluation": EVALUATION, "prior": prior_of(preset_name, overrides), "threads": compare.threads_per_run(args.threads, args.jobs), "device": args.device,
+        "evaluation": EVALUATION, "prior": prior_of(preset_name, overrides)[0], "prior_weight": prior_of(preset_name, overrides)[1], "threads": compare.threads_per_run(args.threads, args.jobs), "device": args.device,
         "result": str(args.out / "runs" / folder / method / f"seed{seed}.json"),
     }
 
@@ -392,7 +395,10 @@ def finished(spec: dict) -> Optional[dict]:
     """The result on disk of a run with these settings, or None."""
     path = Path(spec["result"])
     old = json.loads(path.read_text()) if path.exists() else None
-    return old if old is not None and all(old.get(k, MATCH_DEFAULTS.get(k)) == spec[k] for k in MATCH) else None
+    if old is None:
+        return None
+    defaults = MATCH_DEFAULTS | {"prior_weight": None if old.get("prior", "none") == "none" else 0.01}
+    return old if all(old.get(k, defaults.get(k)) == spec[k] for k in MATCH) else None
 
 
 def execute(args: Args, specs: list[dict], label: str) -> list[dict]:

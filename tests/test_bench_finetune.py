@@ -171,6 +171,11 @@ def test_the_offline_recipes_prior_is_named_only_when_given_and_a_start_without_
     assert (with_prior / "prior" / "checkpoints" / "last").exists() and QTPolicy.from_checkpoint(with_prior).prior is not None
     stamp = (with_prior / "config.json").stat().st_mtime_ns
     assert bf.offline_checkpoint(tmp_path, 0, 5, "auto") == with_prior and (with_prior / "config.json").stat().st_mtime_ns == stamp
+    assert QTPolicy.from_checkpoint(with_prior).prior_weight == 0.03  # the builtin preset's
+    made = json.loads((with_prior / "config.json").read_text())
+    (with_prior / "config.json").write_text(json.dumps({k: v for k, v in made.items() if k != "prior_weight"}))  # a start from before the key (0.01)
+    assert bf.offline_checkpoint(tmp_path, 0, 5, "auto") == with_prior and json.loads((with_prior / "config.json").read_text())["prior_weight"] == 0.03
+    assert bf.recipe_prior_weight("auto") == {"prior_weight": 0.03} and bf.recipe_prior_weight(None) == {}
 
     spec = {"seed": 0, "offline_steps": 5, "out": str(tmp_path)}
     assert bf.retrain_recipe(spec, with_prior)[0].prior == "none"

@@ -153,3 +153,18 @@ def test_a_run_from_before_the_default_prior_is_reused_for_bc_but_not_for_the_de
         Path(spec["result"]).write_text(json.dumps(old))
         assert (regime.finished(spec) is not None) == reused, method
         assert spec["prior"] == ("auto" if method == "qtransformer" else "none")
+
+
+def test_a_default_result_from_before_the_prior_weight_key_is_reused_at_the_defaults_weight_only(tmp_path):
+    """Results written before "prior_weight" decoded their prior at 0.01, the `default` preset's weight: reused
+    as such; one recorded at another weight is not (the same network, another decoding)."""
+    args = regime.Args(out=tmp_path, network="smoke", jobs=1)
+    spec = regime.spec_for(args, "qtransformer", tmp_path / "data", 0, "main")
+    assert (spec["prior"], spec["prior_weight"]) == ("auto", 0.01)
+    Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
+    old = {k: spec[k] for k in ("method", "dataset", "seed", *regime.MATCH) if k != "prior_weight"}
+    Path(spec["result"]).write_text(json.dumps(old))
+    assert regime.finished(spec) is not None
+    Path(spec["result"]).write_text(json.dumps(old | {"prior_weight": 0.03}))
+    assert regime.finished(spec) is None
+    assert regime.spec_for(args, "bc_demos", tmp_path / "data", 0, "main")["prior_weight"] is None
