@@ -264,6 +264,7 @@ def test_the_priors_weight_is_trained_recorded_and_decoded_with(dataset, tmp_pat
     qt = train(tiny_cfg(dataset, tmp_path / "qt", 20, prior="demonstration", prior_weight=0.3,
                         algo=AlgoConfig(num_bins=8, warmup_steps=3, n_step=2, prior_in_targets=True)))
     assert seen[-1]["prior_weight"] == 0.3 and seen[-1]["prior_net"] is not None
+    assert "the policy decodes by Q + 0.3 x log p_prior" in capsys.readouterr().out  # said when the prior starts
     config = qt / "model" / "config.json"
     assert json.loads(config.read_text())["prior"] == {"source": "demonstration", "weight": 0.3}
     policy = QTPolicy.from_checkpoint(qt)

@@ -227,7 +227,8 @@ def _train_prior(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.devic
     elif not (main_started or prior_started):
         raise ConfigError(f"{run_dir}: --resume given but no checkpoint found there")
     if ranks.is_main:
-        print(f"training the BC prior on {'the demonstrations' if prior_cfg.source_mix else 'the successful episodes'} first, into {prior_cfg.out}")
+        print(f"training the BC prior on {'the demonstrations' if prior_cfg.source_mix else 'the successful episodes'} first, into {prior_cfg.out} "
+              f"(the policy decodes by Q + {cfg.prior_weight:g} x log p_prior: --prior-weight)")
     prior_final = _train(dataclasses.replace(prior_cfg, resume=cfg.resume and prior_started), ranks, device)
     return dataclasses.replace(cfg, resume=cfg.resume and main_started), prior_final
 
