@@ -172,8 +172,13 @@ def prior_of(method: str) -> tuple[str, Optional[float]]:
 
     if method not in OURS:
         return "none", None
-    cfg = apply_overrides(preset("builtin"), OURS[method])
-    return cfg.trained_prior(), None if cfg.trained_prior() == "none" else cfg.prior_weight
+    return prior_setting(apply_overrides(preset("builtin"), OURS[method]))
+
+
+def prior_setting(cfg) -> tuple[str, Optional[float]]:
+    """A TrainConfig's (trained --prior, its --prior-weight or None without a prior), as results record them."""
+    prior = cfg.trained_prior()
+    return prior, None if prior == "none" else cfg.prior_weight
 
 
 def finished(spec: dict) -> Optional[dict]:

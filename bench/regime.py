@@ -377,16 +377,16 @@ def prior_of(preset_name: str, overrides: dict) -> tuple[str, Optional[float]]:
 
     if preset_name == "d3rlpy":
         return "none", None
-    cfg = apply_overrides(preset(preset_name), overrides)
-    return cfg.trained_prior(), None if cfg.trained_prior() == "none" else cfg.prior_weight
+    return compare.prior_setting(apply_overrides(preset(preset_name), overrides))
 
 
 def spec_for(args: Args, method: str, dataset: Path, seed: int, folder: str) -> dict:
     preset_name, overrides = OURS.get(method, ("d3rlpy", {}))
+    prior, prior_weight = prior_of(preset_name, overrides)
     return {
         "method": method, "dataset": str(dataset), "seed": seed, "steps": args.steps, "eval_episodes": args.eval_episodes,
         "curve_points": args.curve_points, "preset": preset_name, "overrides": overrides, "network": args.network,
-        "evaluation": EVALUATION, "prior": prior_of(preset_name, overrides)[0], "prior_weight": prior_of(preset_name, overrides)[1], "threads": compare.threads_per_run(args.threads, args.jobs), "device": args.device,
+        "evaluation": EVALUATION, "prior": prior, "prior_weight": prior_weight, "threads": compare.threads_per_run(args.threads, args.jobs), "device": args.device,
         "result": str(args.out / "runs" / folder / method / f"seed{seed}.json"),
     }
 

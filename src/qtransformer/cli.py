@@ -140,8 +140,9 @@ class EvalArgs:
     prior_weight: Optional[float] = None
     """Decode by Q + prior_weight x log p of the imitation head (policies trained with one; 0: the plain
     argmax; also turns off the prior a checkpoint carries). Default: the training run's: with the prior a
-    run trained with --prior carries, its --prior-weight (0.03 for the builtin preset, else 0.01); with
-    --prior-checkpoint, 0.01; with an imitation head, --algo.prior-weight."""
+    run trained with --prior carries (or one given by --prior-checkpoint in its place), its --prior-weight
+    (0.03 for the builtin preset, else 0.01); with --prior-checkpoint on a run without a prior, 0.01; with an
+    imitation head, --algo.prior-weight."""
     prior_checkpoint: Optional[Path] = None
     """A BC run on the same data (--algo.method bc) whose probabilities --prior-weight and --support-tau read
     instead of an imitation head: Q-Transformer's values decoded toward what that run does where they barely
