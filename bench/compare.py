@@ -189,7 +189,15 @@ def finished(spec: dict) -> Optional[dict]:
     same = old is not None and all(old.get(k, spec[k]) == spec[k] for k in ("steps", "eval_episodes", "curve_points"))
     if not same or old.get("prior", "none") != spec["prior"]:
         return None
-    return old if old.get("prior_weight", None if spec["prior"] == "none" else 0.01) == spec["prior_weight"] else None
+    return old if recorded_prior_weight(old) == spec["prior_weight"] else None
+
+
+def recorded_prior_weight(result: dict) -> Optional[float]:
+    """The prior weight a run's result was decoded at: its "prior_weight", else (results from before the
+    key) PRIOR_WEIGHT with a prior and None without one."""
+    from qtransformer.config import PRIOR_WEIGHT
+
+    return result.get("prior_weight", None if result.get("prior", "none") == "none" else PRIOR_WEIGHT)
 
 
 # -- one run -------------------------------------------------------------------------------------------

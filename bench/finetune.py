@@ -114,7 +114,7 @@ class Args:
 
 
 def offline_checkpoint(out: Path, seed: int, steps: int, prior: Optional[str] = None) -> Path:
-    from qtransformer.config import apply_overrides, preset
+    from qtransformer.config import PRIOR_WEIGHT, apply_overrides, preset
     from qtransformer.data import EpisodeStore
     from qtransformer.envs.builtin_dataset import make_builtin_dataset
     from qtransformer.train import train
@@ -128,7 +128,7 @@ def offline_checkpoint(out: Path, seed: int, steps: int, prior: Optional[str] = 
     cfg = apply_overrides(preset("builtin"), {"dataset": str(data), "out": str(run), "seed": seed, "steps": steps, "eval_episodes": 0,
                                               "progress": False, "threads": 1, "save_every": steps, "prior": prior})
     made = json.loads((run / "config.json").read_text()) if done.exists() else {}
-    same_weight = prior == "none" or made.get("prior_weight", 0.01) == cfg.prior_weight  # starts from before the key decoded at 0.01
+    same_weight = prior == "none" or made.get("prior_weight", PRIOR_WEIGHT) == cfg.prior_weight  # starts from before the key decoded at it
     if made.get("steps") == steps and made.get("prior", "none") == prior and same_weight:
         return run
     shutil.rmtree(run, ignore_errors=True)

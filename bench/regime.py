@@ -397,7 +397,7 @@ def finished(spec: dict) -> Optional[dict]:
     old = json.loads(path.read_text()) if path.exists() else None
     if old is None:
         return None
-    defaults = MATCH_DEFAULTS | {"prior_weight": None if old.get("prior", "none") == "none" else 0.01}
+    defaults = MATCH_DEFAULTS | {"prior_weight": compare.recorded_prior_weight(old)}
     return old if all(old.get(k, defaults.get(k)) == spec[k] for k in MATCH) else None
 
 

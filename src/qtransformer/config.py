@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+# The prior weight of decoding with a BC prior (train --prior-weight's default): lambda 0.01, chosen on
+# validation variations of the paper's regime at K = 256 (docs/benchmarks.md), in value units per nat.
+# Runs and model configs from before the setting existed decoded at it.
+PRIOR_WEIGHT = 0.01
+
 
 class ConfigError(ValueError):
     """A configuration file or value is wrong; the message names the file, the field and the fix."""
@@ -270,7 +275,7 @@ class TrainConfig:
     when the dataset has any, else no prior. Every checkpoint carries it (model/prior/), and eval, collect
     and QTPolicy.from_checkpoint decode with it. Q-Transformer runs only (ignored by --algo.method bc).
     'none': no prior, the paper's decoding."""
-    prior_weight: float = 0.01
+    prior_weight: float = PRIOR_WEIGHT
     """With a BC prior (--prior): decoding maximises Q + prior_weight x log p_prior per dimension (lambda,
     in value units per nat; algo/support.py). Recorded in the model config, so eval, collect and finetune
     decode at it (eval --prior-weight overrides it). 0.01 was chosen in the paper's regime at K = 256; the

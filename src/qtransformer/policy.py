@@ -11,13 +11,9 @@ import torch
 
 from .actions import ActionDiscretizer
 from .algo.support import prior_scores, restrict, support_mask
+from .config import PRIOR_WEIGHT  # the weight a policy with a BC prior decodes at where its model config records none
 from .nets import QTransformerNet
 from .processor import ModelInputs, ObservationProcessor
-
-# The prior weight a policy with a BC prior decodes at when no rule is given and its model config
-# records none (a separate --prior-checkpoint, or runs from before `train --prior-weight`): lambda 0.01,
-# chosen on validation variations of the paper's regime (docs/benchmarks.md), in value units per nat.
-PRIOR_WEIGHT = 0.01
 
 
 def carried_prior_weight(meta: dict) -> float:

@@ -28,7 +28,7 @@ from .checkpoint import (
     read_training_state_json,
     save_checkpoint,
 )
-from .config import FROZEN_ON_RESUME, ConfigError, TrainConfig, to_dict
+from .config import FROZEN_ON_RESUME, PRIOR_WEIGHT, ConfigError, TrainConfig, to_dict
 from .data import Batch, DatasetError, EpisodeStore, TransitionSampler, build_transitions
 from .data.sampler import imitation_mask
 from .envs import env_id_from_file, is_multi_task, make_env
@@ -82,8 +82,8 @@ def _check_resume_config(cfg: TrainConfig, state: dict, where: Path) -> None:
     saved_prior = saved.get("prior", "none") if saved["algo"].get("method") == "qtransformer" else "none"
     if saved_prior != cfg.trained_prior():
         diffs.append(f"prior (saved {saved_prior!r}, now {cfg.trained_prior()!r})")
-    elif saved_prior != "none" and saved.get("prior_weight", 0.01) != cfg.prior_weight:  # runs from before it decoded at 0.01
-        diffs.append(f"prior_weight (saved {saved.get('prior_weight', 0.01)!r}, now {cfg.prior_weight!r})")
+    elif saved_prior != "none" and saved.get("prior_weight", PRIOR_WEIGHT) != cfg.prior_weight:  # runs from before it decoded at PRIOR_WEIGHT
+        diffs.append(f"prior_weight (saved {saved.get('prior_weight', PRIOR_WEIGHT)!r}, now {cfg.prior_weight!r})")
     dataset = str(Path(cfg.dataset).resolve())
     if state.get("dataset") not in (None, dataset):
         diffs.append(f"dataset (saved {state['dataset']!r}, now {dataset!r})")
