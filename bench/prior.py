@@ -17,7 +17,10 @@ runs' own figures on the same episodes (`bench.regime --final-episodes N`, which
 differences per seed with their standard error.
 
 `--prior bc_all` (or bc_filtered) takes the BC runs on all the data (or on the successful episodes) as
-the prior instead. `--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
+the prior instead. Where the values' runs carry their own prior (the `default` preset trains BC on the
+demonstrations inside the run since `train --prior auto`), their own held-out figure is the values decoded
+with that prior, and the table adds that prior alone on the same held-out episodes (BC on the
+demonstrations: the issue's baseline, read from the same runs), paired against the run. `--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
 no BC on demonstrations there, and its demonstrations are main's). Each evaluation is its own JSON under
 REGIME/prior/evals, reused when asked again. Prints the tables and writes REGIME/prior/summary.json and
 table.md (for another --data, under REGIME/prior/<data>[_prior_<prior-data>]/). docs/benchmarks.md (the paper's regime) has the protocol
@@ -90,12 +93,13 @@ def run_json(args: Args, method: str, seed: int) -> Path:
     return found[0]
 
 
-def policy_success(values: str, prior: str, setting: dict, benchmark_seed: int, episodes: int) -> dict[str, float]:
+def policy_success(values: str, prior: Optional[str], setting: Optional[dict], benchmark_seed: int, episodes: int) -> dict[str, float]:
     """Per task, the success of the values decoded with the prior under `setting` on `episodes` episodes
-    (episode i: variation i % 50 of MT1 benchmark seed benchmark_seed + i // 50)."""
+    (episode i: variation i % 50 of MT1 benchmark seed benchmark_seed + i // 50). prior None and setting
+    None: the checkpoint `values` decoded as it was trained (a BC network: its own argmax)."""
     from qtransformer import QTPolicy
 
-    policy = QTPolicy.from_checkpoint(values, prior_checkpoint=prior, **setting)
+    policy = QTPolicy.from_checkpoint(values, **({} if prior is None else {"prior_checkpoint": prior}), **(setting or {}))
     names = list(policy.meta.get("task_names") or [])
     multi = policy.net.task_embedding is not None
     return {
@@ -141,6 +145,37 @@ def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes:
     for r in compare.run_in_pool(evaluate_one, todo, args.jobs, lambda j: f"{j['setting']} seed {j['seed']}"):
         done[(r["setting"], r["seed"])] = r
     return done
+
+
+def carried_priors(args: Args) -> Optional[list[Path]]:
+    """Per seed, the BC prior the values' run carries (the `default` preset trains it inside the run,
+    `train --prior auto`), or None where any seed's run carries none (runs from before the prior)."""
+    from qtransformer.checkpoint import PRIOR_DIR
+
+    found = []
+    for seed in range(args.seeds):
+        final = regime.final_checkpoint(run_json(args, VALUES, seed))
+        if final is None or not (final / "model" / PRIOR_DIR / "config.json").exists():
+            return None
+        found.append(final / "model" / PRIOR_DIR)
+    return found
+
+
+def evaluate_carried_priors(args: Args, priors: list[Path]) -> list[dict]:
+    """Each seed's carried prior alone (BC on the demonstrations, its own argmax) on the held-out episodes."""
+    done, todo = {}, []
+    for seed, path in enumerate(priors):
+        job = {"values": str(path), "prior": None, "setting": "trained", "benchmark_seed": regime.EVAL_BENCHMARK_SEED, "episodes": args.episodes,
+               "seed": seed, "result": str(args.regime / "prior" / "evals" / folder(args) / f"carried_prior_b{regime.EVAL_BENCHMARK_SEED}_e{args.episodes}_s{seed}.json")}
+        old = json.loads(Path(job["result"]).read_text()) if Path(job["result"]).exists() else None
+        if old is not None and old["values"] == job["values"]:
+            done[seed] = old
+        else:
+            todo.append(job)
+    print(f"the values' carried priors alone: {len(priors)} evaluations, {len(done)} done before, {len(todo)} to do", flush=True)
+    for r in compare.run_in_pool(evaluate_one, todo, args.jobs, lambda j: f"carried prior seed {j['seed']}"):
+        done[r["seed"]] = r
+    return [done[k] for k in range(len(priors))]
 
 
 def folder(args: Args) -> str:
@@ -202,23 +237,30 @@ def main(args: Args) -> None:
     values_own, prior_own = own_figures(args, VALUES), own_figures(args, args.prior)  # before the held-out evaluation: fail early
     heldout = evaluate_all(args, [chosen], regime.EVAL_BENCHMARK_SEED, args.episodes)
     chosen_evals = [heldout[(chosen, k)] for k in range(args.seeds)]
-    held_rows = [row(f"{chosen}, prior `{args.prior}`", chosen_evals), row(f"`{VALUES}` alone", values_own), row(f"`{args.prior}` alone", prior_own)]
+    carried = carried_priors(args)  # runs of the preset since train --prior: their own figure is the values with this prior
+    own_label = f"`{VALUES}` as run: its values with the prior it carries" if carried else f"`{VALUES}` alone"
+    held_rows = [row(f"{chosen}, prior `{args.prior}`", chosen_evals), row(own_label, values_own), row(f"`{args.prior}` alone", prior_own)]
     a = [e["success_rate"] for e in chosen_evals]
+    carried_evals = evaluate_carried_priors(args, carried) if carried else None
+    if carried_evals:
+        held_rows.append(row(f"the prior `{VALUES}` carries, alone", carried_evals))
     summary = {
         "protocol": {"regime": str(args.regime), "data": args.data, "prior_data": args.prior_data or args.data, "seeds": args.seeds, "values": VALUES, "prior": args.prior,
                      "candidates": candidates, "validation": f"variations 0..{args.validation_episodes - 1} of MT1 benchmark seed {args.validation_seed}",
-                     "heldout": regime.EVALUATION, "heldout_episodes_per_task": args.episodes},
+                     "heldout": regime.EVALUATION, "heldout_episodes_per_task": args.episodes, "values_carry_prior": carried is not None},
         "validation": {s: r | {"candidate": s not in REFERENCES} for s, r in val_rows.items()},
         "chosen": chosen,
         "heldout": {r["label"]: r for r in held_rows},
         "paired": {f"against {VALUES}": paired(a, [e["success_rate"] for e in values_own]),
                    f"against {args.prior}": paired(a, [e["success_rate"] for e in prior_own])},
     }
+    if carried_evals:  # the preset as run against its own prior alone (BC on the demonstrations, bit for bit)
+        summary["paired"][f"{VALUES} as run, against its carried prior"] = paired([e["success_rate"] for e in values_own], [e["success_rate"] for e in carried_evals])
     lines = [f"Validation ({summary['protocol']['validation']}, {args.validation_episodes} episodes per task, seeds 0-{args.seeds - 1}); "
              f"chosen: **{chosen}**", "", *markdown_rows(list(val_rows.values())), "",
              f"Held out ({args.episodes} episodes per task, {regime.EVALUATION})", "", *markdown_rows(held_rows), ""]
     for name, p in summary["paired"].items():
-        lines.append(f"- {chosen} {name}: {p['mean']:+.1f} points (SE {p['se']:.1f}; per seed {', '.join(f'{x:+.1f}' for x in p['per_seed'])})")
+        lines.append(f"- {'' if name.startswith(VALUES) else chosen + ' '}{name}: {p['mean']:+.1f} points (SE {p['se']:.1f}; per seed {', '.join(f'{x:+.1f}' for x in p['per_seed'])})")
     text = "\n".join(lines) + "\n"
     out = args.regime / "prior" / ("" if folder(args) == "main" else folder(args))
     out.mkdir(parents=True, exist_ok=True)

@@ -129,3 +129,48 @@ def test_policy_success_decodes_the_values_with_the_prior_on_the_asked_variation
     assert [s[:3] for s in seen] == [(n, 2, 9999) for n in names]
     np.testing.assert_array_equal(seen[0][3], QTPolicy.from_checkpoint(bc).act(obs))
     assert not np.array_equal(seen[0][3], QTPolicy.from_checkpoint(qt).act(obs))
+
+
+def test_runs_that_carry_their_prior_are_labelled_so_and_their_prior_alone_is_read_on_the_held_out_episodes(tmp_path, monkeypatch):
+    """Since train --prior, `default`'s runs decode with the BC prior they carry: their own figure is not
+    the values alone, and that prior alone (BC on the demonstrations) is evaluated beside them."""
+    calls = []
+
+    def fake_success(values, prior_ckpt, setting, benchmark_seed, episodes):
+        seed = int(Path(values).parts[-5 if Path(values).name == "prior" else -3][len("seed"):])
+        calls.append((Path(values).name, prior_ckpt, setting, benchmark_seed, seed))
+        if prior_ckpt is None:  # the carried prior, decoded as trained
+            assert setting is None and Path(values).parent.name == "model"
+            return {TASK: (0.20, 0.30)[seed]}
+        return {TASK: 0.5}
+
+    import qtransformer.workers
+
+    monkeypatch.setattr(prior, "policy_success", fake_success)
+    monkeypatch.setattr(qtransformer.workers, "process_pool", lambda n: ThreadPoolExecutor(1))
+    root = fake_regime(tmp_path / "reg", episodes=3)
+    args = prior.Args(regime=root, prior="bc_demos", seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=3, jobs=1)
+    prior.main(args)  # runs from before the prior: labelled as the values alone, nothing more evaluated
+    summary = json.loads((root / "prior" / "summary.json").read_text())
+    assert "`qtransformer` alone" in summary["heldout"] and not summary["protocol"]["values_carry_prior"]
+    assert not [c for c in calls if c[1] is None] and len(summary["paired"]) == 2
+
+    for seed in (0, 1):  # the same runs, now carrying their prior
+        carried = root / "runs" / "demos1_auto2" / "main" / "qtransformer" / f"seed{seed}" / "checkpoints" / "step_00000004" / "model" / "prior"
+        carried.mkdir(parents=True)
+        (carried / "config.json").write_text("{}")
+    del calls[:]
+    prior.main(args)
+    assert sorted(c for c in calls if c[1] is None) == [("prior", None, None, regime.EVAL_BENCHMARK_SEED, 0), ("prior", None, None, regime.EVAL_BENCHMARK_SEED, 1)]
+    summary = json.loads((root / "prior" / "summary.json").read_text())
+    assert summary["protocol"]["values_carry_prior"]
+    rows = summary["heldout"]
+    assert "`qtransformer` alone" not in rows and rows["`qtransformer` as run: its values with the prior it carries"]["mean"] == pytest.approx(0.38)
+    assert rows["the prior `qtransformer` carries, alone"]["per_seed"] == pytest.approx([0.20, 0.30])
+    # the run's own figures (0.40, 0.36) against its prior alone (0.20, 0.30), in points
+    vs_carried = summary["paired"]["qtransformer as run, against its carried prior"]
+    assert vs_carried["per_seed"] == pytest.approx([20.0, 6.0]) and vs_carried["mean"] == pytest.approx(13.0)
+    assert "- qtransformer as run, against its carried prior: +13.0 points" in (root / "prior" / "table.md").read_text()
+    del calls[:]
+    prior.main(args)  # kept on disk: not evaluated again
+    assert not [c for c in calls if c[1] is None]
