@@ -162,7 +162,7 @@ def carried_priors(args: Args) -> Optional[list[Path]]:
 
 
 def evaluate_carried_priors(args: Args, priors: list[Path]) -> list[dict]:
-    """Each seed's carried prior alone (BC on the demonstrations, its own argmax) on the held-out episodes."""
+    """Each seed's carried prior alone (its own argmax; with `--prior auto`, BC on the demonstrations) on the held-out episodes."""
     done, todo = {}, []
     for seed, path in enumerate(priors):
         job = {"values": str(path), "prior": None, "setting": "trained", "benchmark_seed": regime.EVAL_BENCHMARK_SEED, "episodes": args.episodes,
@@ -254,7 +254,7 @@ def main(args: Args) -> None:
         "paired": {f"against {VALUES}": paired(a, [e["success_rate"] for e in values_own]),
                    f"against {args.prior}": paired(a, [e["success_rate"] for e in prior_own])},
     }
-    if carried_evals:  # the preset as run against its own prior alone (BC on the demonstrations, bit for bit)
+    if carried_evals:  # the preset as run against its own prior alone (with --prior auto: BC on the demonstrations, bit for bit)
         summary["paired"][f"{VALUES} as run, against its carried prior"] = paired([e["success_rate"] for e in values_own], [e["success_rate"] for e in carried_evals])
     lines = [f"Validation ({summary['protocol']['validation']}, {args.validation_episodes} episodes per task, seeds 0-{args.seeds - 1}); "
              f"chosen: **{chosen}**", "", *markdown_rows(list(val_rows.values())), "",
