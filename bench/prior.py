@@ -108,6 +108,9 @@ def policy_success(values: str, prior: Optional[str], setting: Optional[dict], b
     }
 
 
+KEY = ("values", "prior", "setting", "benchmark_seed", "episodes", "seed")  # what names an evaluation (evaluate_one records each)
+
+
 def evaluate_one(job: dict) -> dict:
     import torch
 
@@ -116,35 +119,46 @@ def evaluate_one(job: dict) -> dict:
     torch.set_num_threads(1)
     start = time.time()
     per_task = policy_success(job["values"], job["prior"], parse_setting(job["setting"]), job["benchmark_seed"], job["episodes"])
-    out = {k: job[k] for k in ("values", "prior", "setting", "benchmark_seed", "episodes", "seed")} | {
+    out = {k: job[k] for k in KEY} | {
         "success_rate": float(np.mean(list(per_task.values()))), "per_task": per_task, "code": compare.code_version(), "wall_s": time.time() - start}
     Path(job["result"]).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(job["result"]), json.dumps(out, indent=1))
     return out
 
 
+def run_evaluations(jobs: list[dict], n_jobs: int, heading: str) -> list[dict]:
+    """Each job's evaluation (evaluate_one), in the order of `jobs`: read from its result JSON where that
+    holds the same values and prior, run (n_jobs at a time) where not."""
+    def key(d: dict) -> tuple:
+        return tuple(d[k] for k in KEY)
+
+    done, todo = {}, []
+    for job in jobs:
+        path = Path(job["result"])
+        old = json.loads(path.read_text()) if path.exists() else None
+        if old is not None and (old["values"], old["prior"]) == (job["values"], job["prior"]):
+            done[key(job)] = old
+        else:
+            todo.append(job)
+    print(f"{heading}: {len(jobs)} evaluations, {len(done)} done before, {len(todo)} to do, {n_jobs} at a time", flush=True)
+    for r in compare.run_in_pool(evaluate_one, todo, n_jobs, lambda j: f"{j['setting']} seed {j['seed']}"):  # in the order they finish
+        done[key(r)] = r
+    return [done[key(j)] for j in jobs]
+
+
 def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes: int) -> dict[tuple[str, int], dict]:
     """(setting, seed) -> its evaluation, run where not on disk."""
-    done, todo = {}, []
+    jobs = []
     for seed in range(args.seeds):
         values = regime.final_checkpoint(run_json(args, VALUES, seed))
         prior = regime.final_checkpoint(run_json(args, args.prior, seed))
         if values is None or prior is None:
             raise SystemExit(f"{args.regime}: seed {seed}'s {VALUES} or {args.prior} run kept no final policy")
-        for s in settings:
-            job = {"values": str(values), "prior": str(prior), "setting": s, "benchmark_seed": benchmark_seed, "episodes": episodes, "seed": seed,
-                   "result": str(args.regime / "prior" / "evals" / folder(args) / f"{s.replace(',', '_')}_b{benchmark_seed}_e{episodes}_s{seed}.json")}
-            path = Path(job["result"])
-            old = json.loads(path.read_text()) if path.exists() else None
-            if old is not None and (old["values"], old["prior"]) == (job["values"], job["prior"]):
-                done[(s, seed)] = old
-            else:
-                todo.append(job)
-    print(f"benchmark seed {benchmark_seed}, {episodes} episodes per task: {len(done) + len(todo)} evaluations, {len(done)} done before, "
-          f"{len(todo)} to do, {args.jobs} at a time", flush=True)
-    for r in compare.run_in_pool(evaluate_one, todo, args.jobs, lambda j: f"{j['setting']} seed {j['seed']}"):
-        done[(r["setting"], r["seed"])] = r
-    return done
+        jobs += [{"values": str(values), "prior": str(prior), "setting": s, "benchmark_seed": benchmark_seed, "episodes": episodes, "seed": seed,
+                  "result": str(args.regime / "prior" / "evals" / folder(args) / f"{s.replace(',', '_')}_b{benchmark_seed}_e{episodes}_s{seed}.json")}
+                 for s in settings]
+    results = run_evaluations(jobs, args.jobs, f"benchmark seed {benchmark_seed}, {episodes} episodes per task")
+    return {(j["setting"], j["seed"]): r for j, r in zip(jobs, results, strict=True)}
 
 
 def carried_priors(args: Args) -> Optional[list[Path]]:
@@ -163,19 +177,11 @@ def carried_priors(args: Args) -> Optional[list[Path]]:
 
 def evaluate_carried_priors(args: Args, priors: list[Path]) -> list[dict]:
     """Each seed's carried prior alone (its own argmax; with `--prior auto`, BC on the demonstrations) on the held-out episodes."""
-    done, todo = {}, []
-    for seed, path in enumerate(priors):
-        job = {"values": str(path), "prior": None, "setting": "trained", "benchmark_seed": regime.EVAL_BENCHMARK_SEED, "episodes": args.episodes,
-               "seed": seed, "result": str(args.regime / "prior" / "evals" / folder(args) / f"carried_prior_b{regime.EVAL_BENCHMARK_SEED}_e{args.episodes}_s{seed}.json")}
-        old = json.loads(Path(job["result"]).read_text()) if Path(job["result"]).exists() else None
-        if old is not None and old["values"] == job["values"]:
-            done[seed] = old
-        else:
-            todo.append(job)
-    print(f"the values' carried priors alone: {len(priors)} evaluations, {len(done)} done before, {len(todo)} to do", flush=True)
-    for r in compare.run_in_pool(evaluate_one, todo, args.jobs, lambda j: f"carried prior seed {j['seed']}"):
-        done[r["seed"]] = r
-    return [done[k] for k in range(len(priors))]
+    b = regime.EVAL_BENCHMARK_SEED
+    jobs = [{"values": str(path), "prior": None, "setting": "trained", "benchmark_seed": b, "episodes": args.episodes, "seed": seed,
+             "result": str(args.regime / "prior" / "evals" / folder(args) / f"carried_prior_b{b}_e{args.episodes}_s{seed}.json")}
+            for seed, path in enumerate(priors)]
+    return run_evaluations(jobs, args.jobs, "the values' carried priors alone")
 
 
 def folder(args: Args) -> str:
