@@ -17,10 +17,11 @@ runs' own figures on the same episodes (`bench.regime --final-episodes N`, which
 differences per seed with their standard error.
 
 `--prior bc_all` (or bc_filtered) takes the BC runs on all the data (or on the successful episodes) as
-the prior instead. Where the values' runs carry their own prior (the `default` preset trains BC on the
-demonstrations inside the run since `train --prior auto`), their own held-out figure is the values decoded
-with that prior, and the table adds that prior alone on the same held-out episodes (BC on the
-demonstrations: the issue's baseline, read from the same runs), paired against the run. `--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
+the prior instead. Where the values' runs carry their own prior (the `default` preset trains a BC prior
+inside the run: on the demonstrations with `train --prior auto`, its setting from 2026-12-06; on the
+successful episodes with `auto-successful`, since 2026-12-07), their own held-out figure is the values
+decoded with that prior, and the table adds that prior alone on the same held-out episodes (with `auto`,
+BC on the demonstrations: the issue's baseline, read from the same runs), paired against the run. `--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
 no BC on demonstrations there, and its demonstrations are main's). Each evaluation is its own JSON under
 REGIME/prior/evals, reused when asked again. Prints the tables and writes REGIME/prior/summary.json and
 table.md (for another --data, under REGIME/prior/<data>[_prior_<prior-data>]/). docs/benchmarks.md (the paper's regime) has the protocol
@@ -163,7 +164,7 @@ def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes:
 
 def carried_priors(args: Args) -> Optional[list[Path]]:
     """Per seed, the BC prior the values' run carries (the `default` preset trains it inside the run,
-    `train --prior auto`), or None where any seed's run carries none (runs from before the prior)."""
+    `train --prior auto` or `auto-successful`), or None where any seed's run carries none (runs from before the prior)."""
     from qtransformer.checkpoint import PRIOR_DIR
 
     found = []
@@ -176,7 +177,7 @@ def carried_priors(args: Args) -> Optional[list[Path]]:
 
 
 def evaluate_carried_priors(args: Args, priors: list[Path]) -> list[dict]:
-    """Each seed's carried prior alone (its own argmax; with `--prior auto`, BC on the demonstrations) on the held-out episodes."""
+    """Each seed's carried prior alone (its own argmax; with `--prior auto`, BC on the demonstrations; with `auto-successful`, on the successful episodes) on the held-out episodes."""
     b = regime.EVAL_BENCHMARK_SEED
     jobs = [{"values": str(path), "prior": None, "setting": "trained", "benchmark_seed": b, "episodes": args.episodes, "seed": seed,
              "result": str(args.regime / "prior" / "evals" / folder(args) / f"carried_prior_b{b}_e{args.episodes}_s{seed}.json")}

@@ -195,7 +195,7 @@ def dataset(args: Args) -> Path:
 
 def run_spec(args: Args, data: Path, method: str, seed: int) -> dict:
     """What a finished run must match to be reused; "prior" only for a method that trains a BC prior first (the
-    `default` preset's --prior auto since 2026-12-06: runs from before it had none and are trained again)."""
+    `default` preset's --prior auto from 2026-12-06, auto-successful since 2026-12-07: runs from before either are trained again)."""
     from qtransformer.config import apply_overrides, preset
 
     spec = {"method": method, "seed": seed, "dataset": str(data), "steps": args.steps, "eval_episodes": args.eval_episodes,

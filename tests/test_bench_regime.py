@@ -152,7 +152,12 @@ def test_a_run_from_before_the_default_prior_is_reused_for_bc_but_not_for_the_de
         Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
         Path(spec["result"]).write_text(json.dumps(old))
         assert (regime.finished(spec) is not None) == reused, method
-        assert spec["prior"] == ("auto" if method == "qtransformer" else "none")
+        assert spec["prior"] == ("auto-successful" if method == "qtransformer" else "none")
+        if method == "qtransformer":  # nor one from the default with its prior on the demonstrations (before 2026-12-07)
+            Path(spec["result"]).write_text(json.dumps(old | {"prior": "auto", "prior_weight": 0.01}))
+            assert regime.finished(spec) is None
+            Path(spec["result"]).write_text(json.dumps(old | {"prior": "auto-successful", "prior_weight": 0.01}))
+            assert regime.finished(spec) is not None
 
 
 def test_a_default_result_from_before_the_prior_weight_key_is_reused_at_the_defaults_weight_only(tmp_path):
@@ -160,7 +165,7 @@ def test_a_default_result_from_before_the_prior_weight_key_is_reused_at_the_defa
     as such; one recorded at another weight is not (the same network, another decoding)."""
     args = regime.Args(out=tmp_path, network="smoke", jobs=1)
     spec = regime.spec_for(args, "qtransformer", tmp_path / "data", 0, "main")
-    assert (spec["prior"], spec["prior_weight"]) == ("auto", 0.01)
+    assert (spec["prior"], spec["prior_weight"]) == ("auto-successful", 0.01)
     Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
     old = {k: spec[k] for k in ("method", "dataset", "seed", *regime.MATCH) if k != "prior_weight"}
     Path(spec["result"]).write_text(json.dumps(old))

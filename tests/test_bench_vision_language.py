@@ -100,10 +100,10 @@ def test_extend_from_trains_on_the_dataset_of_the_runs_it_continues(tmp_path):
 
 
 def test_a_qtransformer_run_names_the_prior_it_trains_and_a_bc_run_none():
-    # The `default` preset trains a BC prior first (--prior auto): its runs from before it (no "prior" in
+    # The `default` preset trains a BC prior first (--prior auto-successful): its runs from before it (no "prior" in
     # their spec) are not reused as the default's; BC runs, which take no prior, keep their spec.
     from bench.vision_language import run_spec
 
     args = apply_size(Args(cpu=True))
-    assert run_spec(args, Path("d"), "qtransformer", 0)["prior"] == "auto"
+    assert run_spec(args, Path("d"), "qtransformer", 0)["prior"] == "auto-successful"
     assert "prior" not in run_spec(args, Path("d"), "bc_demos", 0)

@@ -294,11 +294,21 @@ def test_the_priors_weight_is_trained_recorded_and_decoded_with(dataset, tmp_pat
 
 
 def test_prior_sources_and_data_without_demonstrations(dataset, tmp_path, capsys):
-    """'successful' trains filtered BC; 'auto' on data without demonstrations trains no prior and says so;
-    'demonstration' there is refused in one line; BC runs take no prior."""
-    train(tiny_cfg(dataset, tmp_path / "succ", 4, prior="successful"))
+    """'successful' trains filtered BC; 'auto-successful' (the default preset's) is the same on data with
+    demonstrations and 'auto' the demonstrations' BC; both on data without demonstrations train no prior and
+    say so; 'demonstration' there is refused in one line; BC runs take no prior."""
+    from qtransformer.config import preset
+    from qtransformer.train import prior_config
+
+    succ_run = train(tiny_cfg(dataset, tmp_path / "succ", 4, prior="successful"))
     prior_cfg = json.loads((tmp_path / "succ" / "prior" / "config.json").read_text())
     assert prior_cfg["only_successful"] is True and prior_cfg["source_mix"] == {} and prior_cfg["algo"]["method"] == "bc"
+    assert json.loads((succ_run / "model" / "config.json").read_text())["prior"] == {"source": "successful", "weight": 0.01}
+    succ = prior_config(tiny_cfg(dataset, tmp_path / "as", 4, prior="auto-successful"))
+    assert (succ.only_successful, succ.source_mix, succ.algo.method, succ.prior) == (True, {}, "bc", "none")
+    demos = prior_config(tiny_cfg(dataset, tmp_path / "a", 4, prior="auto"))
+    assert (demos.only_successful, demos.source_mix) == (False, {"demonstration": 1.0})
+    assert preset("default").prior == preset("large").prior == "auto-successful" and preset("builtin").prior == "auto"
 
     no_demos = tmp_path / "no_demos"
     EpisodeStore.create(no_demos, make_builtin_dataset(demos=0, autonomous=6))
@@ -306,6 +316,8 @@ def test_prior_sources_and_data_without_demonstrations(dataset, tmp_path, capsys
     train(tiny_cfg(no_demos, tmp_path / "auto", 4, prior="auto"))
     assert "has no demonstrations; training without a BC prior" in capsys.readouterr().out
     assert not (tmp_path / "auto" / "prior").exists() and QTPolicy.from_checkpoint(tmp_path / "auto").prior is None
+    assert prior_config(tiny_cfg(no_demos, tmp_path / "as", 4, prior="auto-successful")) is None
+    assert "prior auto-successful: " in capsys.readouterr().out
     from qtransformer.distributed import Ranks
     from qtransformer.train import _train_prior
 

@@ -185,25 +185,38 @@ def init_value_head(net: QTransformerNet, value: float, hl_gauss_sigma: float = 
         net.head.bias.copy_(logits.repeat(net.num_bins))  # (K * M,): bin k's atoms at k*M .. k*M+M-1
 
 
-def prior_config(cfg: TrainConfig, say=print) -> Optional[TrainConfig]:
-    """The BC run that `cfg.prior` asks for, trained first into OUT/prior (None: no prior): the same
-    settings and seed, `--algo.method bc`, on the demonstrations' steps (`--source-mix demonstration 1.0`)
-    or on the steps of successful episodes (`--only-successful`), without evaluations. `say` prints
-    what 'auto' chose when it chose no prior."""
+def prior_source(cfg: TrainConfig, say=print) -> Optional[str]:
+    """The episodes the BC prior of `cfg.prior` imitates on `cfg.dataset`: 'demonstration', 'successful' or
+    None (no prior). 'auto' resolves to the demonstrations and 'auto-successful' to the successful episodes
+    when the dataset has demonstrations, else to no prior (`say` prints that choice); an explicit source
+    the data lacks is refused in one line."""
     if cfg.trained_prior() == "none" or cfg.dataset is None:
         return None
     sources, _, success = EpisodeStore.open(cfg.dataset).episode_table()
     source = cfg.prior
-    if source == "auto":
+    if source in ("auto", "auto-successful"):
         if "demonstration" not in set(sources):
-            say(f"prior auto: {cfg.dataset} has no demonstrations; training without a BC prior "
+            say(f"prior {source}: {cfg.dataset} has no demonstrations; training without a BC prior "
                   "(--prior successful trains one on the successful episodes)")
             return None
-        source = "demonstration"
+        if source == "auto-successful" and not np.any(success):
+            say(f"prior auto-successful: {cfg.dataset} has no successful episode; the BC prior imitates the demonstrations")
+        source = "demonstration" if source == "auto" or not np.any(success) else "successful"
     if source == "demonstration" and "demonstration" not in set(sources):
         raise ConfigError(f"prior: {cfg.dataset} has no episode with source 'demonstration'; pass --prior successful, auto or none")
     if source == "successful" and not np.any(success):
         raise ConfigError(f"prior: {cfg.dataset} has no successful episode to imitate; pass --prior none")
+    return source
+
+
+def prior_config(cfg: TrainConfig, say=print) -> Optional[TrainConfig]:
+    """The BC run that `cfg.prior` asks for, trained first into OUT/prior (None: no prior): the same
+    settings and seed, `--algo.method bc`, on the demonstrations' steps (`--source-mix demonstration 1.0`)
+    or on the steps of successful episodes (`--only-successful`), without evaluations (prior_source
+    chooses which). `say` prints what 'auto' or 'auto-successful' chose when it chose no prior."""
+    source = prior_source(cfg, say)
+    if source is None:
+        return None
     return dataclasses.replace(
         cfg, out=Path(cfg.out) / "prior", prior="none", algo=dataclasses.replace(cfg.algo, method="bc"),
         source_mix={"demonstration": 1.0} if source == "demonstration" else {}, only_successful=source == "successful",
@@ -348,7 +361,7 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, pri
          "processor": processor.to_dict()},
     )
     if prior_policy is not None:
-        model_meta["prior"] = {"source": "successful" if cfg.prior == "successful" else "demonstration", "weight": cfg.prior_weight}
+        model_meta["prior"] = {"source": prior_source(cfg, say=lambda *_: None), "weight": cfg.prior_weight}
 
     start = 0
     if ckpt is not None:  # every rank reads the same checkpoint (the sampler's counter is global: any world size resumes it)
