@@ -318,6 +318,11 @@ def test_prior_sources_and_data_without_demonstrations(dataset, tmp_path, capsys
     assert not (tmp_path / "auto" / "prior").exists() and QTPolicy.from_checkpoint(tmp_path / "auto").prior is None
     assert prior_config(tiny_cfg(no_demos, tmp_path / "as", 4, prior="auto-successful")) is None
     assert "prior auto-successful: " in capsys.readouterr().out
+    failed = make_builtin_dataset(demos=2, autonomous=2, progress=False)
+    failed.rewards[:] = 0.0  # demonstrations, and no episode that succeeded
+    EpisodeStore.create(tmp_path / "failed", failed)
+    assert prior_config(tiny_cfg(tmp_path / "failed", tmp_path / "f", 4, prior="auto-successful")).source_mix == {"demonstration": 1.0}
+    assert "no successful episode; the BC prior imitates the demonstrations" in capsys.readouterr().out
     from qtransformer.distributed import Ranks
     from qtransformer.train import _train_prior
 
