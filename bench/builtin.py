@@ -32,6 +32,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("paper", {}),
     "builtin": ("builtin", {}),
     "builtin_prior": ("builtin", {"prior": "auto"}),  # the builtin preset with the default's BC prior (the preset's own since 2026-12-06)
+    "builtin_prior_successful": ("builtin", {"prior": "auto-successful"}),  # the builtin preset with the default's prior since 2026-12-07 (successful episodes)
     "builtin_prior_0.01": ("builtin", {"prior_weight": 0.01}),  # the builtin preset's prior at the K = 256 regime's weight (before 2026-12-07)
     "builtin_prior_targets": ("builtin", {"prior": "auto", "algo": {"prior_in_targets": True}}),  # and the prior's choice in the TD targets
     "default_prior_targets": ("default", {"algo": {"prior_in_targets": True}}),  # the default (its prior) with the prior's choice in the TD targets
