@@ -348,7 +348,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "save_every": 1000,
         "model": {"d_model": 64, "encoder_hidden": 128},
         "algo": {"num_bins": 16},
-        "prior": "auto",  # the demonstrations: +7.8 points on the demo's data; the successful episodes' was -1.3 on the paper mix (docs/benchmarks.md)
+        "prior": "auto",  # the demonstrations: +7.8 points on the demo's data; the successful episodes' was -1.3 on the paper mix and -4.2 on the demo's data (docs/benchmarks.md)
         "prior_weight": 0.03,  # at K = 16 (0.01 is the K = 256 regime's): +4.7 over BC on the paper mix's held-out seeds
     },
     # A wider, deeper network for large datasets (4x the default's width x depth); for GPUs mostly.
