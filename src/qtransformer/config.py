@@ -332,8 +332,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The dataclass defaults: the paper's 256 bins, with a conservative weight per unseen bin that does
     # not fade with K and a value head that starts at the data's mean return (docs/algorithm.md); and a
     # BC prior for decoding on the successful episodes (the demonstrations and the autonomous episodes that
-    # succeeded), when the dataset has demonstrations: +2.0 points over the demonstrations' prior in the paper's
-    # regime (5 paired seeds), +4.8 on the built-in data, -1.3 on the paper mix (docs/benchmarks.md).
+    # succeeded), when the dataset has demonstrations: +1.5 points over the demonstrations' prior in the paper's
+    # regime (7 paired seeds), +4.8 on the built-in data (docs/benchmarks.md); the `builtin` preset keeps the demonstrations'.
     "default": {"prior": "auto-successful"},
     # Exactly the paper's objective at the default's size: alpha/(K-1) per unseen bin, PyTorch's head
     # initialisation, acting with the online network, no imitation head, plain greedy decoding.
