@@ -193,18 +193,19 @@ def prior_source(cfg: TrainConfig, say=print) -> Optional[str]:
     if cfg.trained_prior() == "none" or cfg.dataset is None:
         return None
     sources, _, success = EpisodeStore.open(cfg.dataset).episode_table()
+    has_demos, any_success = "demonstration" in set(sources), bool(np.any(success))
     source = cfg.prior
     if source in ("auto", "auto-successful"):
-        if "demonstration" not in set(sources):
+        if not has_demos:
             say(f"prior {source}: {cfg.dataset} has no demonstrations; training without a BC prior "
                   "(--prior successful trains one on the successful episodes)")
             return None
-        if source == "auto-successful" and not np.any(success):
+        if source == "auto-successful" and not any_success:
             say(f"prior auto-successful: {cfg.dataset} has no successful episode; the BC prior imitates the demonstrations")
-        source = "demonstration" if source == "auto" or not np.any(success) else "successful"
-    if source == "demonstration" and "demonstration" not in set(sources):
+        source = "successful" if source == "auto-successful" and any_success else "demonstration"
+    if source == "demonstration" and not has_demos:
         raise ConfigError(f"prior: {cfg.dataset} has no episode with source 'demonstration'; pass --prior successful, auto or none")
-    if source == "successful" and not np.any(success):
+    if source == "successful" and not any_success:
         raise ConfigError(f"prior: {cfg.dataset} has no successful episode to imitate; pass --prior none")
     return source
 
@@ -361,7 +362,8 @@ def _train(cfg: TrainConfig, ranks: distributed.Ranks, device: torch.device, pri
          "processor": processor.to_dict()},
     )
     if prior_policy is not None:
-        model_meta["prior"] = {"source": prior_source(cfg, say=lambda *_: None), "weight": cfg.prior_weight}
+        imitated = "successful" if read_training_state_json(prior)["train_config"]["only_successful"] else "demonstration"  # as the prior's run recorded it
+        model_meta["prior"] = {"source": imitated, "weight": cfg.prior_weight}
 
     start = 0
     if ckpt is not None:  # every rank reads the same checkpoint (the sampler's counter is global: any world size resumes it)
