@@ -16,7 +16,8 @@ held-out episodes of every figure of `bench.regime` (--episodes per task), where
 runs' own figures on the same episodes (`bench.regime --final-episodes N`, which must have run): paired
 differences per seed with their standard error.
 
-`--prior bc_all` (or bc_filtered) takes the BC runs on all the data (or on the successful episodes) as
+`--values M` decodes another Q-Transformer method's runs instead of `qtransformer`'s (an option trained
+without a prior, e.g. qt_nstep3_values). `--prior bc_all` (or bc_filtered) takes the BC runs on all the data (or on the successful episodes) as
 the prior instead. Where the values' runs carry their own prior (the `default` preset trains a BC prior
 inside the run: on the demonstrations with `train --prior auto`, its setting from 2026-12-06; on the
 successful episodes with `auto-successful`, since 2026-12-07), their own held-out figure is the values
@@ -58,6 +59,9 @@ class Args:
     prior: Literal["bc_demos", "bc_all", "bc_filtered"] = "bc_demos"
     """The BC method whose runs are the prior: on demonstrations (the protocol's), on all the data, or on
     the successful episodes."""
+    values: str = VALUES
+    """The method whose runs are the values (default: `qtransformer`, the `default` preset); e.g. an option
+    trained without a prior such as qt_nstep3_values, decoded here as `default` decodes its own values."""
     prior_data: Optional[str] = None
     """The dataset of the prior's runs; default --data. BC on demonstrations learns from the same
     demonstrations on every dataset, so the data-scaling runs can take main's (bench.regime trains no
@@ -78,6 +82,9 @@ class Args:
     def __post_init__(self) -> None:
         for s in self.settings:
             parse_setting(s)  # a bad entry stops here
+        if self.values not in regime.OURS or self.values in PRIORS:
+            raise SystemExit(f"--values {self.values}: not a Q-Transformer method of bench.regime; choose from "
+                             f"{', '.join(m for m in regime.OURS if m not in PRIORS)}")
         if self.validation_seed in (0, regime.EVAL_BENCHMARK_SEED):
             raise SystemExit(f"--validation-seed {self.validation_seed} is the training data's or the held-out set's benchmark seed; choose another")
         if min(self.validation_episodes, self.episodes, self.seeds, self.jobs) < 1:
@@ -90,7 +97,7 @@ def run_json(args: Args, method: str, seed: int) -> Path:
     found = sorted(args.regime.glob(f"runs/demos*_auto*/{data}/{method}/seed{seed}.json"))
     if len(found) != 1:
         raise SystemExit(f"{args.regime}/runs: {'no' if not found else 'more than one'} {method} seed {seed} run on data '{data}'; "
-                         f"run bench.regime with --methods {VALUES} {args.prior} --seeds {args.seeds} first")
+                         f"run bench.regime with --methods {args.values} {args.prior} --seeds {args.seeds} first")
     return found[0]
 
 
@@ -151,10 +158,10 @@ def evaluate_all(args: Args, settings: list[str], benchmark_seed: int, episodes:
     """(setting, seed) -> its evaluation, run where not on disk."""
     jobs = []
     for seed in range(args.seeds):
-        values = regime.final_checkpoint(run_json(args, VALUES, seed))
+        values = regime.final_checkpoint(run_json(args, args.values, seed))
         prior = regime.final_checkpoint(run_json(args, args.prior, seed))
         if values is None or prior is None:
-            raise SystemExit(f"{args.regime}: seed {seed}'s {VALUES} or {args.prior} run kept no final policy")
+            raise SystemExit(f"{args.regime}: seed {seed}'s {args.values} or {args.prior} run kept no final policy")
         jobs += [{"values": str(values), "prior": str(prior), "setting": s, "benchmark_seed": benchmark_seed, "episodes": episodes, "seed": seed,
                   "result": str(args.regime / "prior" / "evals" / folder(args) / f"{s.replace(',', '_')}_b{benchmark_seed}_e{episodes}_s{seed}.json")}
                  for s in settings]
@@ -169,7 +176,7 @@ def carried_priors(args: Args) -> Optional[list[Path]]:
 
     found = []
     for seed in range(args.seeds):
-        final = regime.final_checkpoint(run_json(args, VALUES, seed))
+        final = regime.final_checkpoint(run_json(args, args.values, seed))
         if final is None or not (final / "model" / PRIOR_DIR / "config.json").exists():
             return None
         found.append(final / "model" / PRIOR_DIR)
@@ -186,10 +193,11 @@ def evaluate_carried_priors(args: Args, priors: list[Path]) -> list[dict]:
 
 
 def folder(args: Args) -> str:
-    """Where the evaluations and summary of --data (with --prior-data when it differs, and --prior when not
-    bc_demos) go under REGIME/prior."""
+    """Where the evaluations and summary of --data (with --prior-data when it differs, --prior when not
+    bc_demos, and --values when not qtransformer) go under REGIME/prior."""
     name = args.data if args.prior_data in (None, args.data) else f"{args.data}_prior_{args.prior_data}"
-    return name if args.prior == "bc_demos" else f"{name}_{args.prior}"
+    name = name if args.prior == "bc_demos" else f"{name}_{args.prior}"
+    return name if args.values == VALUES else f"{name}_{args.values}"
 
 
 def choose(candidates: list[str], means: dict[str, float]) -> str:
@@ -241,33 +249,33 @@ def main(args: Args) -> None:
     val_rows = {s: row(s if s not in REFERENCES else f"{s}: {REFERENCES[s]}", [validation[(s, k)] for k in range(args.seeds)])
                 for s in [*REFERENCES, *candidates]}
     chosen = choose([s for s in candidates if s not in REFERENCES], {s: r["mean"] for s, r in val_rows.items()})
-    values_own, prior_own = own_figures(args, VALUES), own_figures(args, args.prior)  # before the held-out evaluation: fail early
+    values_own, prior_own = own_figures(args, args.values), own_figures(args, args.prior)  # before the held-out evaluation: fail early
     heldout = evaluate_all(args, [chosen], regime.EVAL_BENCHMARK_SEED, args.episodes)
     chosen_evals = [heldout[(chosen, k)] for k in range(args.seeds)]
     carried = carried_priors(args)  # runs of the preset since train --prior: their own figure is the values with this prior
-    own_label = f"`{VALUES}` as run: its values with the prior it carries" if carried else f"`{VALUES}` alone"
+    own_label = f"`{args.values}` as run: its values with the prior it carries" if carried else f"`{args.values}` alone"
     held_rows = [row(f"{chosen}, prior `{args.prior}`", chosen_evals), row(own_label, values_own), row(f"`{args.prior}` alone", prior_own)]
     a = [e["success_rate"] for e in chosen_evals]
     carried_evals = evaluate_carried_priors(args, carried) if carried else None
     if carried_evals:
-        held_rows.append(row(f"the prior `{VALUES}` carries, alone", carried_evals))
+        held_rows.append(row(f"the prior `{args.values}` carries, alone", carried_evals))
     summary = {
-        "protocol": {"regime": str(args.regime), "data": args.data, "prior_data": args.prior_data or args.data, "seeds": args.seeds, "values": VALUES, "prior": args.prior,
+        "protocol": {"regime": str(args.regime), "data": args.data, "prior_data": args.prior_data or args.data, "seeds": args.seeds, "values": args.values, "prior": args.prior,
                      "candidates": candidates, "validation": f"variations 0..{args.validation_episodes - 1} of MT1 benchmark seed {args.validation_seed}",
                      "heldout": regime.EVALUATION, "heldout_episodes_per_task": args.episodes, "values_carry_prior": carried is not None},
         "validation": {s: r | {"candidate": s not in REFERENCES} for s, r in val_rows.items()},
         "chosen": chosen,
         "heldout": {r["label"]: r for r in held_rows},
-        "paired": {f"against {VALUES}": paired(a, [e["success_rate"] for e in values_own]),
+        "paired": {f"against {args.values}": paired(a, [e["success_rate"] for e in values_own]),
                    f"against {args.prior}": paired(a, [e["success_rate"] for e in prior_own])},
     }
     if carried_evals:  # the preset as run against its own prior alone (with --prior auto: BC on the demonstrations, bit for bit)
-        summary["paired"][f"{VALUES} as run, against its carried prior"] = paired([e["success_rate"] for e in values_own], [e["success_rate"] for e in carried_evals])
+        summary["paired"][f"{args.values} as run, against its carried prior"] = paired([e["success_rate"] for e in values_own], [e["success_rate"] for e in carried_evals])
     lines = [f"Validation ({summary['protocol']['validation']}, {args.validation_episodes} episodes per task, seeds 0-{args.seeds - 1}); "
              f"chosen: **{chosen}**", "", *markdown_rows(list(val_rows.values())), "",
              f"Held out ({args.episodes} episodes per task, {regime.EVALUATION})", "", *markdown_rows(held_rows), ""]
     for name, p in summary["paired"].items():
-        lines.append(f"- {'' if name.startswith(VALUES) else chosen + ' '}{name}: {p['mean']:+.1f} points (SE {p['se']:.1f}; per seed {', '.join(f'{x:+.1f}' for x in p['per_seed'])})")
+        lines.append(f"- {'' if name.startswith(args.values) else chosen + ' '}{name}: {p['mean']:+.1f} points (SE {p['se']:.1f}; per seed {', '.join(f'{x:+.1f}' for x in p['per_seed'])})")
     text = "\n".join(lines) + "\n"
     out = args.regime / "prior" / ("" if folder(args) == "main" else folder(args))
     out.mkdir(parents=True, exist_ok=True)
