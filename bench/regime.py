@@ -33,15 +33,18 @@ The protocol, fixed from BC's side before any Q-Transformer run:
    Every method and seed is evaluated on the same episodes, greedily.
 5. Methods (same data, same gradient steps at batch 256, same evaluation): `qtransformer` is the
    `default` preset unchanged (K = 256 bins, d_model 128, 2 layers, conservative_bins 16, value head
-   at the data's mean return, no imitation head); `qtransformer_paper` is the `paper` preset (the
-   paper's objective at the same size); BC (demonstrations only / all / successful episodes) uses the
-   default preset's network with --algo.method bc; IQL and CQL are d3rlpy's defaults (bench.compare);
+   at the data's mean return, no imitation head, a BC prior on the successful episodes for decoding);
+   `qtransformer_paper` is the `paper` preset (the paper's objective at the same size); BC
+   (demonstrations only / all / successful episodes) uses the default preset's network with
+   --algo.method bc; IQL and CQL are d3rlpy's defaults (bench.compare);
    the ablations are the default with alpha 0, without the Monte-Carlo bound, and with the CQL-style
    log-sum-exp regulariser. Each run is evaluated at --curve-points evenly spaced steps (learning curves).
 
 Writes summary.json ({"methods": {name: {"mean", "std", "per_seed"}}, "protocol": {...}, plus
 "variants", "scaling", "calibration", "curves", "per_task", "data"}), table.md, success.png,
-curves.png and scaling.png into --out.
+curves.png and scaling.png into --out. They cover every finished run in --out that matches this
+invocation's settings (steps, evaluation, each method's own preset, its seeds), the methods it names and
+those an earlier invocation ran, so running one method later adds it to the table instead of replacing it.
 """
 
 from __future__ import annotations
@@ -405,6 +408,21 @@ def finished(spec: dict) -> Optional[dict]:
     return old if all(old.get(k, defaults.get(k)) == spec[k] for k in MATCH) else None
 
 
+def kept_runs(args: Args, paths: dict[str, Path], specs: list[dict]) -> list[dict]:
+    """The finished runs on disk of the methods this invocation does not name, on each of its datasets and
+    seeds, that match its settings (steps, evaluation, each method's own preset): the summary and table
+    cover them too, so a later invocation for one method does not drop the others from summary.json."""
+    named = {(s["method"], s["dataset"]) for s in specs}
+    out = []
+    for data, path in paths.items():
+        for m in METHODS:
+            if (m, str(path)) in named:
+                continue
+            folder = paths["main"].parent.name + "/" + data
+            out += [r for r in (finished(spec_for(args, m, path, seed, folder)) for seed in range(args.seeds)) if r is not None]
+    return out
+
+
 def execute(args: Args, specs: list[dict], label: str) -> list[dict]:
     """Run the specs not already on disk with matching settings; return every result."""
     results, todo = [], []
@@ -655,8 +673,8 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
     for rs in by.values():
         rs.sort(key=lambda r: r["seed"])
 
-    def table(name: str, methods) -> dict:
-        return {m: stats([r["success_rate"] for r in by[(name, m)]]) for m in methods if (name, m) in by}
+    def table(name: str) -> dict:  # every method with runs on this dataset, in METHODS' order
+        return {m: stats([r["success_rate"] for r in by[(name, m)]]) for m in METHODS if (name, m) in by}
 
     main = paths["main"].name
     curves = {m: {"steps": [c[0] for c in rs[0]["curve"]], "success": [float(np.mean([r["curve"][i][1] for r in rs])) for i in range(len(rs[0]["curve"]))],
@@ -664,10 +682,11 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
               for (d, m), rs in by.items() if d == main}
     per_task = {m: {t: float(np.mean([r["per_task"][t] for r in rs])) for t in rs[0]["per_task"]} for (d, m), rs in by.items() if d == main}
     scaling: dict = {}
+    scaled = {m for k in args.scale if k != 1 for m in METHODS if (paths[f"scale_{k}x"].name, m) in by}  # methods with runs on more data
     for k in sorted(args.scale):
         name = main if k == 1 else paths[f"scale_{k}x"].name
-        for m in args.scale_methods:
-            if (name, m) in by:
+        for m in METHODS:
+            if m in scaled and (name, m) in by:
                 scaling.setdefault(m, {})[str(k)] = stats([r["success_rate"] for r in by[(name, m)]])
     sources, _, _ = EpisodeStore.open(paths["main"]).episode_table()
     protocol = {
@@ -677,14 +696,14 @@ def summarize(args: Args, results: list[dict], paths: dict[str, Path], cal: Opti
         "exploration": f"epsilon-greedy over bins per action dimension, epsilon alternating over {list(args.epsilons)}, temperature 0",
         "evaluation": EVALUATION, "eval_episodes_per_task": args.eval_episodes, "seeds": args.seeds, "steps": args.steps,
         "batch_size": 256 if args.network == "default" else NETWORKS[args.network]["batch_size"], "curve_points": args.curve_points,
-        "ours": {m: {"preset": p, "overrides": o} for m, (p, o) in OURS.items() if m in args.named_methods}, "network": args.network,
+        "ours": {m: {"preset": p, "overrides": o} for m, (p, o) in OURS.items() if any(bm == m for _, bm in by)}, "network": args.network,
         "scale": list(args.scale), "quick": args.quick, "data_seed": args.data_seed,
         "heldout_check": {"min_distance_to_a_training_start": heldout_check(paths[f"scale_{max(args.scale)}x"] if max(args.scale) > 1 else paths["main"], args.task_list, args.eval_episodes)},
     }
     summary = {
-        "methods": table(main, args.methods),
+        "methods": table(main),
         "protocol": protocol,
-        "variants": {"no_auto_success": {"methods": table(paths["no_auto_success"].name, args.variant_methods)}},
+        "variants": {"no_auto_success": {"methods": table(paths["no_auto_success"].name)}},
         "scaling": scaling,
         "calibration": cal,
         "curves": curves,
@@ -870,6 +889,7 @@ def main(args: Args) -> None:
     if args.final_episodes is not None:
         final_evaluations(args, specs)
         results = [r for r in (finished(s) for s in specs) if r is not None]  # now with their final_eval
+    results += kept_runs(args, paths, specs)
     summary = summarize(args, results, paths, cal, demos)
     summary["versions"] = compare.versions() | {"code": compare.code_line(results)}
     summary["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}

@@ -47,11 +47,19 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     assert "Learning curves" in table and len(summary["curves"]["qtransformer"]["per_seed"]) == 1
     capsys.readouterr()
 
+    import dataclasses
+
     regime.main(args)  # every run and dataset is on disk: nothing is trained or collected again
     printed = capsys.readouterr().out
     assert "methods: 5 runs, 5 done before, 0 to do" in printed and "collected" not in printed and "made" not in printed
 
-    import dataclasses
+    # An invocation for one method keeps the others' finished runs (same settings) in summary.json and the table.
+    regime.main(dataclasses.replace(args, methods=("bc_demos",), variant_methods=(), scale_methods=(), no_train=True))
+    assert "methods: 1 runs, 1 done before" in capsys.readouterr().out
+    merged = json.loads((out / "summary.json").read_text())
+    assert set(merged["methods"]) == {"qtransformer", "bc_demos", "bc_filtered"} and merged["methods"] == summary["methods"]
+    assert set(merged["variants"]["no_auto_success"]["methods"]) == {"qtransformer"} and set(merged["scaling"]) == {"qtransformer"}
+    assert "| filtered BC (successful episodes) |" in (out / "table.md").read_text()
 
     # --final-episodes: each run's final policy (step 4, not the curve's step 2) on N held-out episodes per
     # task, kept in the run's JSON, reported beside the curve's last point, and reused when asked again.
@@ -96,6 +104,7 @@ def test_tiny_regime_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     again = json.loads((out / "summary.json").read_text())
     assert again["protocol"]["steps"] == 6 and "4 steps" in again["protocol"]["collector"]
     assert again["curves"]["bc_demos"]["steps"] == [3, 6]
+    assert set(again["methods"]) == {"bc_demos"}  # the runs at 4 steps are not mixed into a 6-step summary
 
 
 def test_write_docs_block(tmp_path):
