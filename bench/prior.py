@@ -1,7 +1,7 @@
 """Q-Transformer's values decoded with a BC run as prior, in the paper's regime: the setting chosen on
 validation variations, read on the held-out ones.
 
-    python -m bench.prior --regime bench/results/regime_20k [--data main] [--seeds 5]
+    python -m bench.prior --regime bench/results/regime_20k [--data main] [--values qtransformer] [--seeds 5]
         [--settings lambda=0.003 lambda=0.01 ...] [--validation-episodes 20] [--episodes 50] [--jobs 2]
 
 Reads the runs a `bench.regime` benchmark keeps (`--regime` is its --out): for each seed, the final

@@ -82,6 +82,29 @@ def test_the_rule_is_chosen_on_validation_among_the_candidates_and_read_on_the_h
     assert prior.folder(prior.Args(regime=root, prior="bc_all")) == "main_bc_all"
     assert prior.folder(prior.Args(regime=root, data="scale_2x", prior_data="main", prior="bc_all")) == "scale_2x_prior_main_bc_all"
 
+    # another Q-Transformer method's runs as the values (--values): read from its own runs, written to its own folder
+    with pytest.raises(SystemExit, match="no qt_nstep3_values seed 0 run on data 'main'.*--methods qt_nstep3_values bc_demos"):
+        prior.main(prior.Args(regime=root, values="qt_nstep3_values", seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=3, jobs=1))
+    for seed, x in enumerate((0.20, 0.30)):
+        run = root / "runs" / "demos1_auto2" / "main" / "qt_nstep3_values" / f"seed{seed}.json"
+        (run.with_suffix("") / "checkpoints" / "step_00000004" / "model").mkdir(parents=True)
+        run.write_text(json.dumps({"final_eval": {"episodes": 3, "evaluation": regime.EVALUATION, "success_rate": x, "per_task": {TASK: x}}}))
+    del calls[:]
+
+    def fake_other(values, *rest):  # the same figures, from the other method's policies
+        assert "/main/qt_nstep3_values/" in values
+        return fake_success(values.replace("/qt_nstep3_values/", "/qtransformer/"), *rest)
+
+    monkeypatch.setattr(prior, "policy_success", fake_other)
+    prior.main(prior.Args(regime=root, values="qt_nstep3_values", seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=3, jobs=1))
+    assert len(calls) == 3 * 2 + 2  # its own evaluations: nothing of qtransformer's is reused
+    other = json.loads((root / "prior" / "main_qt_nstep3_values" / "summary.json").read_text())
+    assert other["protocol"]["values"] == "qt_nstep3_values"
+    assert other["paired"]["against qt_nstep3_values"]["per_seed"] == pytest.approx([24.0, 8.0])  # 0.44 - 0.20, 0.38 - 0.30
+    assert prior.folder(prior.Args(regime=root, values="qt_nstep3_values", prior="bc_filtered")) == "main_bc_filtered_qt_nstep3_values"
+    with pytest.raises(SystemExit, match="--values bc_all: not a Q-Transformer method"):
+        prior.Args(regime=root, values="bc_all")
+
     with pytest.raises(SystemExit, match="--final-episodes 4"):  # the runs' own figures at another size are missing
         prior.main(prior.Args(regime=root, seeds=2, settings=("lambda=0.01",), validation_episodes=2, episodes=4, jobs=1))
     with pytest.raises(SystemExit, match="no qtransformer seed 2 run"):
