@@ -17,8 +17,8 @@ runs' own figures on the same episodes (`bench.regime --final-episodes N`, which
 differences per seed with their standard error.
 
 `--values M` decodes another Q-Transformer method's runs instead of `qtransformer`'s (an option trained
-without a prior, e.g. qt_nstep3_values). `--prior bc_all` (or bc_filtered) takes the BC runs on all the data (or on the successful episodes) as
-the prior instead. Where the values' runs carry their own prior (the `default` preset trains a BC prior
+without a prior, e.g. qt_nstep3_values). `--prior bc_all` (or bc_filtered) takes the BC runs on all the
+data (or on the successful episodes) as the prior instead. Where the values' runs carry their own prior (the `default` preset trains a BC prior
 inside the run: on the demonstrations with `train --prior auto`, its setting from 2026-12-06; on the
 successful episodes with `auto-successful`, since 2026-12-07), their own held-out figure is the values
 decoded with that prior, and the table adds that prior alone on the same held-out episodes (with `auto`,
