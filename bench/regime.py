@@ -408,6 +408,11 @@ def finished(spec: dict) -> Optional[dict]:
     return old if all(old.get(k, defaults.get(k)) == spec[k] for k in MATCH) else None
 
 
+def run_folder(paths: dict[str, Path], data: str) -> str:
+    """Where the runs on dataset `data` ('main', 'no_auto_success', 'scale_Nx') go under --out/runs: demosD_autoA/data."""
+    return f"{paths['main'].parent.name}/{data}"
+
+
 def kept_runs(args: Args, paths: dict[str, Path], specs: list[dict]) -> list[dict]:
     """The finished runs on disk of the methods this invocation does not name, on each of its datasets and
     seeds, that match its settings (steps, evaluation, each method's own preset): the summary and table
@@ -418,8 +423,7 @@ def kept_runs(args: Args, paths: dict[str, Path], specs: list[dict]) -> list[dic
         for m in METHODS:
             if (m, str(path)) in named:
                 continue
-            folder = paths["main"].parent.name + "/" + data
-            out += [r for r in (finished(spec_for(args, m, path, seed, folder)) for seed in range(args.seeds)) if r is not None]
+            out += [r for r in (finished(spec_for(args, m, path, seed, run_folder(paths, data))) for seed in range(args.seeds)) if r is not None]
     return out
 
 
@@ -880,11 +884,11 @@ def main(args: Args) -> None:
     demos = args.demos if args.demos is not None else int(cal["demos"])
     collector = collector_for(args, demos)
     paths = make_datasets(args, demos, collector)
-    specs = [spec_for(args, m, paths["main"], s, paths["main"].parent.name + "/main") for s in range(args.seeds) for m in args.methods]
-    specs += [spec_for(args, m, paths["no_auto_success"], s, paths["main"].parent.name + "/no_auto_success") for s in range(args.seeds) for m in args.variant_methods]
+    specs = [spec_for(args, m, paths["main"], s, run_folder(paths, "main")) for s in range(args.seeds) for m in args.methods]
+    specs += [spec_for(args, m, paths["no_auto_success"], s, run_folder(paths, "no_auto_success")) for s in range(args.seeds) for m in args.variant_methods]
     for k in sorted(args.scale):
         if k != 1:
-            specs += [spec_for(args, m, paths[f"scale_{k}x"], s, paths["main"].parent.name + f"/scale_{k}x") for s in range(args.seeds) for m in args.scale_methods]
+            specs += [spec_for(args, m, paths[f"scale_{k}x"], s, run_folder(paths, f"scale_{k}x")) for s in range(args.seeds) for m in args.scale_methods]
     results = execute(args, specs, "methods")
     if args.final_episodes is not None:
         final_evaluations(args, specs)
