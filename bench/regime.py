@@ -87,6 +87,9 @@ OURS["qt_demo_share"] = ("default", {"source_mix": {"demonstration": 0.04}})
 # `default`'s values with 3-step returns, trained without the prior (the prior acts at decoding only, so
 # bench.prior --values qt_nstep3_values decodes them with the BC runs kept here, as `default` would).
 OURS["qt_nstep3_values"] = ("default", {"algo": {"n_step": 3}, "prior": "none"})
+# `default`'s values with a discount whose horizon 1 / (1 - gamma) = 100 steps spans this regime's successful
+# episodes (51-184 steps), no prior (decoded by bench.prior --values qt_gamma099_values, as above).
+OURS["qt_gamma099_values"] = ("default", {"algo": {"gamma": 0.99}, "prior": "none"})
 D3RLPY = ("iql", "cql")
 METHODS = tuple(OURS) + D3RLPY
 LABELS = compare.LABELS | {
@@ -95,6 +98,7 @@ LABELS = compare.LABELS | {
     "qt_fourier4": "Q-Transformer, bin tokens with Fourier features (`--model.bin-fourier 4`)",
     "qt_demo_share": "Q-Transformer, demonstrations at 4 % of each batch (`--source-mix demonstration 0.04`)",
     "qt_nstep3_values": "Q-Transformer's values with 3-step returns, no prior (`--algo.n-step 3 --prior none`)",
+    "qt_gamma099_values": "Q-Transformer's values with gamma 0.99, no prior (`--algo.gamma 0.99 --prior none`)",
 }
 # Network sizes: the `default` preset's, or the `smoke` preset's (tests only).
 NETWORKS = {"default": {}, "smoke": {"batch_size": 32, "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "encoder_hidden": 64}, "algo": {"warmup_steps": 5}}}
@@ -147,7 +151,7 @@ class Args:
     curve_points: int = 5
     """Evaluations per run, evenly spaced (the last at the end): the learning curves."""
     methods: tuple[str, ...] = PROTOCOL_OURS + D3RLPY
-    """Methods on the main dataset (also: qt_fourier4, qt_demo_share and qt_nstep3_values, options measured beside the protocol)."""
+    """Methods on the main dataset (also: qt_fourier4, qt_demo_share, qt_nstep3_values and qt_gamma099_values, options measured beside the protocol)."""
     variant_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_demos", "bc_all", "bc_filtered", "iql", "cql")
     """Methods on the dataset without the successful autonomous episodes."""
     scale_methods: tuple[str, ...] = ("qtransformer", "qtransformer_paper", "bc_all", "bc_filtered", "iql", "cql")
