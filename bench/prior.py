@@ -18,15 +18,17 @@ differences per seed with their standard error.
 
 `--values M` decodes another Q-Transformer method's runs instead of `qtransformer`'s (an option trained
 without a prior, e.g. qt_nstep3_values). `--prior bc_all` (or bc_filtered) takes the BC runs on all the
-data (or on the successful episodes) as the prior instead. Where the values' runs carry their own prior (the `default` preset trains a BC prior
-inside the run: on the demonstrations with `train --prior auto`, its setting from 2026-12-06; on the
-successful episodes with `auto-successful`, since 2026-12-07), their own held-out figure is the values
-decoded with that prior, and the table adds that prior alone on the same held-out episodes (with `auto`,
-BC on the demonstrations: the issue's baseline, read from the same runs), paired against the run. `--data scale_10x --prior-data main` decodes the data-scaling runs with main's BC runs (bench.regime trains
-no BC on demonstrations there, and its demonstrations are main's). Each evaluation is its own JSON under
-REGIME/prior/evals, reused when asked again. Prints the tables and writes REGIME/prior/summary.json and
-table.md (for another --data, under REGIME/prior/<data>[_prior_<prior-data>]/). docs/benchmarks.md (the paper's regime) has the protocol
-and the figures.
+data (or on the successful episodes) as the prior instead. Where the values' runs carry their own prior
+(the `default` preset trains a BC prior inside the run: on the demonstrations with `train --prior auto`,
+its setting from 2026-12-06; on the successful episodes with `auto-successful`, since 2026-12-07), their
+own held-out figure is the values decoded with that prior, and the table adds that prior alone on the
+same held-out episodes (with `auto`, BC on the demonstrations: the issue's baseline, read from the same
+runs), paired against the run. `--data scale_10x --prior-data main` decodes the data-scaling runs with
+main's BC runs (bench.regime trains no BC on demonstrations there, and its demonstrations are main's).
+Each evaluation is its own JSON under REGIME/prior/evals, reused when asked again. Prints the tables and
+writes REGIME/prior/summary.json and table.md (for another --data, under
+REGIME/prior/<data>[_prior_<prior-data>]/). docs/benchmarks.md (the paper's regime) has the protocol and
+the figures.
 """
 
 from __future__ import annotations
