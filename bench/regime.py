@@ -90,6 +90,10 @@ OURS["qt_nstep3_values"] = ("default", {"algo": {"n_step": 3}, "prior": "none"})
 # `default`'s values with a discount whose horizon 1 / (1 - gamma) = 100 steps spans this regime's successful
 # episodes (51-184 steps), no prior (decoded by bench.prior --values qt_gamma099_values, as above).
 OURS["qt_gamma099_values"] = ("default", {"algo": {"gamma": 0.99}, "prior": "none"})
+# `default`'s values with half and twice the conservative term's strength (alpha 1.0 per 16-bin-equivalent
+# unseen bin, never varied here but for 0), no prior (decoded by bench.prior --values, as above).
+OURS["qt_alpha05_values"] = ("default", {"algo": {"alpha": 0.5}, "prior": "none"})
+OURS["qt_alpha2_values"] = ("default", {"algo": {"alpha": 2.0}, "prior": "none"})
 D3RLPY = ("iql", "cql")
 METHODS = tuple(OURS) + D3RLPY
 LABELS = compare.LABELS | {
@@ -99,6 +103,8 @@ LABELS = compare.LABELS | {
     "qt_demo_share": "Q-Transformer, demonstrations at 4 % of each batch (`--source-mix demonstration 0.04`)",
     "qt_nstep3_values": "Q-Transformer's values with 3-step returns, no prior (`--algo.n-step 3 --prior none`)",
     "qt_gamma099_values": "Q-Transformer's values with gamma 0.99, no prior (`--algo.gamma 0.99 --prior none`)",
+    "qt_alpha05_values": "Q-Transformer's values with alpha 0.5, no prior (`--algo.alpha 0.5 --prior none`)",
+    "qt_alpha2_values": "Q-Transformer's values with alpha 2, no prior (`--algo.alpha 2 --prior none`)",
 }
 # Network sizes: the `default` preset's, or the `smoke` preset's (tests only).
 NETWORKS = {"default": {}, "smoke": {"batch_size": 32, "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "encoder_hidden": 64}, "algo": {"warmup_steps": 5}}}
