@@ -8,7 +8,8 @@ policies, evaluation on held-out task variations (issue 11, "What to build" item
     python -m bench.regime --no-train --final-episodes 50   # the final policies on disk, on 50 held-out episodes per task
 
 Needs the `sim` and `bench` extras (`bash scripts/setup.sh --bench`). Resumable like bench.compare:
-every run writes its own JSON under --out and is reused when its settings match.
+every run writes its own JSON under --out and is reused when its settings match; a run of ours killed
+half-way resumes from its last checkpoint (one every steps / --curve-points steps, its BC prior's too).
 
 The protocol, fixed from BC's side before any Q-Transformer run:
 
@@ -291,33 +292,67 @@ def run_one(spec: dict) -> dict:
     return result
 
 
-def _run_ours(spec: dict) -> dict:
+def run_config(spec: dict):
+    """The TrainConfig of one run of ours (a spec from spec_for), trained into the folder beside its JSON."""
     from qtransformer.config import apply_overrides, preset
-    from qtransformer.train import train
 
-    run_dir = Path(spec["result"]).with_suffix("")
-    shutil.rmtree(run_dir, ignore_errors=True)  # a run killed half-way starts again
     steps = spec["steps"]
     cfg = apply_overrides(preset(spec["preset"]), NETWORKS[spec["network"]], "network")
     cfg = apply_overrides(cfg, {
-        "dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": steps, "device": spec["device"],
-        "eval_every": 0, "eval_episodes": 0, "save_every": max(1, steps // spec["curve_points"]), "keep_checkpoints": 0,
-        "log_every": min(50, steps), "progress": False, "prefetch": 2,
+        "dataset": spec["dataset"], "out": str(Path(spec["result"]).with_suffix("")), "seed": spec["seed"], "steps": steps,
+        "device": spec["device"], "eval_every": 0, "eval_episodes": 0, "save_every": max(1, steps // spec["curve_points"]),
+        "keep_checkpoints": 0, "log_every": min(50, steps), "progress": False, "prefetch": 2,
     }, "bench.regime")
-    cfg = apply_overrides(cfg, spec["overrides"], f"method {spec['method']}")
+    return apply_overrides(cfg, spec["overrides"], f"method {spec['method']}")
+
+
+def killed_at(run_dir: Path) -> Optional[str]:
+    """Where a run of ours in `run_dir` was stopped, if it can resume: 'step N' (its last checkpoint),
+    'its prior' (killed while training its BC prior), or None (nothing to resume: a fresh start)."""
+    from qtransformer.checkpoint import CheckpointError, last_checkpoint
+
+    try:
+        ckpt = last_checkpoint(run_dir)
+        if ckpt is not None:
+            return f"step {int(ckpt.name.split('_')[1])}"
+        return "its prior" if last_checkpoint(run_dir / "prior") is not None else None
+    except CheckpointError:  # a checkpoint left incomplete: start again
+        return None
+
+
+def _run_ours(spec: dict) -> dict:
+    from qtransformer.checkpoint import CheckpointError
+    from qtransformer.config import ConfigError
+    from qtransformer.train import train
+
+    cfg = run_config(spec)
+    run_dir = Path(cfg.out)
     t = time.perf_counter()
-    train(cfg)
+    resumed = killed_at(run_dir)
+    if resumed is not None:  # train refuses a checkpoint of other settings (an earlier method or preset here)
+        try:
+            train(dataclasses.replace(cfg, resume=True))
+            print(f"{run_dir}: resumed from {resumed}", flush=True)
+        except (ConfigError, CheckpointError) as e:
+            print(f"{run_dir}: not resumed, started again ({e})", flush=True)
+            resumed = None
+    if resumed is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train(cfg)
     train_s = time.perf_counter() - t
     checkpoints = sorted(p for p in (run_dir / "checkpoints").glob("step_*") if p.is_dir())
     curve, per_task = [], {}
     for ckpt in checkpoints:
         per_task = checkpoint_success(ckpt, spec["eval_episodes"])
         curve.append([int(ckpt.name.split("_")[1]), float(np.mean(list(per_task.values())))])
-    for ckpt in checkpoints[:-1]:  # keep the final policy (for bench.diagnose / variations), not the rest
+    # The final policy stays (for bench.diagnose and --final-episodes), not the rest. Its resume state goes
+    # first: from then on killed_at sees nothing to resume, and a run killed here starts again.
+    shutil.rmtree(checkpoints[-1] / "training_state", ignore_errors=True)
+    for ckpt in checkpoints[:-1]:
         shutil.rmtree(ckpt)
     shutil.rmtree(run_dir / "prior", ignore_errors=True)  # a BC prior's run: every checkpoint carries its final network
-    shutil.rmtree(checkpoints[-1] / "training_state", ignore_errors=True)
-    return {"success_rate": curve[-1][1], "per_task": per_task, "curve": curve, "wall_s": time.perf_counter() - t, "train_s": train_s}
+    run = {"success_rate": curve[-1][1], "per_task": per_task, "curve": curve, "wall_s": time.perf_counter() - t, "train_s": train_s}
+    return run | ({"resumed_from": resumed} if resumed is not None else {})  # its times count only what ran after
 
 
 def checkpoint_success(ckpt: Path, episodes: int) -> dict[str, float]:

@@ -4,6 +4,7 @@ methods on held-out variations, summary.json's shape, resuming, and the docs blo
 The benchmark's figures are not checked here; this checks the plumbing the --quick and full runs rely on."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -182,3 +183,51 @@ def test_a_default_result_from_before_the_prior_weight_key_is_reused_at_the_defa
     Path(spec["result"]).write_text(json.dumps(old | {"prior_weight": 0.03}))
     assert regime.finished(spec) is None
     assert regime.spec_for(args, "bc_demos", tmp_path / "data", 0, "main")["prior_weight"] is None
+
+
+def test_a_killed_run_of_ours_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, capsys):
+    """A run killed half-way resumes where it stopped, in its BC prior or after it; the checkpoint it left is
+    evaluated as it was, not trained again. One left by other settings, or whose clean-up had begun, starts again."""
+    import dataclasses
+
+    from qtransformer.data import EpisodeStore
+    from qtransformer.envs.builtin_dataset import make_builtin_dataset
+    from qtransformer.train import prior_config, train
+
+    data = tmp_path / "data"
+    EpisodeStore.create(data, make_builtin_dataset(demos=3, autonomous=5))
+    args = regime.Args(out=tmp_path / "reg", network="smoke", jobs=1, steps=4, curve_points=2, eval_episodes=1)
+    spec = regime.spec_for(args, "qtransformer", data, 0, "main")
+    cfg = regime.run_config(spec)
+    run_dir = Path(cfg.out)
+    first = run_dir / "checkpoints" / "step_00000002"
+    seen = []
+    monkeypatch.setattr(regime, "checkpoint_success", lambda ckpt, episodes: seen.append((Path(ckpt).name, (Path(ckpt) / "left").exists())) or {"t": 0.5})
+
+    train(dataclasses.replace(cfg, steps=2))  # its prior, then the main run to its first checkpoint of two
+    (first / "left").touch()
+    assert regime.killed_at(run_dir) == "step 2"
+    run = regime._run_ours(spec)
+    assert run["resumed_from"] == "step 2" and [c[0] for c in run["curve"]] == [2, 4]
+    assert seen == [("step_00000002", True), ("step_00000004", False)]  # step 2 as the killed run left it
+    assert "resumed from step 2" in capsys.readouterr().out
+    assert regime.killed_at(run_dir) is None and not (run_dir / "prior").exists()  # a finished run: nothing to resume
+
+    shutil.rmtree(run_dir)
+    train(dataclasses.replace(prior_config(cfg), steps=2))  # killed in its prior
+    assert regime.killed_at(run_dir) == "its prior"
+    assert regime._run_ours(spec)["resumed_from"] == "its prior"
+
+    shutil.rmtree(run_dir)
+    seen.clear()
+    train(dataclasses.replace(cfg, steps=2, algo=dataclasses.replace(cfg.algo, alpha=0.5)))  # another method's settings
+    (first / "left").touch()
+    run = regime._run_ours(spec)
+    assert "resumed_from" not in run and seen == [("step_00000002", False), ("step_00000004", False)]
+    assert "not resumed, started again" in capsys.readouterr().out
+
+    shutil.rmtree(run_dir)
+    train(dataclasses.replace(cfg, steps=2))
+    shutil.rmtree(first / "training_state")  # killed in the clean-up after its evaluations
+    assert regime.killed_at(run_dir) is None
+    assert "resumed_from" not in regime._run_ours(spec)
