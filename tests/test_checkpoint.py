@@ -67,6 +67,22 @@ def test_policy_from_checkpoint_gives_identical_actions(saved):
         np.testing.assert_array_equal(after.q_values(obs, task=task), before.q_values(obs, task=task))
 
 
+def test_a_multi_task_policy_ranks_its_task_names_from_one_observation(saved):
+    _, _, model_dir = saved
+    policy = QTPolicy.from_checkpoint(model_dir)
+    obs = np.random.default_rng(1).standard_normal(OBS_DIM).astype(np.float32)
+    each = np.array([policy.q_values(obs, task=t) for t in (0, 1)])
+    np.testing.assert_allclose(policy.q_values(obs, task=[0, 1]), each, rtol=0, atol=1e-6)  # one row per task id
+    ranked = policy.rank_instructions(obs, ["b", "a"])
+    assert sorted(ranked, key=lambda p: -p[1]) == ranked
+    np.testing.assert_allclose(dict(ranked)["a"], each[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(dict(ranked)["b"], each[1], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="ranks its task names"):
+        policy.rank_instructions(obs, ["open the drawer"])
+    with pytest.raises(ValueError, match="3 task ids for 2 observations"):
+        policy.q_values(np.stack([obs, obs]), task=[0, 1, 1])
+
+
 def test_missing_model_folder_raises_naming_the_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(CheckpointError, match="nowhere"):

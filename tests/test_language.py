@@ -120,6 +120,26 @@ def test_an_unseen_instruction_goes_through_the_policy(hash_run):
     np.testing.assert_allclose(mixed, np.where(np.arange(4) % 2 == 0, trained, other), rtol=0, atol=1e-6)
 
 
+def test_one_observation_ranks_a_list_of_instructions_by_value(hash_run):
+    _, final = hash_run
+    policy = QTPolicy.from_checkpoint(final)
+    obs = np.random.default_rng(2).uniform(-1, 1, 6).astype(np.float32)
+    texts = [TRAINED, "get the dot to the target", "stay where you are"]
+    each = np.array([policy.q_values(obs, instruction=t) for t in texts])  # one call per instruction
+    together = policy.q_values(obs, instruction=texts)  # one observation, read once per instruction
+    assert together.shape == (3,)
+    np.testing.assert_allclose(together, each, rtol=0, atol=1e-6)
+    assert policy.act(obs, instruction=texts).shape == (3, 3)  # one action per instruction
+    assert policy.q_values(obs, instruction=[TRAINED]).shape == (1,)  # a list gives a list
+    ranked = policy.rank_instructions(obs, texts)
+    assert [t for t, _ in ranked] == [texts[i] for i in np.argsort(-each, kind="stable")]
+    np.testing.assert_allclose([v for _, v in ranked], np.sort(each)[::-1], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="no instructions"):
+        policy.rank_instructions(obs, [])
+    with pytest.raises(ValueError, match="2 instructions for 3 observations"):
+        policy.q_values(np.stack([obs] * 3), instruction=texts[:2])
+
+
 def test_a_saved_language_policy_reloads_and_acts_identically(hash_run):
     root, final = hash_run
     from qtransformer.checkpoint import last_checkpoint

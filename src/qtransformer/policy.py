@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -341,9 +341,31 @@ class QTPolicy:
         return actions[0] if x.single else actions
 
     def q_values(self, obs, task=None, instruction: Union[None, str, list[str]] = None) -> np.ndarray:
-        """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,)."""
+        """The value of the greedy action, Q(s, a*) in [0, 1]: a success estimate (affordance). () or (B,);
+        (N,) for one observation with a list of N instructions (or task ids): one value per instruction."""
         x = self._inputs(obs, task, instruction)
         _, values = decode(self.net, x.obs, x.task, images=x.images, support_tau=self.support_tau, language=x.language,
                            prior_weight=self.prior_weight, prior=self._prior_inputs(obs, task, instruction))
         v = values[:, -1].float().cpu().numpy()  # value at the last dimension = Q of the full action
         return v[0] if x.single else v
+
+    def rank_instructions(self, obs, instructions: Sequence[str]) -> list[tuple[str, float]]:
+        """SayCan-style planning: the instructions that one observation affords, most feasible first, as
+        (instruction, Q(s, greedy action)) pairs. A language-conditioned policy takes any texts; a policy
+        without language takes its task names (`processor.task_names`)."""
+        texts = [str(t) for t in instructions]
+        if not texts:
+            raise ValueError("rank_instructions: no instructions given; pass a list of texts")
+        if self.processor.uses_language:
+            values = self.q_values(obs, instruction=texts)
+        else:
+            names = list(self.processor.task_names)
+            unknown = [t for t in texts if t not in names]
+            if unknown:
+                raise ValueError(f"this policy was trained without language: it ranks its task names {names}, not {unknown}")
+            if self.processor.uses_task_id:
+                values = self.q_values(obs, task=np.array([names.index(t) for t in texts]))
+            else:  # one task: one value
+                values = np.full(len(texts), float(self.q_values(obs)))
+        order = np.argsort(-np.asarray(values), kind="stable")
+        return [(texts[i], float(values[i])) for i in order]

@@ -231,7 +231,10 @@ class ObservationProcessor:
         self, obs, task=None, instruction: Union[None, str, Sequence[str]] = None, device: Union[str, torch.device] = "cpu"
     ) -> ModelInputs:
         """An observation (obs_dim,) or a batch (B, obs_dim), or a Dict of them, with a task id or an
-        instruction (one text, or one per row) -> ModelInputs on `device`."""
+        instruction (one text, or one per row) -> ModelInputs on `device`.
+
+        One observation with a list of N instructions (or N task ids) is read N times, once per instruction
+        (the planner's use: which of these is feasible from here): the inputs are a batch of N."""
         images = None
         if isinstance(obs, dict):
             state, found = split_observation(obs, self.image_keys, self.frames)
@@ -243,14 +246,18 @@ class ObservationProcessor:
         single = state.ndim == 1
         obs_t = torch.as_tensor(state, device=device)
         if single:
-            obs_t = obs_t.unsqueeze(0)  # (1, obs_dim)
-            images = {k: v.unsqueeze(0) for k, v in images.items()} if images is not None else None
+            n = _conditions(task, instruction)  # N > 1: one observation read once per instruction or task
+            obs_t = obs_t.unsqueeze(0).expand(n, -1).contiguous()  # (N, obs_dim)
+            images = {k: v.unsqueeze(0).expand(n, *v.shape).contiguous() for k, v in images.items()} if images is not None else None
+            single = n == 1 and (instruction is None or isinstance(instruction, str)) and np.ndim(task) == 0
         if obs_t.dim() != 2 or obs_t.shape[1] != self.obs_dim:
             raise ValueError(f"observation must be ({self.obs_dim},) or (batch, {self.obs_dim}); got {tuple(obs_t.shape)}")
         B = obs_t.shape[0]
         task_t, language = None, None
         if self.uses_language:
-            if isinstance(instruction, str) or instruction is None:
+            if instruction is None and np.ndim(task) > 0 and len(np.asarray(task).reshape(-1)) == B:
+                texts = [self.instruction_for(int(t), None) for t in np.asarray(task).reshape(-1)]  # one task per row
+            elif isinstance(instruction, str) or instruction is None:
                 texts = [self.instruction_for(_one(task, "task"), instruction)] * B
             else:
                 texts = [str(t) for t in instruction]
@@ -265,7 +272,21 @@ class ObservationProcessor:
             if task is not None:
                 task_t = torch.as_tensor(np.asarray(task), device=device).long().reshape(-1)
                 task_t = task_t.expand(B) if task_t.numel() == 1 else task_t  # (B,)
+                if task_t.numel() != B:
+                    raise ValueError(f"{task_t.numel()} task ids for {B} observations; pass one id or one per observation")
         return ModelInputs(obs_t, images, task_t, language, single)
+
+
+def _conditions(task, instruction) -> int:
+    """How many instructions (or task ids) one observation is asked about: 1 for one text or id."""
+    if instruction is not None and not isinstance(instruction, str):
+        n = len(instruction)
+        if n == 0:
+            raise ValueError("instruction: an empty list; pass one text or a list of texts")
+        return n
+    if instruction is None and task is not None and np.ndim(task) > 0:
+        return max(1, len(np.asarray(task).reshape(-1)))
+    return 1
 
 
 def _one(task, what: str) -> Optional[int]:
@@ -274,7 +295,7 @@ def _one(task, what: str) -> Optional[int]:
         return None
     arr = np.asarray(task).reshape(-1)
     if len(set(arr.tolist())) != 1:
-        raise ValueError(f"a language-conditioned policy takes one {what} per call, or instruction= with one text per observation")
+        raise ValueError(f"a language-conditioned policy takes one {what} per call or one per observation, or instruction= with one text per observation")
     return int(arr[0])
 
 
