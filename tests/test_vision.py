@@ -114,3 +114,28 @@ def test_train_a_film_efficientnet_policy_and_reload_it(tmp_path, capsys):
     train = ["train", "--preset", "smoke", "--dataset", str(data), "--out", str(tmp_path / "y"), "--model.image-encoder", "film-efficientnet-b0"]
     assert main([*train, "--model.image-weights", str(tmp_path / "none.pth")]) == 2
     assert "none.pth not found" in capsys.readouterr().err
+
+
+def test_a_saved_vision_language_policy_reloads_and_acts_identically(tmp_path):
+    """Camera frames (a window of 2), FiLM-EfficientNet conditioned on the instruction, TokenLearner, hashed
+    language: the reloaded policy acts and values alike, on trained and unseen instructions."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["make-dataset", "builtin", "--demos", "3", "--autonomous", "3", "--images", "--out", str(data)]) == 0
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "4", "--batch-size", "8",
+                 "--model.image-encoder", "film-efficientnet-b0", "--model.image-tokens", "2", "--model.frames", "2",
+                 "--model.language-encoder", "hash"]) == 0
+    a, b = QTPolicy.from_checkpoint(run), QTPolicy.from_checkpoint(run)
+    assert a.frames == 2 and a.processor.uses_language
+    for (k, v), (k2, v2) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+    rng = np.random.default_rng(0)
+    obs = {"state": rng.uniform(-1, 1, (3, 6)).astype(np.float32), "image": rng.integers(0, 256, (3, 2, 32, 32, 3), dtype=np.uint8)}
+    texts = [a.processor.instructions[0], "an instruction never seen", "stay still"]
+    for text in texts:
+        np.testing.assert_array_equal(a.act(obs, instruction=text), b.act(obs, instruction=text))
+        np.testing.assert_array_equal(a.q_values(obs, instruction=text), b.q_values(obs, instruction=text))
+    assert not np.array_equal(a.q_values(obs, instruction=texts[0]), a.q_values(obs, instruction=texts[1]))  # language reaches the values
+    one = {k: v[0] for k, v in obs.items()}  # one observation, its frame window (2, 32, 32, 3)
+    np.testing.assert_array_equal(a.q_values(one, instruction=texts), b.q_values(one, instruction=texts))
+    np.testing.assert_allclose(a.q_values(one, instruction=texts), [a.q_values(one, instruction=t) for t in texts], rtol=0, atol=1e-6)
+    assert a.rank_instructions(one, texts) == b.rank_instructions(one, texts)
