@@ -207,6 +207,29 @@ def test_hf_folder_encoder_equals_minilm_on_its_folder(minilm):
     np.testing.assert_allclose(hf.encode(["open the drawer"]), minilm.encode(["open the drawer"]), rtol=0, atol=1e-6)
 
 
+def test_a_relative_hf_folder_is_recorded_absolute_and_found_from_another_folder(minilm, tmp_path, monkeypatch):
+    import shutil
+
+    from qtransformer.nets.language import minilm_folder
+
+    shutil.copytree(minilm_folder(), tmp_path / "encoders" / "mine")
+    EpisodeStore.create(tmp_path / "data", make_builtin_dataset(2, 2, seed=0, progress=False))
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(preset("smoke"), {
+        "dataset": "data", "out": "run", "progress": False, "eval_episodes": 0, "steps": 2,
+        "model": {"language_encoder": "hf:encoders/mine"},
+    })
+    final = train(cfg)
+    wanted = f"hf:{(tmp_path / 'encoders' / 'mine').resolve()}"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["language_encoder"] == wanted
+    assert json.loads((final / "model" / "config.json").read_text())["model"]["language_encoder"] == wanted
+    monkeypatch.chdir(tmp_path / "encoders")  # where "encoders/mine" does not exist
+    policy = QTPolicy.from_checkpoint(final.resolve() if final.is_absolute() else tmp_path / final)
+    assert policy.q_values(np.zeros(6, np.float32), instruction="a text no run has seen").shape == ()
+    monkeypatch.chdir(tmp_path)  # the same relative flag resumes the run
+    assert train(apply_overrides(cfg, {"resume": True, "steps": 3})).name == "step_00000003"
+
+
 def test_a_minilm_policy_trains_saves_and_takes_unseen_instructions(minilm, tmp_path):
     EpisodeStore.create(tmp_path / "data", make_builtin_dataset(2, 2, seed=0, progress=False))
     cfg = apply_overrides(preset("smoke"), {

@@ -36,6 +36,7 @@ from .evaluate import evaluate_policy
 from .fileio import atomic_write_text, check_output_dir
 from .logging import MetricLogger, NullLogger
 from .nets import QTransformerNet, check_model_size
+from .nets.language import absolute_encoder_name
 from .policy import QTPolicy
 from .processor import ObservationProcessor, split_observation, with_instructions
 
@@ -254,6 +255,7 @@ def train(cfg: TrainConfig) -> Path:
     (distributed.py) and trains its shard of each global batch; only rank 0 writes the run folder."""
     ranks = distributed.from_env()
     distributed.check_batch_size(cfg.batch_size, ranks.world_size)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, language_encoder=absolute_encoder_name(cfg.model.language_encoder)))
     threads = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

@@ -44,6 +44,14 @@ def check_encoder_name(name: str) -> Optional[str]:
     return f"must be none, hash, minilm or hf:<folder>, got {name!r}"
 
 
+def absolute_encoder_name(name: str) -> str:
+    """`hf:<folder>` with the folder made absolute (a run records where the encoder is, so that the policy
+    finds it from any working directory); other names as given."""
+    if not name.startswith("hf:"):
+        return name
+    return "hf:" + str(Path(name[3:].strip()).expanduser().resolve())
+
+
 class HashEncoder:
     """Hashed n-gram embedding (see the module docstring): deterministic, dependency-free."""
 
