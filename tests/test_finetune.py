@@ -275,3 +275,19 @@ def test_finetuning_a_start_trained_with_the_prior_in_its_targets_keeps_it_there
     assert seen[-1]["prior_net"] is not None and seen[-1]["prior_weight"] == 0.05  # the start's --prior-weight
     assert _finetune(run, tmp_path / "scratch", "--env-steps", "20", "--eval-every", "20", "--from-scratch") == 0
     assert seen[-1]["prior_net"] is None
+
+
+def test_a_start_trained_with_a_source_mix_says_its_batch_rule_does_not_carry(offline_run, tmp_path, capsys):
+    data, _ = offline_run
+    run = tmp_path / "mixed_run"
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "10",
+                 "--source-mix", "demonstration", "0.5"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "ft"
+    assert _finetune(run, out, "--env-steps", "6", "--eval-episodes", "0") == 0
+    assert "trained with source_mix {'demonstration': 0.5}" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["start_batch_rules_not_applied"] == ["source_mix {'demonstration': 0.5}"]
+    plain = tmp_path / "ft_plain"
+    assert _finetune(offline_run[1], plain, "--env-steps", "6", "--eval-episodes", "0") == 0
+    assert "do not apply" not in capsys.readouterr().out
+    assert json.loads((plain / "config.json").read_text())["start_batch_rules_not_applied"] == []

@@ -15,7 +15,8 @@ Everything counts in environment steps (the x axis of metrics.jsonl). The start 
 `qtransformer train`: its online and target networks, observation normaliser, action bins and learning
 rule; the optimizer is restored with it (`optimizer='restore'`) or starts fresh, with its warm-up
 (`'fresh'`). `from_scratch` keeps only the architecture, bins and normaliser and starts the networks
-anew: the online-from-scratch baseline.
+anew: the online-from-scratch baseline. The start's batch rules (`source_mix`, `only_successful`,
+`negative_rate`) do not carry over: offline rows are uniform over the offline dataset, and the run says so.
 """
 
 from __future__ import annotations
@@ -374,6 +375,9 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         progress_state.update({k: saved[k] for k in progress_state})
     elif start_ckpt is not None and not cfg.from_scratch:
         load_learner_state(start_ckpt, learner, optimizer=cfg.optimizer == "restore")
+    # The start's batch rules that fine-tuning's batches (MixedSampler: uniform offline rows) do not apply.
+    not_carried = [f"{k} {v}" for k, v in (("source_mix", train_cfg.source_mix), ("only_successful", train_cfg.only_successful),
+                                            ("negative_rate", train_cfg.negative_rate)) if v]
     # What the start's optimizer became: a model kept without its training state can only start a fresh one.
     start_optimizer = "resumed" if own is not None else (
         "restored" if start_ckpt is not None and not cfg.from_scratch and cfg.optimizer == "restore" else "fresh")
@@ -387,6 +391,7 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
         (run_dir / "metrics.jsonl").unlink()  # left by a run that stopped before its first checkpoint
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "start": str(start_ckpt or model_dir), "start_optimizer": start_optimizer,
+                                                     "start_batch_rules_not_applied": not_carried,
                                                      "offline_dataset": None if offline_path is None else str(Path(offline_path).resolve()), "into": str(into)}, indent=1))
     logger = MetricLogger(run_dir, resume_step=env_step if own is not None else None)
     online_count = 0 if online_data is None else online_data.num_episodes
@@ -440,6 +445,9 @@ def _finetune(cfg: FinetuneConfig, device: torch.device) -> Path:
     try:
         if own is None and start_ckpt is None and not cfg.from_scratch and cfg.optimizer == "restore":
             bar.write(f"{model_dir}: no training state kept with this model, so the optimizer starts fresh (with its warm-up)")
+        if own is None and not_carried:
+            bar.write(f"{start_ckpt or model_dir}: trained with {', '.join(not_carried)}; fine-tuning draws its offline rows "
+                      "uniformly over the offline dataset (these do not apply)")
         if own is None and cfg.eval_episodes > 0:
             last_eval = run_eval(env_step)  # the start: the offline policy's success
             bar.write(f"env step {env_step}: eval success rate {last_eval['success_rate']:.3f} (the start)")
