@@ -23,6 +23,7 @@ from qtransformer.data.sampler import MixedSampler
 from qtransformer.envs.builtin_dataset import make_builtin_dataset
 from qtransformer.finetune import FinetuneConfig, _fresh_like
 from qtransformer.logging import read_metrics
+from qtransformer.processor import episode_instructions
 
 
 def _transitions(seed: int, demos: int = 3, autonomous: int = 3):
@@ -291,3 +292,24 @@ def test_a_start_trained_with_a_source_mix_says_its_batch_rule_does_not_carry(of
     assert _finetune(offline_run[1], plain, "--env-steps", "6", "--eval-episodes", "0") == 0
     assert "do not apply" not in capsys.readouterr().out
     assert json.loads((plain / "config.json").read_text())["start_batch_rules_not_applied"] == []
+
+
+def test_a_language_policy_finetunes_on_a_metaworld_task(tmp_path, capsys):
+    """A MetaWorld reach dataset (its episodes carry instructions), a hashed-language policy, fine-tuned on
+    metaworld:reach-v3 with its training instruction; an unknown instruction is refused in one line."""
+    pytest.importorskip("metaworld")
+    data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "ft"
+    assert main(["make-dataset", "metaworld", "--tasks", "reach-v3", "--demos", "1", "--autonomous", "1", "--out", str(data)]) == 0
+    assert main(["train", "--preset", "smoke", "--dataset", str(data), "--out", str(run), "--no-progress", "--steps", "5",
+                 "--model.language-encoder", "hash"]) == 0
+    instruction = episode_instructions(EpisodeStore.open(data))[0]
+    capsys.readouterr()
+    ft = ["finetune", "--checkpoint", str(run), "--no-progress", "--eval-episodes", "0", "--num-envs", "2", "--env", "metaworld:reach-v3",
+          "--env-steps", "420", "--updates-per-step", "0.05"]
+    assert main([*ft, "--out", str(out), "--instruction", instruction]) == 0
+    online = EpisodeStore.open(out / "online")
+    assert online.num_episodes == 2 and set(online.success_by_source()) == {"online"}  # two 200-step episodes ended
+    assert set(episode_instructions(online)) == {instruction}
+    assert main([*ft, "--out", str(tmp_path / "ft2"), "--instruction", "juggle three balls"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "juggle three balls" in err[0]
