@@ -20,6 +20,7 @@ The protocol (fixed before any number was seen):
   tokens per frame) over a window of --frames frames; the state vector stays beside the frames;
   - `qtransformer`: the default preset's learning rule;
   - `bc_demos`: behaviour cloning (cross-entropy over bins) on the demonstrations only, RT-1 style;
+  (beside the protocol, `--methods ... qt_values`: the default preset's values decoded alone, no BC prior);
 - evaluation: the greedy policy on the fixed evaluation seeds of `qtransformer eval`, --eval-episodes
   per task, once with each task's training instruction and once with a paraphrase never seen in
   training (PARAPHRASES): an unseen instruction must still name the task.
@@ -55,8 +56,11 @@ import tyro
 METHODS = {
     "qtransformer": {},
     "bc_demos": {"algo": {"method": "bc"}, "source_mix": {"demonstration": 1.0}},
+    "qt_values": {"prior": "none"},  # beside the protocol: the default's values decoded alone (no BC prior)
 }
-LABELS = {"qtransformer": "Q-Transformer (default preset)", "bc_demos": "BC, demonstrations only (RT-1 style)"}
+LABELS = {"qtransformer": "Q-Transformer (default preset)", "bc_demos": "BC, demonstrations only (RT-1 style)",
+          "qt_values": "Q-Transformer, values alone (default preset without its BC prior)"}
+PROTOCOL_METHODS = ("qtransformer", "bc_demos")
 # Held-out paraphrases of envs.metaworld.MT10_INSTRUCTIONS: never in a training episode.
 PARAPHRASES = {
     "reach-v3": "move the gripper to the target",
@@ -118,8 +122,9 @@ class Args:
     """Runs trained at a time, each in its own process (1; --cpu 2)."""
     workers: Optional[int] = None
     """Processes making the dataset, one per task at most (2; --quick 1)."""
-    methods: tuple[str, ...] = tuple(METHODS)
-    """Methods to run."""
+    methods: tuple[str, ...] = PROTOCOL_METHODS
+    """Methods to run (also: qt_values, the default preset's values without its BC prior, measured beside the
+    protocol)."""
     extend_from: Optional[Path] = None
     """Continue the finished runs of an earlier --out with the same settings and fewer --steps from their
     last checkpoint (optimizer state included: the same updates a run of --steps from scratch makes), in a

@@ -107,3 +107,5 @@ def test_a_qtransformer_run_names_the_prior_it_trains_and_a_bc_run_none():
     args = apply_size(Args(cpu=True))
     assert run_spec(args, Path("d"), "qtransformer", 0)["prior"] == "auto-successful"
     assert "prior" not in run_spec(args, Path("d"), "bc_demos", 0)
+    assert "prior" not in run_spec(args, Path("d"), "qt_values", 0)  # the values alone: trains no prior
+    assert args.methods == ("qtransformer", "bc_demos")  # beside the protocol only when asked for
