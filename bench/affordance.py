@@ -19,6 +19,12 @@ The protocol (fixed before any number was seen), a MetaWorld analogue of the pap
   F1 (the same rule for every policy), plus the F1 among matched pairs only (does Q know when its own
   task will fail?).
 
+`--language-encoder hash|minilm|hf:<folder>` (beside the protocol, which conditions on task ids): the same
+policies conditioned on each task's instruction instead (the paper's setting), every pair scored with task j's
+training instruction, and again with a held-out paraphrase of it (bench.vision_language.PARAPHRASES, never
+in training): `policy.q_values(s, instruction=[...])`, one observation read once per instruction. Its runs
+sit beside the task-id ones under the same OUT (their file names carry the encoder).
+
 Writes OUT/summary.json ({"methods": {"relabel_<rate>": {"mean", "std", "per_seed"}} with F1 as the
 figure, "auroc", "precision", "recall", "f1_matched", "protocol"}) and OUT/table.md. Finished runs are
 reused (resumable). The paper reports F1 0.82 with relabelling and 0.71 without, on its real-robot data.
@@ -58,6 +64,9 @@ class Args:
     """Autonomous episodes per task in the dataset."""
     jobs: int = 2
     """Runs side by side, one CPU thread each."""
+    language_encoder: str = "none"
+    """none: task ids (the protocol); hash, minilm or hf:<folder>: instructions, scored on the training
+    instructions and on held-out paraphrases (see the module docstring)."""
     quick: bool = False
     """A check that everything runs: 1 seed, 300 steps, 4 start states per task, 2 + 4 episodes per task."""
 
@@ -82,6 +91,7 @@ def run(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from bench.vision_language import PARAPHRASES
     from qtransformer.config import apply_overrides, preset
     from qtransformer.envs import make_env
     from qtransformer.evaluate import eval_seeds, evaluate_policy
@@ -89,34 +99,51 @@ def run(spec: dict) -> dict:
     from qtransformer.train import train
 
     out = Path(spec["out"])
-    result_file = out / "runs" / f"relabel{spec['rate']}_seed{spec['seed']}.json"
+    name = run_name(spec)
+    result_file = out / "runs" / f"{name}.json"
     if result_file.exists() and json.loads(result_file.read_text())["spec"] == spec:
         return json.loads(result_file.read_text())
     t0 = time.time()
-    run_dir = out / "runs" / f"relabel{spec['rate']}_seed{spec['seed']}"
+    run_dir = out / "runs" / name
     shutil.rmtree(run_dir, ignore_errors=True)
+    encoder = spec.get("language_encoder", "none")
     cfg = apply_overrides(preset("builtin"), {"dataset": spec["dataset"], "out": str(run_dir), "seed": spec["seed"], "steps": spec["steps"],
                                               "eval_episodes": 0, "progress": False, "threads": 1, "save_every": spec["steps"],
-                                              "negative_rate": spec["rate"], "prior": "none"})  # the values' own greedy action, as measured before the preset took a prior
+                                              "negative_rate": spec["rate"], "prior": "none",  # the values' own greedy action, as measured before the preset took a prior
+                                              "model": {"language_encoder": encoder}})
     policy = QTPolicy.from_checkpoint(train(cfg))
     names = list(policy.meta["task_names"])
-    scores, labels, matched = [], [], []
+    language = policy.processor.uses_language
+    trained_texts = [policy.processor.task_instructions[t] for t in TASKS] if language else None
+    scores, paraphrase_scores, labels, matched = [], [], [], []
     for t, task in enumerate(TASKS):
         env_id = f"metaworld:{task}"
         rollouts = evaluate_policy(policy, env_id, spec["episodes"])["per_episode"]
         env = make_env(env_id)
         for s, episode in zip(eval_seeds(spec["episodes"], 0), rollouts, strict=True):
             obs, _ = env.reset(seed=s)  # the rollout's own start state
-            for j, other in enumerate(TASKS):
-                scores.append(float(policy.q_values(obs, task=names.index(other))))
-                labels.append(int(j == t and episode["success"]))
-                matched.append(j == t)
+            if language:  # one observation, read once per instruction: (len(TASKS),)
+                scores += policy.q_values(obs, instruction=trained_texts).tolist()
+                paraphrase_scores += policy.q_values(obs, instruction=[PARAPHRASES[other] for other in TASKS]).tolist()
+            else:
+                scores += policy.q_values(obs, task=[names.index(other) for other in TASKS]).tolist()
+            labels += [int(j == t and episode["success"]) for j in range(len(TASKS))]
+            matched += [j == t for j in range(len(TASKS))]
         env.close()
     result = {"spec": spec, "scores": scores, "labels": labels, "matched": matched, "wall_s": time.time() - t0,
               "success_rate": float(np.mean([lab for lab, m in zip(labels, matched, strict=True) if m]))}
+    if language:
+        result["paraphrase_scores"] = paraphrase_scores
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result))
     return result
+
+
+def run_name(spec: dict) -> str:
+    """relabel<rate>_seed<seed>, with the language encoder appended for a language-conditioned run."""
+    encoder = spec.get("language_encoder", "none")
+    suffix = "" if encoder == "none" else "_" + "".join(c if c.isalnum() else "-" for c in encoder)
+    return f"relabel{spec['rate']}_seed{spec['seed']}{suffix}"
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -153,15 +180,25 @@ def summarize(args: Args, results: list[dict]) -> dict:
             s, y, m = np.asarray(r["scores"]), np.asarray(r["labels"]), np.asarray(r["matched"])
             row = {"auroc": auroc(s, y), **best_f1(s, y), "f1_matched": best_f1(s[m], y[m])["f1"], "auroc_matched": auroc(s[m], y[m]),
                    "success_rate": r["success_rate"], "positives": int(y.sum()), "pairs": int(len(y))}
+            if "paraphrase_scores" in r:  # the same pairs, each instruction worded as never in training
+                p = np.asarray(r["paraphrase_scores"])
+                row.update(f1_paraphrase=best_f1(p, y)["f1"], auroc_paraphrase=auroc(p, y))
             rows.append(row)
         name = f"relabel_{rate:g}"
         f1 = [r["f1"] for r in rows]
         methods[name] = {"mean": float(np.mean(f1)), "std": float(np.std(f1)), "per_seed": f1}
-        extra[name] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+        extra[name] = {k: _nanmean([r[k] for r in rows]) for k in rows[0]}
     protocol = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()}
     protocol.update(tasks=list(TASKS), network="builtin preset (K = 16, d_model 64)", threshold="the F1-maximising score, per policy",
-                    labels="matched pair: the greedy rollout's success; mismatched pair: 0")
+                    labels="matched pair: the greedy rollout's success; mismatched pair: 0",
+                    conditioning="task ids" if args.language_encoder == "none" else f"instructions ({args.language_encoder})")
     return {"methods": methods, "details": extra, "protocol": protocol}
+
+
+def _nanmean(xs: list[float]) -> float:
+    """The mean over the defined values (AUROC is undefined for a policy with no success); nan if none is."""
+    xs = [x for x in xs if not np.isnan(x)]
+    return float(np.mean(xs)) if xs else float("nan")
 
 
 def markdown(summary: dict) -> str:
@@ -171,6 +208,10 @@ def markdown(summary: dict) -> str:
         d = summary["details"][name]
         lines.append(f"| rate {name.split('_')[1]} | {m['mean']:.2f} ± {m['std']:.2f} | {d['precision']:.2f} | {d['recall']:.2f} | {d['auroc']:.2f} | "
                      f"{d['f1_matched']:.2f} | {d['auroc_matched']:.2f} | {d['success_rate']:.2f} |")
+    if any("f1_paraphrase" in d for d in summary["details"].values()):
+        lines += ["", "| negative relabelling | F1, held-out paraphrases | AUROC, held-out paraphrases |", "|---|---|---|"]
+        for name, d in summary["details"].items():
+            lines.append(f"| rate {name.split('_')[1]} | {d['f1_paraphrase']:.2f} | {d['auroc_paraphrase']:.2f} |")
     return "\n".join(lines)
 
 
@@ -181,9 +222,15 @@ def main(args: Args) -> None:
         args.seeds, args.steps, args.episodes, args.demos, args.autonomous = 1, 300, 4, 2, 4
     args.out.mkdir(parents=True, exist_ok=True)
     data = dataset(args)
-    specs = [{"out": str(args.out), "dataset": str(data), "rate": r, "seed": s, "steps": args.steps, "episodes": args.episodes}
+    from qtransformer.nets.language import check_encoder_name
+
+    problem = check_encoder_name(args.language_encoder)
+    if problem:
+        raise SystemExit(f"--language-encoder: {problem}")
+    language = {} if args.language_encoder == "none" else {"language_encoder": args.language_encoder}  # task-id runs keep their spec
+    specs = [{"out": str(args.out), "dataset": str(data), "rate": r, "seed": s, "steps": args.steps, "episodes": args.episodes} | language
              for s in range(args.seeds) for r in args.rates]
-    results = run_in_pool(_run_and_report, specs, args.jobs, lambda s: f"rate {s['rate']} seed {s['seed']}")
+    results = run_in_pool(_run_and_report, specs, args.jobs, run_name)
     summary = summarize(args, results)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = markdown(summary)
