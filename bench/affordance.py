@@ -115,6 +115,7 @@ def run(spec: dict) -> dict:
     names = list(policy.meta["task_names"])
     language = policy.processor.uses_language
     trained_texts = [policy.processor.task_instructions[t] for t in TASKS] if language else None
+    paraphrases = [PARAPHRASES[t] for t in TASKS]
     scores, paraphrase_scores, labels, matched = [], [], [], []
     for t, task in enumerate(TASKS):
         env_id = f"metaworld:{task}"
@@ -124,7 +125,7 @@ def run(spec: dict) -> dict:
             obs, _ = env.reset(seed=s)  # the rollout's own start state
             if language:  # one observation, read once per instruction: (len(TASKS),)
                 scores += policy.q_values(obs, instruction=trained_texts).tolist()
-                paraphrase_scores += policy.q_values(obs, instruction=[PARAPHRASES[other] for other in TASKS]).tolist()
+                paraphrase_scores += policy.q_values(obs, instruction=paraphrases).tolist()
             else:
                 scores += policy.q_values(obs, task=[names.index(other) for other in TASKS]).tolist()
             labels += [int(j == t and episode["success"]) for j in range(len(TASKS))]
@@ -220,13 +221,13 @@ def main(args: Args) -> None:
 
     if args.quick:
         args.seeds, args.steps, args.episodes, args.demos, args.autonomous = 1, 300, 4, 2, 4
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = dataset(args)
     from qtransformer.nets.language import check_encoder_name
 
     problem = check_encoder_name(args.language_encoder)
-    if problem:
+    if problem:  # before the dataset is made: a typo costs nothing
         raise SystemExit(f"--language-encoder: {problem}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = dataset(args)
     language = {} if args.language_encoder == "none" else {"language_encoder": args.language_encoder}  # task-id runs keep their spec
     specs = [{"out": str(args.out), "dataset": str(data), "rate": r, "seed": s, "steps": args.steps, "episodes": args.episodes} | language
              for s in range(args.seeds) for r in args.rates]
